@@ -1,0 +1,48 @@
+"""Choosing the torch device and dtype from user-facing names."""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import InvalidParameterError
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}
+
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """The device for ``name``: "auto" picks cuda, then mps, then cpu."""
+    if isinstance(name, torch.device):
+        return name
+    base = name.split(":")[0]
+    if base not in DEVICES:
+        raise InvalidParameterError(f"unknown device '{name}': use one of {', '.join(DEVICES)}")
+    if base == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if base == "cuda" and not torch.cuda.is_available():
+        raise InvalidParameterError("device 'cuda' was asked for but no CUDA GPU is visible: use --device cpu")
+    if base == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise InvalidParameterError("device 'mps' was asked for but Metal is not available: use --device cpu")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """The compute dtype for ``name``: "auto" is float16 on CUDA/MPS and float32 on CPU."""
+    if isinstance(name, torch.dtype):
+        return name
+    name = _DTYPE_ALIASES.get(name, name)
+    if name == "auto":
+        return torch.float16 if device.type in ("cuda", "mps") else torch.float32
+    if name not in DTYPES:
+        raise InvalidParameterError(f"unknown dtype '{name}': use auto, {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """The user-facing name of a torch dtype ("float16", ...)."""
+    return str(dtype).removeprefix("torch.")

@@ -1,0 +1,165 @@
+"""Building the Kolors components (tokenizer, text encoder, UNet, VAE, scheduler) from a model folder."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import init_empty_weights
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+from ..errors import ModelLayoutError
+from ..models.chatglm import ChatGLMConfig, ChatGLMModel, ChatGLMTokenizer
+from .locate import check_model_folder, read_json
+from .weights import find_weight_files, read_state_dict, read_weight_file
+
+logger = logging.getLogger(__name__)
+
+LDM_UNET_PREFIX = "model.diffusion_model."
+CHATGLM_PREFIX = "transformer."
+
+
+@dataclass
+class KolorsComponents:
+    """The loaded parts of a Kolors model and the folder-level settings that go with them."""
+
+    tokenizer: ChatGLMTokenizer
+    text_encoder: ChatGLMModel
+    unet: UNet2DConditionModel
+    vae: AutoencoderKL
+    scheduler: SchedulerMixin
+    folder: Path
+    force_zeros_for_empty_prompt: bool = False
+    defaults: dict = field(default_factory=dict)
+
+
+def load_components(
+    folder: Path,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    unet_file: Path | None = None,
+    text_encoder_file: Path | None = None,
+) -> KolorsComponents:
+    """Every component of the Kolors model in ``folder``, on ``device`` in ``dtype``.
+
+    ``unet_file``/``text_encoder_file`` replace the folder's weights with a single ``.safetensors`` file
+    (the folder's configs still describe the architecture).
+    """
+    index = check_model_folder(folder)
+    variant = "fp16" if dtype in (torch.float16, torch.bfloat16) else None
+    defaults_path = folder / "kolors_defaults.json"
+    return KolorsComponents(
+        tokenizer=load_tokenizer(folder / "tokenizer"),
+        text_encoder=load_text_encoder(folder / "text_encoder", device, dtype, file=text_encoder_file, variant=variant),
+        unet=load_unet(folder / "unet", device, dtype, file=unet_file, variant=variant),
+        vae=load_vae(folder / "vae", device, dtype, variant=variant),
+        scheduler=load_scheduler(folder / "scheduler"),
+        folder=folder,
+        force_zeros_for_empty_prompt=bool(index.get("force_zeros_for_empty_prompt", False)),
+        defaults=read_json(defaults_path) if defaults_path.is_file() else {},
+    )
+
+
+def load_tokenizer(folder: Path) -> ChatGLMTokenizer:
+    """The ChatGLM SentencePiece tokenizer (bundled tokenization_chatglm.py files are never imported)."""
+    vocab = folder / "tokenizer.model"
+    if not vocab.is_file():
+        raise ModelLayoutError(f"tokenizer is incomplete: {vocab} is missing")
+    try:
+        return ChatGLMTokenizer(vocab_file=str(vocab))
+    except Exception as exc:  # noqa: BLE001 - sentencepiece raises plain RuntimeError/OSError
+        raise ModelLayoutError(f"cannot read tokenizer file {vocab} ({exc}): download it again") from None
+
+
+def load_scheduler(folder: Path) -> SchedulerMixin:
+    """The scheduler the checkpoint's ``scheduler_config.json`` names, with its settings."""
+    import diffusers
+
+    config = read_json(folder / "scheduler_config.json")
+    cls = getattr(diffusers, config.get("_class_name", ""), None)
+    if cls is None or not hasattr(cls, "from_config"):
+        raise ModelLayoutError(f"unknown scheduler class '{config.get('_class_name')}' in {folder}/scheduler_config.json")
+    return cls.from_config(config)
+
+
+def load_text_encoder(
+    folder: Path, device: torch.device, dtype: torch.dtype, *, file: Path | None = None, variant: str | None = None
+) -> ChatGLMModel:
+    """ChatGLM3 from ``config.json`` and its weights (sharded .bin, safetensors, or one single file)."""
+    config = ChatGLMConfig.from_dict(read_json(folder / "config.json"))
+    config.original_rope = getattr(config, "original_rope", True)
+    with init_empty_weights(include_buffers=False):
+        model = ChatGLMModel(config, empty_init=False)
+    state = read_weight_file(file) if file else read_state_dict(find_weight_files(folder, variant))
+    state = {k.removeprefix(CHATGLM_PREFIX): v for k, v in state.items()}
+    _assign(model, state, f"text encoder ({file or folder})")
+    return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+def load_unet(
+    folder: Path, device: torch.device, dtype: torch.dtype, *, file: Path | None = None, variant: str | None = None
+) -> UNet2DConditionModel:
+    """The UNet from its folder, or from a single file with diffusers or original (LDM/SGM) key names."""
+    config = read_json(folder / "config.json")
+    with init_empty_weights(include_buffers=False):
+        unet = UNet2DConditionModel.from_config(config)
+    if file is None:
+        state = read_state_dict(find_weight_files(folder, variant))
+    else:
+        state = _unet_single_file(read_weight_file(file), dict(unet.config))
+    _assign(unet, state, f"UNet ({file or folder})")
+    return unet.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+def load_vae(folder: Path, device: torch.device, dtype: torch.dtype, *, variant: str | None = None) -> AutoencoderKL:
+    """The KL autoencoder in ``dtype`` (the pipeline upcasts decoding when the config asks for it)."""
+    config = read_json(folder / "config.json")
+    with init_empty_weights(include_buffers=False):
+        vae = AutoencoderKL.from_config(config)
+    _assign(vae, read_state_dict(find_weight_files(folder, variant)), f"VAE ({folder})")
+    return vae.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+def _unet_single_file(state: dict[str, torch.Tensor], config: dict) -> dict[str, torch.Tensor]:
+    """A diffusers-named UNet state dict from a single file in diffusers or original SDXL key names."""
+    if "conv_in.weight" in state:
+        return state
+    if "input_blocks.0.0.weight" in state:  # original names saved without the model prefix
+        state = {LDM_UNET_PREFIX + k: v for k, v in state.items()}
+    if LDM_UNET_PREFIX + "input_blocks.0.0.weight" not in state:
+        raise ModelLayoutError("the --unet file holds neither diffusers nor original SDXL UNet key names")
+    converted = convert_ldm_unet_checkpoint(state, config)
+    # Kolors' text projection has no SDXL counterpart: its diffusers name is kept as is.
+    for key, value in state.items():
+        short = key.removeprefix(LDM_UNET_PREFIX)
+        if short.startswith("encoder_hid_proj."):
+            converted[short] = value
+    return converted
+
+
+def _assign(model: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """Load ``state`` into a model built on the meta device; every parameter must be present."""
+    expected = dict(model.named_parameters())
+    missing = [k for k in expected if k not in state]
+    if missing:
+        raise ModelLayoutError(
+            f"{what} weights do not match its config: {len(missing)} tensors missing (e.g. {missing[0]}); "
+            "is it the right file for this model?"
+        )
+    bad = [k for k, p in expected.items() if tuple(state[k].shape) != tuple(p.shape)]
+    if bad:
+        k = bad[0]
+        raise ModelLayoutError(
+            f"{what} weights do not match its config: {k} has shape {tuple(state[k].shape)}, "
+            f"expected {tuple(expected[k].shape)}"
+        )
+    known = set(expected) | {k for k, _ in model.named_buffers()}
+    unexpected = [k for k in state if k not in known]
+    if unexpected:
+        logger.warning("%s: ignoring %d unexpected tensors (e.g. %s)", what, len(unexpected), unexpected[0])
+    model.load_state_dict({k: v for k, v in state.items() if k in known}, strict=False, assign=True)

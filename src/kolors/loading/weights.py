@@ -1,0 +1,92 @@
+"""State dicts from weight files: safetensors or pickle (``weights_only``), single or sharded, plain or variant."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from ..errors import ModelLayoutError
+
+# Weight file stems the published layouts use: diffusers models, then transformers models.
+WEIGHT_STEMS = ("diffusion_pytorch_model", "model", "pytorch_model")
+
+
+def _variant_name(stem: str, ext: str, variant: str | None) -> str:
+    return f"{stem}.{variant}.{ext}" if variant else f"{stem}.{ext}"
+
+
+def _index_name(stem: str, ext: str, variant: str | None) -> str:
+    return f"{stem}.{ext}.index.{variant}.json" if variant else f"{stem}.{ext}.index.json"
+
+
+def find_weight_files(folder: Path, prefer_variant: str | None = None) -> list[Path]:
+    """The weight files of one component folder, in load order.
+
+    safetensors beats pickle; among variants, ``prefer_variant`` (e.g. "fp16") is taken first when present,
+    then the plain files, then any variant at all.
+    """
+    variants: list[str | None] = [prefer_variant, None] if prefer_variant else [None]
+    variants += sorted({p.name.split(".")[-2] for p in folder.glob("*.*.safetensors")} - {prefer_variant})
+    variants += sorted({p.name.split(".")[-2] for p in folder.glob("*.*.bin")} - set(variants))
+    for ext in ("safetensors", "bin"):
+        for variant in variants:
+            for stem in WEIGHT_STEMS:
+                single = folder / _variant_name(stem, ext, variant)
+                if single.is_file():
+                    return [single]
+                index = folder / _index_name(stem, ext, variant)
+                if index.is_file():
+                    return _shards_from_index(index)
+    raise ModelLayoutError(
+        f"no weight file in {folder}: expected e.g. diffusion_pytorch_model.safetensors, model.safetensors "
+        "or pytorch_model.bin (plain, sharded with an index, or an fp16 variant)"
+    )
+
+
+def _shards_from_index(index: Path) -> list[Path]:
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLayoutError(f"cannot read shard index {index}: {exc}") from None
+    shards = [index.parent / name for name in dict.fromkeys(weight_map.values())]
+    for shard in shards:
+        if not shard.is_file():
+            raise ModelLayoutError(f"weight shard {shard} listed in {index.name} is missing: the download is incomplete")
+    return shards
+
+
+def read_weight_file(path: Path) -> dict[str, torch.Tensor]:
+    """All tensors of one ``.safetensors`` or pickle ``.bin``/``.pt``/``.ckpt`` file (pickles with weights_only)."""
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(str(path))
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:  # legacy (non-zip) pickles cannot be memory-mapped
+            if "mmap" not in str(exc):
+                raise
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ModelLayoutError(f"weight file not found: {path}") from None
+    except (SafetensorError, pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise ModelLayoutError(f"weight file {path} is corrupt or truncated ({reason}): download it again") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelLayoutError(f"weight file {path} does not hold a plain dict of tensors")
+    return state
+
+
+def read_state_dict(files: Iterable[Path]) -> dict[str, torch.Tensor]:
+    """The merged tensors of several weight files (the shards of one model)."""
+    state: dict[str, torch.Tensor] = {}
+    for path in files:
+        state.update(read_weight_file(path))
+    return state

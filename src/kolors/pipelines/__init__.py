@@ -1,0 +1,1 @@
+"""Generation pipelines: each reads top to bottom as its algorithm."""

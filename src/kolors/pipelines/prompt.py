@@ -1,0 +1,67 @@
+"""Kolors prompt encoding: ChatGLM3 over 256 left-padded tokens."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from ..models.chatglm import ChatGLMModel, ChatGLMTokenizer
+
+logger = logging.getLogger("kolors")
+
+MAX_TOKENS = 256
+
+
+@dataclass
+class PromptEmbeddings:
+    """Token embeddings (B, 256, hidden) from the second-to-last layer and pooled (B, hidden) from the last."""
+
+    tokens: torch.Tensor
+    pooled: torch.Tensor
+
+    @staticmethod
+    def cat(parts: list[PromptEmbeddings]) -> PromptEmbeddings:
+        """The batch made of ``parts`` in order."""
+        return PromptEmbeddings(torch.cat([p.tokens for p in parts]), torch.cat([p.pooled for p in parts]))
+
+    def repeat(self, n: int) -> PromptEmbeddings:
+        """Each row repeated ``n`` times in place (row i becomes rows i*n … i*n+n-1)."""
+        return PromptEmbeddings(self.tokens.repeat_interleave(n, 0), self.pooled.repeat_interleave(n, 0))
+
+
+def count_dropped_tokens(tokenizer: ChatGLMTokenizer, prompt: str, max_tokens: int = MAX_TOKENS) -> int:
+    """How many tokens of ``prompt`` do not fit in the ``max_tokens`` context (special tokens included)."""
+    ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    return max(0, len(ids) - max_tokens)
+
+
+@torch.no_grad()
+def encode_prompts(
+    tokenizer: ChatGLMTokenizer,
+    text_encoder: ChatGLMModel,
+    prompts: list[str],
+    *,
+    device: torch.device,
+    max_tokens: int = MAX_TOKENS,
+) -> PromptEmbeddings:
+    """Kolors text conditioning for each prompt; warns when a prompt is cut at ``max_tokens``."""
+    for prompt in dict.fromkeys(prompts):
+        dropped = count_dropped_tokens(tokenizer, prompt, max_tokens)
+        if dropped:
+            logger.warning(
+                "prompt is longer than the %d-token context: the last %d tokens are dropped (%r…)",
+                max_tokens, dropped, prompt[:40],
+            )
+    inputs = tokenizer(prompts, padding="max_length", max_length=max_tokens, truncation=True, return_tensors="pt")
+    out = text_encoder(
+        input_ids=inputs["input_ids"].to(device),
+        attention_mask=inputs["attention_mask"].to(device),
+        position_ids=inputs["position_ids"].to(device),
+        output_hidden_states=True,
+    )
+    # ChatGLM is sequence-first: hidden states are (tokens, batch, hidden).
+    tokens = out.hidden_states[-2].permute(1, 0, 2).contiguous()
+    pooled = out.hidden_states[-1][-1].clone()
+    return PromptEmbeddings(tokens, pooled)

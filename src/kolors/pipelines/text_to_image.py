@@ -1,0 +1,298 @@
+"""Text-to-image generation with a Kolors model: encode, sample latents, denoise, decode."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import os
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from ..devices import dtype_name, resolve_device, resolve_dtype
+from ..errors import InvalidParameterError, KolorsError
+from ..loading import KolorsComponents, load_components, locate_model
+from ..schedulers import SCHEDULER_NAMES, make_scheduler
+from .prompt import PromptEmbeddings, encode_prompts
+
+MAX_SIDE = 4096
+MAX_STEPS = 1000
+MAX_IMAGES = 256
+FALLBACK_STEPS = 50  # the official Kolors scripts' defaults, used when a model folder declares none
+FALLBACK_GUIDANCE = 5.0
+
+
+@dataclass(frozen=True)
+class GenerationDefaults:
+    """Settings used when the caller gives none: from the folder's kolors_defaults.json, else the Kolors ones."""
+
+    width: int
+    height: int
+    steps: int
+    guidance: float
+
+
+@dataclass
+class GenerationResult:
+    """Generated images, the seed of each, and the parameters that reproduce each one."""
+
+    images: list[Image.Image]
+    seeds: list[int]
+    parameters: list[dict[str, Any]]
+    pixels: np.ndarray = field(repr=False)  # (N, H, W, 3) float32 in [0, 1], before 8-bit quantisation
+
+
+class Text2ImagePipeline:
+    """A loaded Kolors model that turns prompts into images."""
+
+    def __init__(self, components: KolorsComponents, *, device: torch.device, dtype: torch.dtype,
+                 model_name: str, offload: bool = False) -> None:
+        self.components = components
+        self.device = device
+        self.dtype = dtype
+        self.model_name = model_name
+        self.offload = offload
+        vae_blocks = len(components.vae.config.block_out_channels)
+        self.vae_scale_factor = 2 ** (vae_blocks - 1)
+        d = components.defaults
+        native = components.unet.config.sample_size * self.vae_scale_factor
+        self.defaults = GenerationDefaults(
+            width=int(d.get("width", native)),
+            height=int(d.get("height", native)),
+            steps=int(d.get("steps", FALLBACK_STEPS)),
+            guidance=float(d.get("guidance", FALLBACK_GUIDANCE)),
+        )
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str | os.PathLike | None = None,
+        *,
+        device: str | torch.device = "auto",
+        dtype: str | torch.dtype = "auto",
+        unet_file: str | os.PathLike | None = None,
+        text_encoder_file: str | os.PathLike | None = None,
+        offload: bool = False,
+    ) -> Text2ImagePipeline:
+        """Load a Kolors model folder (or Hub id in the local cache; None: $KOLORS_MODEL, else the built-in model).
+
+        ``offload`` keeps the weights in CPU memory and moves each component to the GPU only while it runs.
+        """
+        torch_device = resolve_device(device)
+        torch_dtype = resolve_dtype(dtype, torch_device)
+        folder = locate_model(model)
+        for f in (unet_file, text_encoder_file):
+            if f is not None and not Path(f).is_file():
+                raise KolorsError(f"weight file not found: {f}")
+        load_device = torch.device("cpu") if offload else torch_device
+        with _friendly_oom("loading the model"):
+            components = load_components(
+                folder, device=load_device, dtype=torch_dtype,
+                unet_file=Path(unet_file) if unet_file else None,
+                text_encoder_file=Path(text_encoder_file) if text_encoder_file else None,
+            )
+        name = str(model) if model is not None else os.environ.get("KOLORS_MODEL") or "built-in"
+        return cls(components, device=torch_device, dtype=torch_dtype, model_name=name, offload=offload)
+
+    @property
+    def is_builtin(self) -> bool:
+        """Whether this is the small model shipped inside the package."""
+        from ..loading import EMBEDDED_MODEL_DIR
+
+        return self.components.folder.resolve() == EMBEDDED_MODEL_DIR.resolve()
+
+    def __call__(
+        self,
+        prompt: str,
+        negative_prompt: str | None = None,
+        *,
+        width: int | None = None,
+        height: int | None = None,
+        steps: int | None = None,
+        guidance: float | None = None,
+        seed: int | None = None,
+        num_images: int = 1,
+        scheduler: str | None = None,
+        batch_size: int | None = None,
+        original_size: tuple[int, int] | None = None,
+        target_size: tuple[int, int] | None = None,
+        crop_coords: tuple[int, int] = (0, 0),
+        progress: bool | None = None,
+    ) -> GenerationResult:
+        """Generate ``num_images`` images of ``prompt`` with seeds ``seed``, ``seed+1``, … (random when None).
+
+        Image i is the image a single-image call with ``seed + i`` gives, however the batch is split.
+        Sizes are ``(height, width)`` pairs for SDXL micro-conditioning, defaulting to the output size.
+        """
+        width = self.defaults.width if width is None else width
+        height = self.defaults.height if height is None else height
+        steps = self.defaults.steps if steps is None else steps
+        guidance = self.defaults.guidance if guidance is None else guidance
+        scheduler = scheduler or "default"
+        _validate(width, height, steps, guidance, num_images, scheduler, seed)
+        if seed is None:
+            seed = random.randrange(2**32)
+        seeds = [seed + i for i in range(num_images)]
+        batch_size = batch_size or num_images
+        micro = (tuple(original_size or (height, width)), tuple(crop_coords), tuple(target_size or (height, width)))
+
+        with _friendly_oom(f"generating {width}x{height}"):
+            cond, uncond = self._encode(prompt, negative_prompt, guidance)
+            chunks = [seeds[i : i + batch_size] for i in range(0, num_images, batch_size)]
+            bar = tqdm(total=steps * len(chunks), desc="denoising", unit="step",
+                       disable=(None if progress is None else not progress), leave=False)
+            with bar:
+                latents = [
+                    self._denoise(cond, uncond, chunk, width, height, steps, guidance, scheduler, micro, bar)
+                    for chunk in chunks
+                ]
+            pixels = self._decode(torch.cat(latents))
+
+        images = [Image.fromarray((p * 255).round().astype(np.uint8)) for p in pixels]
+        params = [
+            {
+                "prompt": prompt, "negative_prompt": negative_prompt, "width": width, "height": height,
+                "steps": steps, "guidance": guidance, "seed": s, "scheduler": scheduler,
+                "model": self.model_name, "device": self.device.type, "dtype": dtype_name(self.dtype),
+            }
+            for s in seeds
+        ]
+        return GenerationResult(images=images, seeds=seeds, parameters=params, pixels=pixels)
+
+    # -- the algorithm, step by step -------------------------------------------------------------
+
+    def _encode(self, prompt: str, negative_prompt: str | None,
+                guidance: float) -> tuple[PromptEmbeddings, PromptEmbeddings | None]:
+        """Conditional and (with guidance) unconditional embeddings, as Kolors makes them."""
+        c = self.components
+        with self._on_device(c.text_encoder):
+            cond = encode_prompts(c.tokenizer, c.text_encoder, [prompt], device=self.device)
+            if guidance <= 1.0:
+                return cond, None
+            if negative_prompt is None and c.force_zeros_for_empty_prompt:
+                return cond, PromptEmbeddings(torch.zeros_like(cond.tokens), torch.zeros_like(cond.pooled))
+            uncond = encode_prompts(c.tokenizer, c.text_encoder, [negative_prompt or ""], device=self.device)
+        return cond, uncond
+
+    def _initial_latents(self, generators: list[torch.Generator], height: int, width: int) -> torch.Tensor:
+        """Gaussian latents drawn on the CPU from one generator per image (diffusers' convention)."""
+        shape = (1, self.components.unet.config.in_channels, height // self.vae_scale_factor,
+                 width // self.vae_scale_factor)
+        noise = [torch.randn(shape, generator=g, dtype=self.dtype) for g in generators]
+        return torch.cat(noise).to(self.device)
+
+    @torch.no_grad()
+    def _denoise(self, cond: PromptEmbeddings, uncond: PromptEmbeddings | None, seeds: list[int], width: int,
+                 height: int, steps: int, guidance: float, scheduler_name: str, micro: tuple, bar: tqdm) -> torch.Tensor:
+        """Denoised latents for the images of ``seeds``, from pure noise, with classifier-free guidance."""
+        c = self.components
+        n = len(seeds)
+        generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        step_generator = generators if n > 1 else generators[0]
+        scheduler = make_scheduler(scheduler_name, c.scheduler)
+        scheduler.set_timesteps(steps, device=self.device)
+        latents = self._initial_latents(generators, height, width) * scheduler.init_noise_sigma
+        step_kwargs = _step_kwargs(scheduler, step_generator)
+
+        embeds = cond.repeat(n) if uncond is None else PromptEmbeddings.cat([uncond.repeat(n), cond.repeat(n)])
+        time_ids = torch.tensor([sum(micro, ())], dtype=embeds.tokens.dtype, device=self.device)
+        time_ids = time_ids.repeat(embeds.tokens.shape[0], 1)
+        added = {"text_embeds": embeds.pooled.to(self.device), "time_ids": time_ids}
+        context = embeds.tokens.to(self.device)
+
+        with self._on_device(c.unet):
+            for t in scheduler.timesteps:
+                model_in = latents if uncond is None else torch.cat([latents, latents])
+                model_in = scheduler.scale_model_input(model_in, t)
+                noise = c.unet(model_in, t, encoder_hidden_states=context, added_cond_kwargs=added,
+                               return_dict=False)[0]
+                if uncond is not None:
+                    noise_uncond, noise_cond = noise.chunk(2)
+                    noise = noise_uncond + guidance * (noise_cond - noise_uncond)
+                latents = scheduler.step(noise, t, latents, **step_kwargs, return_dict=False)[0]
+                bar.update()
+        return latents
+
+    @torch.no_grad()
+    def _decode(self, latents: torch.Tensor) -> np.ndarray:
+        """Images in [0, 1] (N, H, W, 3) from latents; fp16 VAEs are upcast when their config asks for it."""
+        vae = self.components.vae
+        upcast = vae.dtype == torch.float16 and vae.config.force_upcast
+        with self._on_device(vae):
+            if upcast:
+                vae.to(torch.float32)
+            try:
+                latents = latents.to(vae.dtype) / vae.config.scaling_factor
+                image = vae.decode(latents, return_dict=False)[0]
+            finally:
+                if upcast:
+                    vae.to(torch.float16)
+        image = (image / 2 + 0.5).clamp(0, 1)
+        return image.float().permute(0, 2, 3, 1).cpu().numpy()
+
+    @contextlib.contextmanager
+    def _on_device(self, module: torch.nn.Module) -> Iterator[None]:
+        """With offload, ``module`` lives on the compute device only inside this block."""
+        if not self.offload or self.device.type == "cpu":
+            yield
+            return
+        module.to(self.device)
+        try:
+            yield
+        finally:
+            module.to("cpu")
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+
+
+def _step_kwargs(scheduler: Any, generator: torch.Generator | list[torch.Generator]) -> dict[str, Any]:
+    """The ``generator``/``eta`` keywords this scheduler's ``step`` accepts."""
+    accepted = inspect.signature(scheduler.step).parameters
+    kwargs: dict[str, Any] = {}
+    if "generator" in accepted:
+        kwargs["generator"] = generator
+    if "eta" in accepted:
+        kwargs["eta"] = 0.0
+    return kwargs
+
+
+def _validate(width: int, height: int, steps: int, guidance: float, num_images: int, scheduler: str,
+              seed: int | None) -> None:
+    for name, side in (("width", width), ("height", height)):
+        if not isinstance(side, int) or side <= 0:
+            raise InvalidParameterError(f"{name} must be a positive number of pixels, got {side}")
+        if side % 8:
+            raise InvalidParameterError(f"{name} {side} is not a multiple of 8: try {max(8, side // 8 * 8)}")
+        if side > MAX_SIDE:
+            raise InvalidParameterError(f"{name} {side} is larger than {MAX_SIDE} pixels: generate smaller and upscale")
+    if not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
+        raise InvalidParameterError(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
+    if not 0 <= guidance <= 100:
+        raise InvalidParameterError(f"guidance must be between 0 and 100, got {guidance}")
+    if not isinstance(num_images, int) or not 1 <= num_images <= MAX_IMAGES:
+        raise InvalidParameterError(f"num-images must be between 1 and {MAX_IMAGES}, got {num_images}")
+    if scheduler not in SCHEDULER_NAMES:
+        raise InvalidParameterError(f"unknown scheduler '{scheduler}': use one of {', '.join(SCHEDULER_NAMES)}")
+    if seed is not None and not 0 <= seed < 2**63 - MAX_IMAGES:
+        raise InvalidParameterError(f"seed must be a non-negative integer below 2**63, got {seed}")
+
+
+@contextlib.contextmanager
+def _friendly_oom(what: str) -> Iterator[None]:
+    """Turn a GPU out-of-memory error into a one-line KolorsError with what to try."""
+    try:
+        yield
+    except torch.OutOfMemoryError:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        raise KolorsError(
+            f"out of GPU memory while {what}: try --offload, fewer --num-images or --batch-size 1, "
+            "a smaller size, or --device cpu"
+        ) from None
