@@ -46,3 +46,8 @@ def resolve_dtype(name: str | torch.dtype, device: torch.device) -> torch.dtype:
 def dtype_name(dtype: torch.dtype) -> str:
     """The user-facing name of a torch dtype ("float16", ...)."""
     return str(dtype).removeprefix("torch.")
+
+
+def move(module: torch.nn.Module, *args, **kwargs) -> torch.nn.Module:
+    """``module.to(...)`` without diffusers' per-call "modules kept in float32" warning (none are, for Kolors)."""
+    return torch.nn.Module.to(module, *args, **kwargs)

@@ -12,6 +12,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
+from ..devices import move
 from ..errors import ModelLayoutError
 from ..models.chatglm import ChatGLMConfig, ChatGLMModel, ChatGLMTokenizer
 from .locate import check_model_folder, read_json
@@ -98,7 +99,7 @@ def load_text_encoder(
     state = read_weight_file(file) if file else read_state_dict(find_weight_files(folder, variant))
     state = {k.removeprefix(CHATGLM_PREFIX): v for k, v in state.items()}
     _assign(model, state, f"text encoder ({file or folder})")
-    return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    return move(model, device=device, dtype=dtype).eval().requires_grad_(False)
 
 
 def load_unet(
@@ -113,7 +114,7 @@ def load_unet(
     else:
         state = _unet_single_file(read_weight_file(file), dict(unet.config))
     _assign(unet, state, f"UNet ({file or folder})")
-    return unet.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    return move(unet, device=device, dtype=dtype).eval().requires_grad_(False)
 
 
 def load_vae(folder: Path, device: torch.device, dtype: torch.dtype, *, variant: str | None = None) -> AutoencoderKL:
@@ -122,7 +123,7 @@ def load_vae(folder: Path, device: torch.device, dtype: torch.dtype, *, variant:
     with init_empty_weights(include_buffers=False):
         vae = AutoencoderKL.from_config(config)
     _assign(vae, read_state_dict(find_weight_files(folder, variant)), f"VAE ({folder})")
-    return vae.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    return move(vae, device=device, dtype=dtype).eval().requires_grad_(False)
 
 
 def _unet_single_file(state: dict[str, torch.Tensor], config: dict) -> dict[str, torch.Tensor]:

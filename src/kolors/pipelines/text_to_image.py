@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..devices import dtype_name, resolve_device, resolve_dtype
+from ..devices import dtype_name, move, resolve_device, resolve_dtype
 from ..errors import InvalidParameterError, KolorsError
 from ..loading import KolorsComponents, load_components, locate_model
 from ..schedulers import SCHEDULER_NAMES, make_scheduler
@@ -227,13 +227,13 @@ class Text2ImagePipeline:
         upcast = vae.dtype == torch.float16 and vae.config.force_upcast
         with self._on_device(vae):
             if upcast:
-                vae.to(torch.float32)
+                move(vae, torch.float32)
             try:
                 latents = latents.to(vae.dtype) / vae.config.scaling_factor
                 image = vae.decode(latents, return_dict=False)[0]
             finally:
                 if upcast:
-                    vae.to(torch.float16)
+                    move(vae, torch.float16)
         image = (image / 2 + 0.5).clamp(0, 1)
         return image.float().permute(0, 2, 3, 1).cpu().numpy()
 
@@ -243,11 +243,11 @@ class Text2ImagePipeline:
         if not self.offload or self.device.type == "cpu":
             yield
             return
-        module.to(self.device)
+        move(module, self.device)
         try:
             yield
         finally:
-            module.to("cpu")
+            move(module, "cpu")
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
 
