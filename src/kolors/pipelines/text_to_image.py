@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from tqdm.auto import tqdm
 
 from ..devices import dtype_name, move, resolve_device, resolve_dtype
@@ -27,6 +29,9 @@ MAX_STEPS = 1000
 MAX_IMAGES = 256
 FALLBACK_STEPS = 50  # the official Kolors scripts' defaults, used when a model folder declares none
 FALLBACK_GUIDANCE = 5.0
+
+# (scheduler, one CPU generator per image, steps) -> (first latents on the device, timesteps to run)
+StartFn = Callable[[SchedulerMixin, list[torch.Generator], int], tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -133,6 +138,19 @@ class Text2ImagePipeline:
         """
         width = self.defaults.width if width is None else width
         height = self.defaults.height if height is None else height
+        return self._generate(
+            prompt, negative_prompt, width=width, height=height, steps=steps, guidance=guidance, seed=seed,
+            num_images=num_images, scheduler=scheduler, batch_size=batch_size, original_size=original_size,
+            target_size=target_size, crop_coords=crop_coords, progress=progress,
+            start=functools.partial(self._start_from_noise, width=width, height=height), extra={},
+        )
+
+    def _generate(self, prompt: str, negative_prompt: str | None, *, width: int, height: int, steps: int | None,
+                  guidance: float | None, seed: int | None, num_images: int, scheduler: str | None,
+                  batch_size: int | None, original_size: tuple[int, int] | None,
+                  target_size: tuple[int, int] | None, crop_coords: tuple[int, int], progress: bool | None,
+                  start: StartFn, extra: dict[str, Any]) -> GenerationResult:
+        """The shared generation procedure; ``start`` makes the first latents and the timesteps to run."""
         steps = self.defaults.steps if steps is None else steps
         guidance = self.defaults.guidance if guidance is None else guidance
         scheduler = scheduler or "default"
@@ -149,17 +167,15 @@ class Text2ImagePipeline:
             bar = tqdm(total=steps * len(chunks), desc="denoising", unit="step",
                        disable=(None if progress is None else not progress), leave=False)
             with bar:
-                latents = [
-                    self._denoise(cond, uncond, chunk, width, height, steps, guidance, scheduler, micro, bar)
-                    for chunk in chunks
-                ]
+                latents = [self._denoise(cond, uncond, chunk, steps, guidance, scheduler, micro, start, bar)
+                           for chunk in chunks]
             pixels = self._decode(torch.cat(latents))
 
         images = [Image.fromarray((p * 255).round().astype(np.uint8)) for p in pixels]
         params = [
             {
                 "prompt": prompt, "negative_prompt": negative_prompt, "width": width, "height": height,
-                "steps": steps, "guidance": guidance, "seed": s, "scheduler": scheduler,
+                "steps": steps, "guidance": guidance, "seed": s, "scheduler": scheduler, **extra,
                 "model": self.model_name, "device": self.device.type, "dtype": dtype_name(self.dtype),
             }
             for s in seeds
@@ -188,18 +204,25 @@ class Text2ImagePipeline:
         noise = [torch.randn(shape, generator=g, dtype=self.dtype) for g in generators]
         return torch.cat(noise).to(self.device)
 
+    def _start_from_noise(self, scheduler: SchedulerMixin, generators: list[torch.Generator], steps: int, *,
+                          width: int, height: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pure-noise latents and the full timestep schedule (text-to-image)."""
+        scheduler.set_timesteps(steps, device=self.device)
+        return self._initial_latents(generators, height, width) * scheduler.init_noise_sigma, scheduler.timesteps
+
     @torch.no_grad()
-    def _denoise(self, cond: PromptEmbeddings, uncond: PromptEmbeddings | None, seeds: list[int], width: int,
-                 height: int, steps: int, guidance: float, scheduler_name: str, micro: tuple, bar: tqdm) -> torch.Tensor:
-        """Denoised latents for the images of ``seeds``, from pure noise, with classifier-free guidance."""
+    def _denoise(self, cond: PromptEmbeddings, uncond: PromptEmbeddings | None, seeds: list[int], steps: int,
+                 guidance: float, scheduler_name: str, micro: tuple, start: StartFn, bar: tqdm) -> torch.Tensor:
+        """Denoised latents for the images of ``seeds``, with classifier-free guidance when ``uncond`` is given."""
         c = self.components
         n = len(seeds)
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
-        step_generator = generators if n > 1 else generators[0]
         scheduler = make_scheduler(scheduler_name, c.scheduler)
-        scheduler.set_timesteps(steps, device=self.device)
-        latents = self._initial_latents(generators, height, width) * scheduler.init_noise_sigma
-        step_kwargs = _step_kwargs(scheduler, step_generator)
+        latents, timesteps = start(scheduler, generators, steps)
+        if len(timesteps) != steps:  # image-to-image runs only the tail of the schedule
+            bar.total = bar.total - steps + len(timesteps)
+            bar.refresh()
+        step_kwargs = _step_kwargs(scheduler, generators if n > 1 else generators[0])
 
         embeds = cond.repeat(n) if uncond is None else PromptEmbeddings.cat([uncond.repeat(n), cond.repeat(n)])
         time_ids = torch.tensor([sum(micro, ())], dtype=embeds.tokens.dtype, device=self.device)
@@ -208,7 +231,7 @@ class Text2ImagePipeline:
         context = embeds.tokens.to(self.device)
 
         with self._on_device(c.unet):
-            for t in scheduler.timesteps:
+            for t in timesteps:
                 model_in = latents if uncond is None else torch.cat([latents, latents])
                 model_in = scheduler.scale_model_input(model_in, t)
                 noise = c.unet(model_in, t, encoder_hidden_states=context, added_cond_kwargs=added,
