@@ -7,7 +7,7 @@ import functools
 import inspect
 import os
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from ..devices import dtype_name, move, resolve_device, resolve_dtype
 from ..errors import InvalidParameterError, KolorsError
 from ..loading import KolorsComponents, load_components, locate_model
 from ..schedulers import SCHEDULER_NAMES, make_scheduler
+from .conditioning import Conditioner, merge_unet_kwargs
 from .prompt import PromptEmbeddings, encode_prompts
 
 MAX_SIDE = 4096
@@ -149,7 +150,8 @@ class Text2ImagePipeline:
                   guidance: float | None, seed: int | None, num_images: int, scheduler: str | None,
                   batch_size: int | None, original_size: tuple[int, int] | None,
                   target_size: tuple[int, int] | None, crop_coords: tuple[int, int], progress: bool | None,
-                  start: StartFn, extra: dict[str, Any]) -> GenerationResult:
+                  start: StartFn, extra: dict[str, Any],
+                  conditioners: Sequence[Conditioner] = ()) -> GenerationResult:
         """The shared generation procedure; ``start`` makes the first latents and the timesteps to run."""
         steps = self.defaults.steps if steps is None else steps
         guidance = self.defaults.guidance if guidance is None else guidance
@@ -167,7 +169,8 @@ class Text2ImagePipeline:
             bar = tqdm(total=steps * len(chunks), desc="denoising", unit="step",
                        disable=(None if progress is None else not progress), leave=False)
             with bar:
-                latents = [self._denoise(cond, uncond, chunk, steps, guidance, scheduler, micro, start, bar)
+                latents = [self._denoise(cond, uncond, chunk, steps, guidance, scheduler, micro, start, bar,
+                                         conditioners)
                            for chunk in chunks]
             pixels = self._decode(torch.cat(latents))
 
@@ -212,7 +215,8 @@ class Text2ImagePipeline:
 
     @torch.no_grad()
     def _denoise(self, cond: PromptEmbeddings, uncond: PromptEmbeddings | None, seeds: list[int], steps: int,
-                 guidance: float, scheduler_name: str, micro: tuple, start: StartFn, bar: tqdm) -> torch.Tensor:
+                 guidance: float, scheduler_name: str, micro: tuple, start: StartFn, bar: tqdm,
+                 conditioners: Sequence[Conditioner] = ()) -> torch.Tensor:
         """Denoised latents for the images of ``seeds``, with classifier-free guidance when ``uncond`` is given."""
         c = self.components
         n = len(seeds)
@@ -223,6 +227,8 @@ class Text2ImagePipeline:
             bar.total = bar.total - steps + len(timesteps)
             bar.refresh()
         step_kwargs = _step_kwargs(scheduler, generators if n > 1 else generators[0])
+        for h in conditioners:
+            h.begin(scheduler, generators, latents, timesteps)
 
         embeds = cond.repeat(n) if uncond is None else PromptEmbeddings.cat([uncond.repeat(n), cond.repeat(n)])
         time_ids = torch.tensor([sum(micro, ())], dtype=embeds.tokens.dtype, device=self.device)
@@ -231,15 +237,23 @@ class Text2ImagePipeline:
         context = embeds.tokens.to(self.device)
 
         with self._on_device(c.unet):
-            for t in timesteps:
+            for i, t in enumerate(timesteps):
                 model_in = latents if uncond is None else torch.cat([latents, latents])
                 model_in = scheduler.scale_model_input(model_in, t)
-                noise = c.unet(model_in, t, encoder_hidden_states=context, added_cond_kwargs=added,
-                               return_dict=False)[0]
+                extra = merge_unet_kwargs(
+                    [h.unet_kwargs(model_in, t, i / len(timesteps), context, added) for h in conditioners])
+                unet_added = {**added, **extra.pop("added_cond_kwargs", {})}
+                for h in conditioners:
+                    model_in = h.model_input(model_in, t)
+                noise = c.unet(model_in, t, encoder_hidden_states=context, added_cond_kwargs=unet_added,
+                               return_dict=False, **extra)[0]
                 if uncond is not None:
                     noise_uncond, noise_cond = noise.chunk(2)
                     noise = noise_uncond + guidance * (noise_cond - noise_uncond)
                 latents = scheduler.step(noise, t, latents, **step_kwargs, return_dict=False)[0]
+                next_t = timesteps[i + 1] if i + 1 < len(timesteps) else None
+                for h in conditioners:
+                    latents = h.after_step(latents, t, next_t)
                 bar.update()
         return latents
 
