@@ -1,0 +1,32 @@
+"""Shared fixtures: tiny Kolors checkpoints in both published layouts and diffusers' reference pipeline."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from helpers.tiny_kolors import write_tiny_kolors
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def tiny_kolors_diffusers(tmp_path_factory):
+    """A tiny ``Kwai-Kolors/Kolors-diffusers`` folder (seed 0, fp16 variant files)."""
+    return write_tiny_kolors(tmp_path_factory.mktemp("tiny_kolors"), "diffusers", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_kolors_original(tmp_path_factory):
+    """A tiny original ``Kwai-Kolors/Kolors`` folder with the same weights as ``tiny_kolors_diffusers``."""
+    return write_tiny_kolors(tmp_path_factory.mktemp("tiny_kolors"), "kolors", seed=0)
+
+
+@pytest.fixture(scope="session")
+def reference_pipeline(tiny_kolors_diffusers):
+    """diffusers' own ``KolorsPipeline`` (fp32, CPU) on the diffusers-layout folder."""
+    from diffusers import KolorsPipeline
+
+    pipe = KolorsPipeline.from_pretrained(tiny_kolors_diffusers, variant="fp16", dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
