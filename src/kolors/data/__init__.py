@@ -1,0 +1,1 @@
+"""Datasets: the synthetic bilingual shapes dataset the embedded model is trained on."""

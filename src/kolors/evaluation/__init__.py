@@ -1,0 +1,1 @@
+"""Evaluation: the automatic colour/shape checker and the held-out prompt set of the shapes model."""
