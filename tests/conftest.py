@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
-import torch
+import os
 
-from helpers.tiny_kolors import write_tiny_kolors
+# Two OpenMP threads spin-waiting on a busy 2-core machine made tiny generations ~100x slower; passive waiting
+# keeps the suite fast whatever else runs. Must be set before torch starts its thread pool.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from helpers.tiny_kolors import write_tiny_kolors  # noqa: E402
 
 torch.set_num_threads(2)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from accelerate import init_empty_weights
@@ -22,6 +23,7 @@ logger = logging.getLogger(__name__)
 
 LDM_UNET_PREFIX = "model.diffusion_model."
 CHATGLM_PREFIX = "transformer."
+ModelT = TypeVar("ModelT", bound=torch.nn.Module)
 
 
 @dataclass
@@ -119,11 +121,17 @@ def load_unet(
 
 def load_vae(folder: Path, device: torch.device, dtype: torch.dtype, *, variant: str | None = None) -> AutoencoderKL:
     """The KL autoencoder in ``dtype`` (the pipeline upcasts decoding when the config asks for it)."""
-    config = read_json(folder / "config.json")
+    return load_diffusers_model(AutoencoderKL, folder, device, dtype, variant=variant, what="VAE")
+
+
+def load_diffusers_model(cls: type[ModelT], folder: Path, device: torch.device, dtype: torch.dtype, *,
+                         variant: str | None = None, what: str = "model", config: dict | None = None) -> ModelT:
+    """A diffusers model (``cls``) from a folder's ``config.json`` (or ``config``) and weight files, frozen."""
+    config = read_json(folder / "config.json") if config is None else config
     with init_empty_weights(include_buffers=False):
-        vae = AutoencoderKL.from_config(config)
-    _assign(vae, read_state_dict(find_weight_files(folder, variant)), f"VAE ({folder})")
-    return move(vae, device=device, dtype=dtype).eval().requires_grad_(False)
+        model = cls.from_config(config)
+    _assign(model, read_state_dict(find_weight_files(folder, variant)), f"{what} ({folder})")
+    return move(model, device=device, dtype=dtype).eval().requires_grad_(False)
 
 
 def _unet_single_file(state: dict[str, torch.Tensor], config: dict) -> dict[str, torch.Tensor]:
