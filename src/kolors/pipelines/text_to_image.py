@@ -180,6 +180,7 @@ class Text2ImagePipeline:
                 "prompt": prompt, "negative_prompt": negative_prompt, "width": width, "height": height,
                 "steps": steps, "guidance": guidance, "seed": s, "scheduler": scheduler, **extra,
                 "model": self.model_name, "device": self.device.type, "dtype": dtype_name(self.dtype),
+                "kolors_version": _kolors_version(),
             }
             for s in seeds
         ]
@@ -287,6 +288,12 @@ class Text2ImagePipeline:
             move(module, "cpu")
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
+
+
+def _kolors_version() -> str:
+    from .. import __version__
+
+    return __version__
 
 
 def _step_kwargs(scheduler: Any, generator: torch.Generator | list[torch.Generator]) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""The ``kolors`` command line."""
