@@ -91,7 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``kolors`` command; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version and usage errors (already printed on one line)
+        return int(exc.code or 0)
     _configure_logging(args.debug, getattr(args, "quiet", False))
     try:
         if args.command == "info":
