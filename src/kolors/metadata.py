@@ -1,15 +1,27 @@
-"""Generation parameters inside PNG files: an AUTOMATIC1111-style ``parameters`` text and a ``kolors`` JSON chunk."""
+"""Generation parameters inside PNG files: an AUTOMATIC1111-style ``parameters`` text and a ``kolors`` JSON chunk.
+
+The ``parameters`` text follows A1111's infotext layout, which its PNG Info tab, civitai and the ComfyUI/A1111
+metadata readers parse::
+
+    <prompt, possibly several lines>
+    Negative prompt: <negative prompt>
+    Steps: 25, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 5.0, Seed: 42, Size: 1024x1024, Model: …
+
+Values holding ``,``, ``:``, ``"`` or a newline are JSON-quoted, as A1111 does. The ``kolors`` chunk holds the
+parameter dict itself (JSON) and is what ``read_parameters`` prefers; the text is parsed only when it is missing
+(images from other tools, or re-saved by a tool that kept only ``parameters``).
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import re
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, PngImagePlugin
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from .errors import KolorsError
 
@@ -23,93 +35,201 @@ A1111_SAMPLERS = {
     "ddim": ("DDIM", None),
     "unipc": ("UniPC", None),
 }
-_FROM_A1111 = {(v[0], v[1]): k for k, v in A1111_SAMPLERS.items() if k != "default"}
-# Keys written as their own A1111 fields; the rest go into the JSON chunk only.
-_A1111_FIELDS = (("steps", "Steps"), ("guidance", "CFG scale"), ("seed", "Seed"), ("model", "Model"),
-                 ("strength", "Denoising strength"))
+# A1111 sampler names (before 1.9 the schedule was part of the name) -> our scheduler names.
+_FROM_A1111 = {name: key for key, (name, schedule) in A1111_SAMPLERS.items() if key != "default" and not schedule}
+_FROM_A1111_KARRAS = {"DPM++ 2M": "dpmpp_2m_karras"}
+_FROM_A1111_LEGACY = {"DPM++ 2M Karras": "dpmpp_2m_karras"}
+# One ``key: value`` field of the last infotext line (A1111's own pattern).
+_FIELD = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+_NEGATIVE = "Negative prompt:"
+PARAMETERS_CHUNK = "parameters"
+JSON_CHUNK = "kolors"
 
 
 def _quote(value: Any) -> str:
     text = str(value)
-    return json.dumps(text, ensure_ascii=False) if re.search(r"[,:\"\n]", text) else text
+    return json.dumps(text, ensure_ascii=False) if re.search(r'[,:"\n]', text) else text
 
 
 def format_parameters(params: dict[str, Any]) -> str:
     """The AUTOMATIC1111 ``parameters`` text for ``params`` (prompt, negative prompt, then key: value fields)."""
-    lines = [params.get("prompt", "")]
+    scheduler = params.get("scheduler") or "default"
+    sampler, schedule = A1111_SAMPLERS.get(scheduler, (scheduler, None))
+    width, height = params.get("width"), params.get("height")
+    fields = {
+        "Steps": params.get("steps"),
+        "Sampler": sampler,
+        "Schedule type": schedule,
+        "CFG scale": params.get("guidance"),
+        "Seed": params.get("seed"),
+        "Size": f"{width}x{height}" if width is not None and height is not None else None,
+        "Model": params.get("model"),
+        "Denoising strength": params.get("strength"),
+        "Lora hashes": params.get("lora_hashes"),
+        "Version": f"kolors {params.get('kolors_version') or ''}".strip(),
+    }
+    text = params.get("prompt") or ""
     if params.get("negative_prompt"):
-        lines.append(f"Negative prompt: {params['negative_prompt']}")
-    sampler, schedule = A1111_SAMPLERS.get(params.get("scheduler", "default"), (params.get("scheduler"), None))
-    fields = [("Steps", params.get("steps")), ("Sampler", sampler), ("Schedule type", schedule),
-              ("CFG scale", params.get("guidance")), ("Seed", params.get("seed")),
-              ("Size", f"{params.get('width')}x{params.get('height')}"), ("Model", params.get("model")),
-              ("Denoising strength", params.get("strength"))]
-    fields.append(("Version", f"kolors {params.get('kolors_version', '')}".strip()))
-    lines.append(", ".join(f"{k}: {_quote(v)}" for k, v in fields if v is not None))
-    return "\n".join(lines)
+        text += f"\n{_NEGATIVE} {params['negative_prompt']}"
+    return text + "\n" + ", ".join(f"{k}: {_quote(v)}" for k, v in fields.items() if v is not None)
 
 
 def parse_parameters(text: str) -> dict[str, Any]:
-    """Generation parameters from an AUTOMATIC1111 ``parameters`` text (the fields kolors understands)."""
-    *head, last = text.strip().split("\n")
-    fields = dict(re.findall(r'\s*([\w ]+):\s*("(?:\\.|[^"])*"|[^,]*)(?:,|$)', last))
-    fields = {k.strip(): (json.loads(v) if v.startswith('"') else v.strip()) for k, v in fields.items()}
-    negative = [i for i, line in enumerate(head) if line.startswith("Negative prompt: ")]
-    prompt_lines = head[: negative[0]] if negative else head
-    params: dict[str, Any] = {"prompt": "\n".join(prompt_lines)}
-    if negative:
-        params["negative_prompt"] = "\n".join(head[negative[0]:]).removeprefix("Negative prompt: ")
-    casts = {"Steps": int, "CFG scale": float, "Seed": int, "Model": str, "Denoising strength": float}
-    for key, name in _A1111_FIELDS:
+    """The generation parameters kolors understands in an AUTOMATIC1111 ``parameters`` text.
+
+    Parsed as A1111 does: the last line holds the fields when it has at least three of them; the lines before
+    are the prompt, then (from a line starting ``Negative prompt:``) the negative prompt. Fields kolors has no
+    use for, or cannot read, are left out.
+    """
+    *lines, last = text.strip("\n").split("\n")
+    found = _FIELD.findall(last)
+    if len(found) < 3:
+        lines.append(last)
+        found = []
+    prompt: list[str] = []
+    negative: list[str] | None = None
+    for line in lines:
+        if negative is None and line.startswith(_NEGATIVE):
+            negative = [line[len(_NEGATIVE):].lstrip()]
+        elif negative is not None:
+            negative.append(line)
+        else:
+            prompt.append(line)
+    params: dict[str, Any] = {"prompt": "\n".join(prompt)}
+    if negative is not None:
+        params["negative_prompt"] = "\n".join(negative)
+
+    fields: dict[str, str] = {}
+    for key, value in found:
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            try:
+                value = json.loads(value)
+            except ValueError:
+                pass
+        fields[key.strip()] = str(value)
+    casts = (("steps", "Steps", int), ("guidance", "CFG scale", float), ("seed", "Seed", int),
+             ("model", "Model", str), ("strength", "Denoising strength", float), ("lora_hashes", "Lora hashes", str))
+    for key, name, cast in casts:
         if name in fields:
-            params[key] = casts[name](fields[name])
-    if "Size" in fields:
-        params["width"], params["height"] = (int(v) for v in fields["Size"].split("x"))
-    if "Sampler" in fields:
-        params["scheduler"] = _FROM_A1111.get((fields["Sampler"], fields.get("Schedule type")), "default")
+            try:
+                params[key] = cast(fields[name])
+            except ValueError:
+                pass
+    size = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*", fields.get("Size", ""))
+    if size:
+        params["width"], params["height"] = int(size[1]), int(size[2])
+    sampler = fields.get("Sampler")
+    if sampler is not None:
+        karras = fields.get("Schedule type", "").strip().lower() == "karras"
+        scheduler = (_FROM_A1111_KARRAS.get(sampler) if karras else None) or _FROM_A1111_LEGACY.get(sampler) \
+            or (None if karras else _FROM_A1111.get(sampler))
+        if scheduler:
+            params["scheduler"] = scheduler
     return params
 
 
-def save_png(image: Image.Image, path: str | os.PathLike, params: dict[str, Any]) -> Path:
-    """Write ``image`` to ``path`` with ``params`` embedded; atomic (a temporary file renamed into place)."""
+def save_png(image: Image.Image, path: str | os.PathLike, params: dict[str, Any], *,
+             overwrite: bool = True) -> Path:
+    """Write ``image`` to ``path`` as a PNG with ``params`` embedded, atomically; returns ``path``.
+
+    The PNG is written to a hidden temporary file in the same folder and renamed into place, so ``path`` is
+    either absent or complete, and nothing is left behind on failure. With ``overwrite=False`` an existing
+    ``path`` is kept and ``FileExistsError`` is raised (the check and the rename are one atomic step where the
+    file system has hard links). Other failures raise a one-line ``KolorsError`` naming the path.
+    """
     path = Path(path)
     info = PngImagePlugin.PngInfo()
-    info.add_itxt("parameters", format_parameters(params))
-    info.add_itxt("kolors", json.dumps(params, ensure_ascii=False, sort_keys=True))
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise KolorsError(f"cannot write to {path.parent}: {exc.strerror or exc}") from None
+    info.add_itxt(PARAMETERS_CHUNK, format_parameters(params))
+    info.add_itxt(JSON_CHUNK, json.dumps(params, ensure_ascii=False, sort_keys=True, default=str))
+    fd, tmp = _create_temporary(path)
     try:
         with os.fdopen(fd, "wb") as f:
             image.save(f, format="PNG", pnginfo=info)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            _rename_no_replace(tmp, path)
     except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not isinstance(exc, FileExistsError):
             raise KolorsError(f"cannot write {path}: {exc.strerror or exc}") from None
         raise
     return path
 
 
-def read_parameters(path: str | os.PathLike) -> dict[str, Any]:
-    """The generation parameters stored in a PNG (the JSON chunk, else the AUTOMATIC1111 text)."""
+def _create_temporary(path: Path) -> tuple[int, Path]:
+    """A new hidden file beside ``path``, created with the usual permissions (0666 less the umask)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            folder = path.parent
+            if not folder.exists():
+                raise KolorsError(f"cannot write {path}: the folder {folder} does not exist") from None
+            raise KolorsError(f"cannot write {path}: {exc.strerror or exc}") from None
+    raise KolorsError(f"cannot write {path}: no free temporary file name in {path.parent}")
+
+
+def _rename_no_replace(tmp: Path, path: Path) -> None:
+    """Move ``tmp`` to ``path`` unless ``path`` exists (then FileExistsError)."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError:  # no hard links on this file system: check, then rename (a small race)
+        if path.exists():
+            raise FileExistsError(17, "File exists", str(path)) from None
+        os.replace(tmp, path)
+        return
+    tmp.unlink(missing_ok=True)
+
+
+def read_png_text(path: str | os.PathLike) -> dict[str, str]:
+    """The text chunks of a PNG (tEXt, zTXt, iTXt), with one-line KolorsErrors for anything else."""
+    path = Path(path)
     try:
         with Image.open(path) as im:
             if im.format != "PNG":
                 raise KolorsError(f"{path} is a {im.format} file, not a PNG: only PNGs carry kolors parameters")
-            text = dict(im.text) if hasattr(im, "text") else dict(im.info)
+            chunks = {k: str(v) for k, v in im.info.items() if isinstance(v, str)}
+            if JSON_CHUNK not in chunks:
+                # chunks stored after the image data are only seen once the image is read
+                try:
+                    chunks.update((k, str(v)) for k, v in im.text.items())
+                except (OSError, ValueError, SyntaxError):
+                    if PARAMETERS_CHUNK not in chunks:  # a damaged image whose text we still have is fine
+                        raise
+    except KolorsError:
+        raise
     except FileNotFoundError:
         raise KolorsError(f"image not found: {path}") from None
-    except (OSError, ValueError) as exc:
-        raise KolorsError(f"cannot read {path}: {exc}") from None
-    if "kolors" in text:
+    except IsADirectoryError:
+        raise KolorsError(f"{path} is a folder, not a PNG file") from None
+    except UnidentifiedImageError:
+        raise KolorsError(f"cannot read {path}: not an image file, or a damaged one") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise KolorsError(f"cannot read {path}: {reason}") from None
+    return chunks
+
+
+def read_parameters(path: str | os.PathLike) -> dict[str, Any]:
+    """The generation parameters stored in a PNG: the ``kolors`` JSON chunk, else the A1111 ``parameters`` text."""
+    chunks = read_png_text(path)
+    if JSON_CHUNK in chunks:
         try:
-            return json.loads(text["kolors"])
+            params = json.loads(chunks[JSON_CHUNK])
         except ValueError:
-            pass
-    if "parameters" in text:
-        return parse_parameters(text["parameters"])
-    raise KolorsError(f"{path} holds no generation parameters (no 'kolors' or 'parameters' text chunk)")
+            params = None
+        if isinstance(params, dict):
+            return params
+    if PARAMETERS_CHUNK in chunks:
+        return parse_parameters(chunks[PARAMETERS_CHUNK])
+    raise KolorsError(f"{path} holds no generation parameters (no '{JSON_CHUNK}' or '{PARAMETERS_CHUNK}' text chunk)")

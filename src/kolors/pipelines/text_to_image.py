@@ -175,10 +175,15 @@ class Text2ImagePipeline:
             pixels = self._decode(torch.cat(latents))
 
         images = [Image.fromarray((p * 255).round().astype(np.uint8)) for p in pixels]
+        # SDXL micro-conditioning, recorded when it is not the default, so that the parameters reproduce the image
+        # (image-to-image conditions on the model's default size while the output keeps the input's size).
+        micro_params = {key: list(value) for key, value, default in zip(
+            ("original_size", "crop_coords", "target_size"), micro, ((height, width), (0, 0), (height, width)))
+            if tuple(value) != default}
         params = [
             {
                 "prompt": prompt, "negative_prompt": negative_prompt, "width": width, "height": height,
-                "steps": steps, "guidance": guidance, "seed": s, "scheduler": scheduler, **extra,
+                "steps": steps, "guidance": guidance, "seed": s, "scheduler": scheduler, **micro_params, **extra,
                 "model": self.model_name, "device": self.device.type, "dtype": dtype_name(self.dtype),
                 "kolors_version": _kolors_version(),
             }

@@ -1,0 +1,158 @@
+"""Training data for the embedded model: a pre-rendered pool of synthetic shape scenes with bilingual captions.
+
+The pool is rendered once, in parallel worker processes, and reused by every stage: the VAE trains on its
+images, the diffusion stage on their cached latents. Each scene gets ``captions_per_language`` captions in
+each language (random wordings), tokenized in the workers exactly as the pipeline tokenizes prompts, so the
+diffusion stage only indexes tensors: it picks a random language and wording for every sample.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import torch
+
+__all__ = ["LANGUAGES", "Pool", "caption_corpus", "render_pool", "CaptionTokens", "shapes_module", "scene_captions"]
+
+LANGUAGES = ("en", "zh")
+CHUNK = 256
+
+
+def shapes_module() -> ModuleType:
+    """The dataset generator (imported lazily so the recipe can be imported without it)."""
+    from ..data import shapes
+
+    return shapes
+
+
+def scene_captions(shapes: ModuleType, scene, rng: np.random.Generator) -> tuple[str, ...]:
+    """One caption of ``scene`` per language (wordings of the scene's own split)."""
+    return tuple(shapes.caption(scene, lang, rng) for lang in LANGUAGES)
+
+
+def caption_corpus(n_scenes: int, *, seed: int) -> list[str]:
+    """Training-split captions of ``n_scenes`` random scenes in every language (no rendering): tokenizer data."""
+    shapes = shapes_module()
+    rng = np.random.default_rng([seed, 7])
+    out = []
+    for _ in range(n_scenes):
+        out.extend(scene_captions(shapes, shapes.sample_scene(rng, "train"), rng))
+    return out
+
+
+@dataclass
+class Pool:
+    """``images``: uint8 N×H×W×3. Token tensors are N×languages×K×256 (ids int16, mask int8, positions int16)."""
+
+    images: np.ndarray | None
+    input_ids: np.ndarray
+    attention_mask: np.ndarray
+    position_ids: np.ndarray
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+
+def _tokenize_np(tokenizer, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from .text_to_image import tokenize
+
+    enc = tokenize(tokenizer, texts)
+    return (
+        enc["input_ids"].numpy().astype(np.int16),
+        enc["attention_mask"].numpy().astype(np.int8),
+        enc["position_ids"].numpy().astype(np.int16),
+    )
+
+
+_worker_tokenizer = None
+
+
+def _render_chunk(args: tuple[int, int, str, int, int, int, str]):
+    global _worker_tokenizer
+    seed, n, split, size, k_caps, chunk_index, tokenizer_dir = args
+    from .tokenizer import load_tokenizer
+
+    if _worker_tokenizer is None or _worker_tokenizer[0] != tokenizer_dir:
+        _worker_tokenizer = (tokenizer_dir, load_tokenizer(Path(tokenizer_dir)))
+    tokenizer = _worker_tokenizer[1]
+    shapes = shapes_module()
+    rng = np.random.default_rng([seed, chunk_index])
+    images, _captions, scenes = shapes.batch(rng, n, split, size)
+    texts = []
+    for scene in scenes:
+        for lang in LANGUAGES:
+            texts.extend(shapes.caption(scene, lang, rng) for _ in range(k_caps))
+    ids, mask, pos = _tokenize_np(tokenizer, texts)
+    shape = (n, len(LANGUAGES), k_caps, -1)
+    return np.asarray(images, dtype=np.uint8), ids.reshape(shape), mask.reshape(shape), pos.reshape(shape)
+
+
+def render_pool(
+    n: int,
+    *,
+    tokenizer_dir: Path,
+    split: str = "train",
+    size: int = 128,
+    seed: int = 0,
+    captions_per_language: int = 2,
+    workers: int | None = None,
+) -> Pool:
+    """``n`` scenes of ``split`` at ``size`` px with tokenized captions; deterministic for a seed, any ``workers``."""
+    jobs = [
+        (seed, min(CHUNK, n - i), split, size, captions_per_language, k, str(tokenizer_dir))
+        for k, i in enumerate(range(0, n, CHUNK))
+    ]
+    workers = max(1, min(workers or (os.cpu_count() or 1), len(jobs)))
+    if workers == 1:
+        parts = [_render_chunk(job) for job in jobs]
+    else:
+        # fork is fast and safe while CUDA is untouched; once it is initialised a child must start fresh.
+        method = "spawn" if torch.cuda.is_available() and torch.cuda.is_initialized() else "fork"
+        with mp.get_context(method).Pool(workers) as pool:
+            parts = pool.map(_render_chunk, jobs, chunksize=1)
+    return Pool(
+        images=np.concatenate([p[0] for p in parts]),
+        input_ids=np.concatenate([p[1] for p in parts]),
+        attention_mask=np.concatenate([p[2] for p in parts]),
+        position_ids=np.concatenate([p[3] for p in parts]),
+    )
+
+
+class CaptionTokens:
+    """The pool's tokenized captions on the training device, plus the empty prompt for caption dropout."""
+
+    def __init__(self, tokenizer, pool: Pool | dict, *, device: torch.device):
+        from .text_to_image import tokenize
+
+        get = (lambda k: getattr(pool, k)) if isinstance(pool, Pool) else pool.__getitem__
+        self.input_ids = torch.as_tensor(get("input_ids")).to(device)
+        self.attention_mask = torch.as_tensor(get("attention_mask")).to(device)
+        self.position_ids = torch.as_tensor(get("position_ids")).to(device)
+        empty = tokenize(tokenizer, [""])
+        self.empty = {k: v.to(device) for k, v in empty.items()}
+        self.n_languages, self.per_language = self.input_ids.shape[1], self.input_ids.shape[2]
+
+    def lookup(self, items: torch.Tensor, lang: torch.Tensor, k: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {
+            "input_ids": self.input_ids[items, lang, k].long(),
+            "attention_mask": self.attention_mask[items, lang, k].long(),
+            "position_ids": self.position_ids[items, lang, k].long(),
+        }
+
+    def sample(
+        self, items: torch.Tensor, *, dropout: float, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Tokens of a random caption in a random language of each item; with probability ``dropout`` of ""."""
+        b = items.shape[0]
+        dev = items.device
+        gdev = generator.device if generator is not None else dev
+        lang = torch.randint(0, self.n_languages, (b,), generator=generator, device=gdev).to(dev)
+        k = torch.randint(0, self.per_language, (b,), generator=generator, device=gdev).to(dev)
+        out = self.lookup(items, lang, k)
+        drop = (torch.rand((b,), generator=generator, device=gdev) < dropout).to(dev)[:, None]
+        return {key: torch.where(drop, self.empty[key].expand_as(v), v) for key, v in out.items()}

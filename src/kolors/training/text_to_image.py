@@ -1,0 +1,393 @@
+"""Stage "diffusion": a ChatGLM-style text encoder trained jointly with an SDXL-style UNet, Kolors conditioning.
+
+Everything the denoiser sees is produced exactly as ``KolorsPipeline`` produces it at inference:
+
+* prompts tokenized with ``padding="max_length", max_length=256, truncation=True`` (left padding, [gMASK] sop);
+* ``text_encoder(input_ids, attention_mask, position_ids, output_hidden_states=True)``; token embeddings are
+  ``hidden_states[-2]`` made batch-first, the pooled embedding is ``hidden_states[-1][-1]``;
+* SDXL micro-conditioning ``time_ids = original_size + (0, 0) + target_size`` at the native resolution;
+* the noise schedule of the Kolors scheduler config (1100 steps, scaled-linear betas 0.00085…0.014, epsilon);
+* caption dropout to the empty prompt "" (inference encodes the empty negative prompt, it does not zero it).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler, UNet2DConditionModel
+
+from ..models.chatglm import ChatGLMConfig, ChatGLMModel, ChatGLMTokenizer, init_chatglm_weights
+
+__all__ = [
+    "KOLORS_SCHEDULER_CONFIG",
+    "MAX_TOKENS",
+    "TextEncoderSpec",
+    "UNetSpec",
+    "build_text_encoder",
+    "build_unet",
+    "tokenize",
+    "encode_text",
+    "time_ids",
+    "noise_scheduler",
+    "EMA",
+    "DiffusionTrainer",
+]
+
+MAX_TOKENS = 256
+
+# The scheduler config of the published Kolors folders (EulerDiscreteScheduler).
+KOLORS_SCHEDULER_CONFIG = {
+    "_class_name": "EulerDiscreteScheduler",
+    "beta_end": 0.014,
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "clip_sample": False,
+    "dynamic_thresholding_ratio": 0.995,
+    "interpolation_type": "linear",
+    "num_train_timesteps": 1100,
+    "prediction_type": "epsilon",
+    "rescale_betas_zero_snr": False,
+    "sample_max_value": 1.0,
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "thresholding": False,
+    "timestep_spacing": "leading",
+    "timestep_type": "discrete",
+    "trained_betas": None,
+    "use_karras_sigmas": False,
+}
+
+
+@dataclass
+class TextEncoderSpec:
+    """A ChatGLM3-shaped encoder (RMSNorm, rotary, multi-query attention with qkv bias, SwiGLU), scaled down."""
+
+    num_layers: int = 3
+    hidden_size: int = 192
+    ffn_hidden_size: int = 512
+    kv_channels: int = 32
+    num_attention_heads: int = 6
+    multi_query_group_num: int = 2
+    seq_length: int = MAX_TOKENS
+
+
+@dataclass
+class UNetSpec:
+    """An SDXL-shaped UNet (no attention at the first level, linear projections, text_proj + text_time)."""
+
+    block_out_channels: tuple[int, ...] = (64, 96, 128)
+    layers_per_block: int = 2
+    transformer_layers_per_block: tuple[int, ...] = (1, 1, 1)
+    head_dim: int = 32
+    cross_attention_dim: int = 128
+    addition_time_embed_dim: int = 16
+    norm_num_groups: int = 32
+
+
+def build_text_encoder(spec: TextEncoderSpec, vocab_size: int, *, seed: int = 0) -> ChatGLMModel:
+    """A ChatGLMModel with every parameter initialised here (its constructor leaves them uninitialised)."""
+    if spec.num_layers < 2:
+        raise ValueError("the text encoder needs at least 2 layers (Kolors reads hidden_states[-2])")
+    if spec.seq_length < MAX_TOKENS:
+        raise ValueError(f"seq_length must be at least {MAX_TOKENS}")
+    config = ChatGLMConfig(
+        num_layers=spec.num_layers,
+        padded_vocab_size=vocab_size,
+        hidden_size=spec.hidden_size,
+        ffn_hidden_size=spec.ffn_hidden_size,
+        kv_channels=spec.kv_channels,
+        num_attention_heads=spec.num_attention_heads,
+        seq_length=spec.seq_length,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        layernorm_epsilon=1e-5,
+        rmsnorm=True,
+        apply_residual_connection_post_layernorm=False,
+        post_layer_norm=True,
+        add_bias_linear=False,
+        add_qkv_bias=True,
+        bias_dropout_fusion=True,
+        multi_query_attention=True,
+        multi_query_group_num=spec.multi_query_group_num,
+        apply_query_key_layer_scaling=True,
+        attention_softmax_in_fp32=True,
+        fp32_residual_connection=False,
+        original_rope=True,
+        use_cache=False,
+        architectures=["ChatGLMModel"],
+    )
+    model = ChatGLMModel(config)
+    fork = torch.random.fork_rng(devices=[])
+    with fork:
+        torch.manual_seed(seed)
+        init_chatglm_weights(model, std=0.02, embedding_std=1.0)
+        with torch.no_grad():
+            # Residual-branch outputs start smaller so the stack begins close to the identity.
+            scale = 1.0 / math.sqrt(2 * spec.num_layers)
+            for name, param in model.named_parameters():
+                if name.endswith("self_attention.dense.weight") or name.endswith("mlp.dense_4h_to_h.weight"):
+                    param.mul_(scale)
+    return model
+
+
+def build_unet(spec: UNetSpec, *, text_hidden_size: int, image_size: int, seed: int = 0) -> UNet2DConditionModel:
+    """The Kolors UNet layout: text_proj of the token embeddings, text_time added conditioning."""
+    n = len(spec.block_out_channels)
+    down = ("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1)
+    up = ("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",)
+    # diffusers' attention_head_dim is the number of heads (Kolors: [5, 10, 20] for 64-wide heads).
+    heads = tuple(max(1, c // spec.head_dim) for c in spec.block_out_channels)
+    fork = torch.random.fork_rng(devices=[])
+    with fork:
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(
+            sample_size=image_size // 8,
+            in_channels=4,
+            out_channels=4,
+            down_block_types=down,
+            up_block_types=up,
+            block_out_channels=tuple(spec.block_out_channels),
+            layers_per_block=spec.layers_per_block,
+            transformer_layers_per_block=tuple(spec.transformer_layers_per_block),
+            attention_head_dim=heads,
+            cross_attention_dim=spec.cross_attention_dim,
+            encoder_hid_dim=text_hidden_size,
+            encoder_hid_dim_type="text_proj",
+            addition_embed_type="text_time",
+            addition_time_embed_dim=spec.addition_time_embed_dim,
+            projection_class_embeddings_input_dim=6 * spec.addition_time_embed_dim + text_hidden_size,
+            use_linear_projection=True,
+            norm_num_groups=spec.norm_num_groups,
+            act_fn="silu",
+            flip_sin_to_cos=True,
+            freq_shift=0,
+        )
+    return unet
+
+
+def tokenize(tokenizer: ChatGLMTokenizer, prompts: list[str]) -> dict[str, torch.Tensor]:
+    """Token ids, attention mask and position ids exactly as KolorsPipeline.encode_prompt makes them."""
+    inputs = tokenizer(prompts, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt")
+    return {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids")}
+
+
+def encode_text(
+    text_encoder: ChatGLMModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(token embeddings B×256×H from hidden_states[-2], pooled B×H from the last token of hidden_states[-1])."""
+    out = text_encoder(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        output_hidden_states=True,
+    )
+    tokens = out.hidden_states[-2].permute(1, 0, 2)
+    pooled = out.hidden_states[-1][-1, :, :]
+    return tokens, pooled
+
+
+def time_ids(batch: int, image_size: int, *, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """original_size + crops_coords_top_left (0, 0) + target_size, as the pipeline passes them."""
+    row = torch.tensor([image_size, image_size, 0, 0, image_size, image_size], dtype=dtype, device=device)
+    return row.expand(batch, 6)
+
+
+def noise_scheduler() -> DDPMScheduler:
+    """Forward-process noise of the Kolors schedule (DDPMScheduler built from the Kolors Euler config)."""
+    config = {k: v for k, v in KOLORS_SCHEDULER_CONFIG.items() if not k.startswith("_")}
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return DDPMScheduler.from_config(config)
+
+
+class EMA:
+    """Exponential moving average of a list of parameters (fp32 shadows), with the usual warm-up of the decay."""
+
+    def __init__(self, params: list[torch.nn.Parameter], decay: float):
+        self.params = list(params)
+        self.shadow = [p.detach().float().clone() for p in self.params]
+        self.decay = decay
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        torch._foreach_lerp_(self.shadow, [p.detach().float() for p in self.params], 1.0 - d)
+
+    @torch.no_grad()
+    def copy_to(self, params: list[torch.nn.Parameter]) -> None:
+        for s, p in zip(self.shadow, params):
+            p.copy_(s.to(p.dtype))
+
+    def state_dict(self) -> dict:
+        return {"shadow": [s.cpu() for s in self.shadow], "decay": self.decay, "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.shadow = [s.to(p.device) for s, p in zip(state["shadow"], self.params)]
+        self.decay = state["decay"]
+        self.updates = state["updates"]
+
+
+class DiffusionTrainer:
+    """One optimisation step of text encoder + UNet on a batch of (unscaled-then-scaled) latents and tokens."""
+
+    def __init__(
+        self,
+        unet: UNet2DConditionModel,
+        text_encoder: ChatGLMModel,
+        *,
+        image_size: int,
+        device: torch.device,
+        lr: float = 3e-4,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 200,
+        min_lr_ratio: float = 0.1,
+        amp_dtype: torch.dtype | None = None,
+        ema_decay: float | None = 0.999,
+        min_snr_gamma: float | None = 5.0,
+        grad_clip: float = 1.0,
+    ):
+        self.unet = unet.to(device).train()
+        self.text_encoder = text_encoder.to(device).train()
+        self.device = device
+        self.image_size = image_size
+        self.amp_dtype = amp_dtype
+        self.scheduler = noise_scheduler()
+        self.alphas_cumprod = self.scheduler.alphas_cumprod.to(device)
+        self.num_train_timesteps = self.scheduler.config.num_train_timesteps
+        self.params = [p for p in list(unet.parameters()) + list(text_encoder.parameters()) if p.requires_grad]
+        # The ChatGLM output layer (LM head) is part of the architecture but unused by Kolors: no gradient.
+        self.trained = [p for p in self.params if p is not text_encoder.output_layer.weight]
+        decay = [p for p in self.trained if p.ndim >= 2]
+        no_decay = [p for p in self.trained if p.ndim < 2]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=lr,
+            betas=(0.9, 0.99),
+            eps=1e-8,
+            fused=device.type == "cuda",
+        )
+        self.base_lr = lr
+        self.warmup_steps = warmup_steps
+        self.min_lr_ratio = min_lr_ratio
+        self.min_snr_gamma = min_snr_gamma
+        self.grad_clip = grad_clip
+        self.ema = EMA(self.trained, ema_decay) if ema_decay else None
+        self.step_count = 0
+
+    def set_progress(self, progress: float) -> float:
+        """Linear warm-up, then cosine decay to ``min_lr_ratio`` as ``progress`` goes 0 → 1; returns the lr."""
+        warm = min(1.0, (self.step_count + 1) / max(1, self.warmup_steps))
+        p = min(max(progress, 0.0), 1.0)
+        lr = self.base_lr * warm * (self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p)))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def loss(
+        self,
+        latents: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        *,
+        noise: torch.Tensor | None = None,
+        timesteps: torch.Tensor | None = None,
+        weighted: bool = True,
+    ) -> torch.Tensor:
+        """Epsilon-prediction loss on scaled latents (optionally Min-SNR-γ weighted)."""
+        b = latents.shape[0]
+        if noise is None:
+            noise = torch.randn_like(latents)
+        if timesteps is None:
+            timesteps = torch.randint(0, self.num_train_timesteps, (b,), device=latents.device)
+        noisy = self.scheduler.add_noise(latents, noise, timesteps)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            tokens, pooled = encode_text(self.text_encoder, input_ids, attention_mask, position_ids)
+            pred = self.unet(
+                noisy,
+                timesteps,
+                encoder_hidden_states=tokens,
+                added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids(b, self.image_size, device=latents.device)},
+            ).sample
+        per_sample = F.mse_loss(pred.float(), noise.float(), reduction="none").mean(dim=(1, 2, 3))
+        if weighted and self.min_snr_gamma:
+            a = self.alphas_cumprod[timesteps]
+            snr = a / (1 - a)
+            per_sample = per_sample * torch.clamp(snr, max=self.min_snr_gamma) / snr
+        return per_sample.mean()
+
+    def step(self, latents, input_ids, attention_mask, position_ids, *, progress: float) -> tuple[float, float]:
+        """One AdamW step; returns (loss, lr)."""
+        lr = self.set_progress(progress)
+        loss = self.loss(latents, input_ids, attention_mask, position_ids)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.trained, self.grad_clip)
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update()
+        self.step_count += 1
+        return loss.detach(), lr
+
+    @torch.no_grad()
+    def fixed_loss(self, batch: dict[str, torch.Tensor], *, seed: int = 1234) -> float:
+        """Unweighted loss on a fixed batch with fixed noise and timesteps (a comparable validation number)."""
+        was_training = self.unet.training
+        self.unet.eval()
+        self.text_encoder.eval()
+        g = torch.Generator(device="cpu").manual_seed(seed)
+        lat = batch["latents"]
+        noise = torch.randn(lat.shape, generator=g).to(lat.device)
+        ts = torch.linspace(50, self.num_train_timesteps - 50, lat.shape[0]).long().to(lat.device)
+        value = float(
+            self.loss(lat, batch["input_ids"], batch["attention_mask"], batch["position_ids"], noise=noise,
+                      timesteps=ts, weighted=False)
+        )
+        if was_training:
+            self.unet.train()
+            self.text_encoder.train()
+        return value
+
+    def ema_copies(self) -> tuple[UNet2DConditionModel, ChatGLMModel]:
+        """fp32 CPU copies of UNet and text encoder carrying the EMA weights (the live ones without EMA)."""
+        import copy
+
+        unet = copy.deepcopy(self.unet).float().cpu().eval()
+        te = copy.deepcopy(self.text_encoder).float().cpu().eval()
+        if self.ema is not None:
+            index = {id(p): i for i, p in enumerate(self.trained)}
+            live = list(self.unet.parameters()) + list(self.text_encoder.parameters())
+            copies = list(unet.parameters()) + list(te.parameters())
+            with torch.no_grad():
+                for p_live, p_copy in zip(live, copies):
+                    i = index.get(id(p_live))
+                    if i is not None:
+                        p_copy.copy_(self.ema.shadow[i].cpu())
+        return unet, te
+
+    def state_dict(self) -> dict:
+        return {
+            "unet": self.unet.state_dict(),
+            "text_encoder": self.text_encoder.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "step": self.step_count,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.unet.load_state_dict(state["unet"])
+        self.text_encoder.load_state_dict(state["text_encoder"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.step_count = state["step"]
+

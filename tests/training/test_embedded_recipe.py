@@ -1,0 +1,154 @@
+"""The embedded-model recipe end to end at toy size: every stage runs, the folder loads in diffusers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from kolors.training.embedded import RecipeConfig, run
+from kolors.training.text_to_image import KOLORS_SCHEDULER_CONFIG, encode_text, tokenize
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("embedded")
+    config = RecipeConfig(
+        out=root / "model",
+        device="cpu",
+        architecture="tiny",
+        image_size=64,
+        workers=1,
+        pool_size=96,
+        tokenizer_scenes=1000,
+        steps_vae=8,
+        batch_size_vae=4,
+        steps_diffusion=40,
+        batch_size=8,
+        lr=2e-3,
+        warmup_steps=5,
+        ema_decay=0.9,
+        log_seconds=0.0,
+        checkpoint_minutes=1e9,
+        eval_pairs=2,
+        eval_final_pairs=0,
+        eval_seeds=1,
+        eval_grid="2x3",
+        eval_batch=8,
+        command="pytest",
+    )
+    return run(config)
+
+
+def test_folder_has_the_kolors_layout(tiny_run):
+    out = tiny_run.out
+    index = json.loads((out / "model_index.json").read_text())
+    assert index["_class_name"] == "KolorsPipeline"
+    assert index["force_zeros_for_empty_prompt"] is False
+    assert index["text_encoder"] == ["kolors", "ChatGLMModel"]
+    assert index["tokenizer"] == ["kolors", "ChatGLMTokenizer"]
+    assert index["unet"] == ["diffusers", "UNet2DConditionModel"]
+    scheduler = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
+    for key in ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end", "prediction_type",
+                "timestep_spacing", "steps_offset"):
+        assert scheduler[key] == KOLORS_SCHEDULER_CONFIG[key]
+    assert scheduler["_class_name"] == "EulerDiscreteScheduler"
+    for name in ("unet", "vae"):
+        assert (out / name / "diffusion_pytorch_model.fp16.safetensors").is_file()
+    assert (out / "tokenizer" / "tokenizer.model").is_file()
+    defaults = json.loads((out / "kolors_defaults.json").read_text())
+    assert set(defaults) == {"width", "height", "steps", "guidance"}
+    assert defaults["width"] == defaults["height"] == 64
+    readme = (out / "README.md").read_text()
+    assert "Apache-2.0" in readme and "64×64" in readme
+    unet_config = json.loads((out / "unet" / "config.json").read_text())
+    assert unet_config["encoder_hid_dim_type"] == "text_proj"
+    assert unet_config["addition_embed_type"] == "text_time"
+    vae_config = json.loads((out / "vae" / "config.json").read_text())
+    assert vae_config["scaling_factor"] != 1.0 and vae_config["latent_channels"] == 4
+
+
+def test_diffusion_loss_decreases(tiny_run):
+    history = tiny_run.history
+    assert len(history) >= 2
+    assert history[-1]["fixed_loss"] < 0.9 * history[0]["fixed_loss"]
+
+
+def test_diffusers_loads_and_generates(tiny_run):
+    from diffusers import KolorsPipeline
+
+    pipe = KolorsPipeline.from_pretrained(str(tiny_run.out), variant="fp16", dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    image = pipe("a red circle", num_inference_steps=2, guidance_scale=3.0, output_type="np",
+                 generator=torch.Generator().manual_seed(0)).images
+    assert image.shape == (1, 64, 64, 3)
+    assert torch.isfinite(torch.from_numpy(image)).all()
+
+    # The training-side conditioning is exactly the pipeline's, for a prompt and the empty negative prompt.
+    prompts = ["a red circle", "一个蓝色的正方形"]
+    emb, neg, pooled, neg_pooled = pipe.encode_prompt(prompts, device=torch.device("cpu"), num_images_per_prompt=1,
+                                                      do_classifier_free_guidance=True)
+    with torch.no_grad():
+        ids = tokenize(pipe.tokenizer, prompts + ["", ""])
+        tokens, pool = encode_text(pipe.text_encoder, ids["input_ids"], ids["attention_mask"], ids["position_ids"])
+    torch.testing.assert_close(tokens[:2], emb)
+    torch.testing.assert_close(pool[:2], pooled)
+    torch.testing.assert_close(tokens[2:], neg)
+    torch.testing.assert_close(pool[2:], neg_pooled)
+
+
+def test_tokenizer_settings(tiny_run):
+    import sentencepiece as spm
+    from diffusers.pipelines.kolors import ChatGLMTokenizer
+
+    tok = ChatGLMTokenizer.from_pretrained(str(tiny_run.out / "tokenizer"))
+    sp = spm.SentencePieceProcessor(model_file=str(tiny_run.out / "tokenizer" / "tokenizer.model"))
+    assert (sp.unk_id(), sp.bos_id(), sp.eos_id(), sp.pad_id()) == (0, 1, 2, -1)
+    assert sp.vocab_size() <= 400
+    # Unseen characters fall back to bytes instead of <unk>.
+    ids = tok("一只🦄", add_special_tokens=False)["input_ids"]
+    assert 0 not in ids
+    te_config = json.loads((tiny_run.out / "text_encoder" / "config.json").read_text())
+    assert te_config["padded_vocab_size"] >= len(tok.get_vocab())
+    assert te_config["seq_length"] >= 256 and te_config["original_rope"] is True
+    # Han characters are pieces of their own, in the vocabulary and in what a prompt encodes to.
+    pieces = tok.convert_ids_to_tokens(tok("一个蓝色的圆形 a blue circle", add_special_tokens=False)["input_ids"])
+    han = [p.lstrip("▁") for p in pieces if any("\u4e00" <= ch <= "\u9fff" for ch in p)]
+    assert han == list("一个蓝色的圆形")
+    vocab_han = [t.lstrip("▁") for t in tok.get_vocab() if any("\u4e00" <= ch <= "\u9fff" for ch in t)]
+    assert vocab_han and all(len(t) == 1 for t in vocab_han)
+
+
+def test_init_from_carries_weights_across_tokenizers(tiny_run, tmp_path):
+    from diffusers import UNet2DConditionModel
+
+    from kolors.models.chatglm import ChatGLMModel
+    from kolors.training.data import caption_corpus
+    from kolors.training.embedded import ARCHITECTURES, initialise_from
+    from kolors.training.text_to_image import build_text_encoder, build_unet
+    from kolors.training.tokenizer import load_tokenizer, padded_vocab_size, train_tokenizer
+
+    # A tokenizer of another corpus and size: ids of the same token differ between the two.
+    new_tok = train_tokenizer(caption_corpus(200, seed=7), tmp_path / "tok", vocab_size=450)
+    arch = ARCHITECTURES["tiny"]
+    te = build_text_encoder(arch["text_encoder"], padded_vocab_size(new_tok), seed=5)
+    unet = build_unet(arch["unet"], text_hidden_size=arch["text_encoder"].hidden_size, image_size=64, seed=5)
+    fresh_rows = te.embedding.word_embeddings.weight.detach().clone()
+    carried = initialise_from(tiny_run.out, new_tok, te, unet)
+
+    old_unet = UNet2DConditionModel.from_pretrained(str(tiny_run.out / "unet"), variant="fp16")
+    for (name, p), q in zip(unet.state_dict().items(), old_unet.state_dict().values()):
+        assert torch.equal(p, q.float()), name
+    old_te = ChatGLMModel.from_pretrained(str(tiny_run.out / "text_encoder"), variant="fp16")
+    old_vocab = load_tokenizer(tiny_run.out / "tokenizer").get_vocab()
+    new_vocab = new_tok.get_vocab()
+    shared = [t for t in new_vocab if t in old_vocab]
+    assert 0 < carried["rows_carried"] == len(shared) < carried["rows"] == len(new_vocab)
+    new_rows, old_rows = te.embedding.word_embeddings.weight, old_te.embedding.word_embeddings.weight
+    for token in ("▁red", "蓝", "[gMASK]"):
+        assert torch.equal(new_rows[new_vocab[token]], old_rows[old_vocab[token]].float())
+    only_new = next(t for t in new_vocab if t not in old_vocab)
+    assert torch.equal(new_rows[new_vocab[only_new]], fresh_rows[new_vocab[only_new]])
+    layer = "encoder.layers.0.self_attention.query_key_value.weight"
+    assert torch.equal(te.state_dict()[layer], old_te.state_dict()[layer].float())
