@@ -1,18 +1,26 @@
-"""Choosing the torch device and dtype from user-facing names."""
+"""Choosing the torch device and dtype from user-facing names.
+
+The name tuples are importable without importing torch (the CLI builds its parser from them).
+"""
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import InvalidParameterError
 
+if TYPE_CHECKING:
+    import torch
+
 DEVICES = ("auto", "cpu", "cuda", "mps")
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPES = ("float32", "float16", "bfloat16")
 _DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}
 
 
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
     """The device for ``name``: "auto" picks cuda, then mps, then cpu."""
+    import torch
+
     if isinstance(name, torch.device):
         return name
     base = name.split(":")[0]
@@ -33,6 +41,8 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
 
 def resolve_dtype(name: str | torch.dtype, device: torch.device) -> torch.dtype:
     """The compute dtype for ``name``: "auto" is float16 on CUDA/MPS and float32 on CPU."""
+    import torch
+
     if isinstance(name, torch.dtype):
         return name
     name = _DTYPE_ALIASES.get(name, name)
@@ -40,7 +50,7 @@ def resolve_dtype(name: str | torch.dtype, device: torch.device) -> torch.dtype:
         return torch.float16 if device.type in ("cuda", "mps") else torch.float32
     if name not in DTYPES:
         raise InvalidParameterError(f"unknown dtype '{name}': use auto, {', '.join(DTYPES)}")
-    return DTYPES[name]
+    return getattr(torch, name)
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -50,4 +60,6 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 def move(module: torch.nn.Module, *args, **kwargs) -> torch.nn.Module:
     """``module.to(...)`` without diffusers' per-call "modules kept in float32" warning (none are, for Kolors)."""
+    import torch
+
     return torch.nn.Module.to(module, *args, **kwargs)

@@ -138,6 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("image", type=Path, metavar="IMAGE.png")
     info.add_argument("--json", action="store_true", help="print the JSON record instead of the A1111 text")
     info.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+
+    conv = sub.add_parser("convert", help="rewrite a model folder as fp16 safetensors (fast, safe loading)",
+                          description="Rewrite a Kolors model folder (either published layout) as fp16 safetensors, "
+                                      "shard for shard; the pickle .bin text encoder is read with weights_only.")
+    conv.add_argument("source", metavar="SOURCE", help="model folder, or Hub id already in the local cache")
+    conv.add_argument("destination", type=Path, metavar="DEST", help="new folder to write")
+    conv.add_argument("--overwrite", action="store_true", help="replace DEST if it exists")
+    conv.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+    conv.add_argument("--debug", action="store_true", help="show tracebacks and library warnings")
     return parser
 
 
@@ -164,6 +173,8 @@ def _run(args: argparse.Namespace) -> int:
         try:
             if args.command == "info":
                 return _info(args)
+            if args.command == "convert":
+                return _convert(args)
             return _generate(args)
         except KolorsError as exc:
             if args.debug:
@@ -199,6 +210,17 @@ def _error(message: str) -> None:
 def _note(args: argparse.Namespace, message: str) -> None:
     if not args.quiet:
         print(f"kolors: {message}", file=sys.stderr, flush=True)
+
+
+# --- convert ---------------------------------------------------------------------------------------------------
+def _convert(args: argparse.Namespace) -> int:
+    from ..loading.convert import convert_model
+
+    report = convert_model(args.source, args.destination, overwrite=args.overwrite,
+                           on_file=lambda path: _note(args, f"converting {path.parent.name}/{path.name}"))
+    parts = ", ".join(f"{name} {c['tensors']} tensors in {c['shards']} file(s)" for name, c in report.components.items())
+    _note(args, f"wrote {report.folder} ({report.bytes / 2**30:.2f} GiB of fp16 weights: {parts})")
+    return 0
 
 
 # --- info ------------------------------------------------------------------------------------------------------

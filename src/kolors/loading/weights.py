@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -25,6 +26,14 @@ def _index_name(stem: str, ext: str, variant: str | None) -> str:
     return f"{stem}.{ext}.index.{variant}.json" if variant else f"{stem}.{ext}.index.json"
 
 
+_SHARD_SUFFIX = re.compile(r"-\d{5}-of-\d{5}$")
+
+
+def _variants_present(folder: Path, ext: str) -> set[str]:
+    """Variant names in ``stem.VARIANT.ext`` and sharded ``stem.VARIANT-00001-of-00002.ext`` file names."""
+    return {_SHARD_SUFFIX.sub("", p.name.split(".")[-2]) for p in folder.glob(f"*.*.{ext}")}
+
+
 def find_weight_files(folder: Path, prefer_variant: str | None = None) -> list[Path]:
     """The weight files of one component folder, in load order.
 
@@ -32,8 +41,8 @@ def find_weight_files(folder: Path, prefer_variant: str | None = None) -> list[P
     then the plain files, then any variant at all.
     """
     variants: list[str | None] = [prefer_variant, None] if prefer_variant else [None]
-    variants += sorted({p.name.split(".")[-2] for p in folder.glob("*.*.safetensors")} - {prefer_variant})
-    variants += sorted({p.name.split(".")[-2] for p in folder.glob("*.*.bin")} - set(variants))
+    variants += sorted(_variants_present(folder, "safetensors") - {prefer_variant})
+    variants += sorted(_variants_present(folder, "bin") - set(variants))
     for ext in ("safetensors", "bin"):
         for variant in variants:
             for stem in WEIGHT_STEMS:
