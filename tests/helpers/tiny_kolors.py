@@ -33,6 +33,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from kolors.models.chatglm import CHATGLM3_ARCHITECTURE
+
 LAYOUTS = ("kolors", "diffusers")
 
 # --- tiny sizes --------------------------------------------------------------------------------------------
@@ -43,22 +45,11 @@ TEXT_CONFIG = dict(  # ChatGLM3 at toy size (real: 28 layers, hidden 4096, FFN 1
     ffn_hidden_size=128,
     num_attention_heads=4,
     kv_channels=16,
-    multi_query_attention=True,
     multi_query_group_num=2,
-    add_qkv_bias=True,
-    add_bias_linear=False,
-    rmsnorm=True,
-    original_rope=True,
-    post_layer_norm=True,
-    apply_residual_connection_post_layernorm=False,
-    apply_query_key_layer_scaling=True,
-    attention_softmax_in_fp32=True,
-    fp32_residual_connection=False,
-    bias_dropout_fusion=True,
+    **CHATGLM3_ARCHITECTURE,
     hidden_dropout=0.0,
     attention_dropout=0.0,
     classifier_dropout=None,
-    layernorm_epsilon=1e-5,
     seq_length=256,  # prompts are padded to 256 tokens; the rotary cache must cover them
     quantization_bit=0,
     pre_seq_len=None,

@@ -147,6 +147,23 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--overwrite", action="store_true", help="replace DEST if it exists")
     conv.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
     conv.add_argument("--debug", action="store_true", help="show tracebacks and library warnings")
+
+    data = sub.add_parser("data", help="write training datasets", description="Write training datasets.")
+    data_sub = data.add_subparsers(dest="dataset", required=True, parser_class=_Parser, metavar="DATASET")
+    shapes = data_sub.add_parser(
+        "shapes", help="synthetic bilingual coloured-shapes images with English and Chinese captions",
+        description="Write a Hugging Face imagefolder (images/*.png + metadata.jsonl with file_name/text, plus "
+                    "text_en/text_zh and the scene) of synthetic shapes scenes, captioned in both languages.")
+    shapes.add_argument("output", type=Path, metavar="DIR", help="new or empty folder")
+    shapes.add_argument("--num", "-n", type=_positive_int, default=1000, metavar="N", help="images (default 1000)")
+    shapes.add_argument("--seed", type=int, default=0, metavar="S")
+    shapes.add_argument("--size", type=_positive_int, default=128, metavar="PX", help="image side (default 128)")
+    shapes.add_argument("--split", choices=("train", "heldout"), default="train",
+                        help="attribute combinations and wordings: training or held-out ones")
+    shapes.add_argument("--lang", choices=("both", "en", "zh"), default="both",
+                        help="language of the `text` column (both: random per image)")
+    shapes.add_argument("--quiet", "-q", action="store_true", help="no summary line")
+    shapes.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     return parser
 
 
@@ -175,6 +192,8 @@ def _run(args: argparse.Namespace) -> int:
                 return _info(args)
             if args.command == "convert":
                 return _convert(args)
+            if args.command == "data":
+                return _data(args)
             return _generate(args)
         except KolorsError as exc:
             if args.debug:
@@ -220,6 +239,26 @@ def _convert(args: argparse.Namespace) -> int:
                            on_file=lambda path: _note(args, f"converting {path.parent.name}/{path.name}"))
     parts = ", ".join(f"{name} {c['tensors']} tensors in {c['shards']} file(s)" for name, c in report.components.items())
     _note(args, f"wrote {report.folder} ({report.bytes / 2**30:.2f} GiB of fp16 weights: {parts})")
+    return 0
+
+
+# --- data ------------------------------------------------------------------------------------------------------
+def _data(args: argparse.Namespace) -> int:
+    from ..data.shapes import write_imagefolder
+
+    out = args.output
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise KolorsError(f"{out} exists and is not an empty folder: choose a new one")
+    tmp = out.with_name(out.name + ".writing")
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp)
+    write_imagefolder(tmp, args.num, args.seed, split=args.split, size=args.size, lang=args.lang)
+    if out.exists():
+        out.rmdir()
+    tmp.rename(out)
+    _note(args, f"wrote {args.num} images and metadata.jsonl to {out}")
     return 0
 
 

@@ -403,11 +403,7 @@ def run(config: RecipeConfig) -> RecipeResult:
         vae_info = {"steps": 0, "initialised_from": str(cfg.init_from),
                     "scaling_factor": float(vae.config.scaling_factor)}
         log(f"vae: kept from {cfg.init_from} (scaling_factor {vae.config.scaling_factor}); pool encoded")
-        vae.cpu().save_pretrained(str(vae_dir))
-        (work / "vae_info.json").write_text(json.dumps(vae_info, indent=2))
-        torch.save({"means": means, "stds": stds, "input_ids": torch.from_numpy(pool.input_ids),
-                    "attention_mask": torch.from_numpy(pool.attention_mask),
-                    "position_ids": torch.from_numpy(pool.position_ids)}, latents_file)
+        save_vae_stage(work, vae, vae_info, means, stds, pool)
         del images
     else:
         assert pool is not None
@@ -457,11 +453,7 @@ def run(config: RecipeConfig) -> RecipeResult:
         if rc:
             log(f"vae: checker on reconstructions of {rc['n']} held-out renders: colour {rc['colour']:.1%}, "
                 f"shape {rc['shape']:.1%}")
-        vae.cpu().save_pretrained(str(vae_dir))
-        (work / "vae_info.json").write_text(json.dumps(vae_info, indent=2))
-        torch.save({"means": means, "stds": stds, "input_ids": torch.from_numpy(pool.input_ids),
-                    "attention_mask": torch.from_numpy(pool.attention_mask),
-                    "position_ids": torch.from_numpy(pool.position_ids)}, latents_file)
+        save_vae_stage(work, vae, vae_info, means, stds, pool)
         del images
     vae = vae.float().cpu().eval()
     cache = torch.load(latents_file, weights_only=False)
@@ -625,6 +617,15 @@ def run(config: RecipeConfig) -> RecipeResult:
     log(f"done in {(time.monotonic() - start) / 60:.1f} min: {cfg.out} ({info['size_mb']:.1f} MB), "
         f"defaults {defaults}")
     return result
+
+
+def save_vae_stage(work: Path, vae, vae_info: dict, means: torch.Tensor, stds: torch.Tensor, pool: Pool) -> None:
+    """The VAE, its notes and the pool's latents + tokens: what ``--resume`` needs to skip stages 2 and 3."""
+    vae.cpu().save_pretrained(str(work / "vae"))
+    (work / "vae_info.json").write_text(json.dumps(vae_info, indent=2))
+    torch.save({"means": means, "stds": stds, "input_ids": torch.from_numpy(pool.input_ids),
+                "attention_mask": torch.from_numpy(pool.attention_mask),
+                "position_ids": torch.from_numpy(pool.position_ids)}, work / "latents.pt")
 
 
 def _variant(component_dir: Path) -> dict:

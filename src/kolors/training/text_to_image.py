@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DConditionModel
 
-from ..models.chatglm import ChatGLMConfig, ChatGLMModel, ChatGLMTokenizer, init_chatglm_weights
+from ..models.chatglm import ChatGLMModel, ChatGLMTokenizer, chatglm3_config, init_chatglm_weights
 
 __all__ = [
     "KOLORS_SCHEDULER_CONFIG",
@@ -94,29 +94,15 @@ def build_text_encoder(spec: TextEncoderSpec, vocab_size: int, *, seed: int = 0)
         raise ValueError("the text encoder needs at least 2 layers (Kolors reads hidden_states[-2])")
     if spec.seq_length < MAX_TOKENS:
         raise ValueError(f"seq_length must be at least {MAX_TOKENS}")
-    config = ChatGLMConfig(
+    config = chatglm3_config(
         num_layers=spec.num_layers,
         padded_vocab_size=vocab_size,
         hidden_size=spec.hidden_size,
         ffn_hidden_size=spec.ffn_hidden_size,
         kv_channels=spec.kv_channels,
         num_attention_heads=spec.num_attention_heads,
-        seq_length=spec.seq_length,
-        hidden_dropout=0.0,
-        attention_dropout=0.0,
-        layernorm_epsilon=1e-5,
-        rmsnorm=True,
-        apply_residual_connection_post_layernorm=False,
-        post_layer_norm=True,
-        add_bias_linear=False,
-        add_qkv_bias=True,
-        bias_dropout_fusion=True,
-        multi_query_attention=True,
         multi_query_group_num=spec.multi_query_group_num,
-        apply_query_key_layer_scaling=True,
-        attention_softmax_in_fp32=True,
-        fp32_residual_connection=False,
-        original_rope=True,
+        seq_length=spec.seq_length,
         use_cache=False,
         architectures=["ChatGLMModel"],
     )
