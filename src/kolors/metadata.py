@@ -51,6 +51,13 @@ def _quote(value: Any) -> str:
     return json.dumps(text, ensure_ascii=False) if re.search(r'[,:"\n]', text) else text
 
 
+def _image_prompt_text(record: Any, key: str) -> str | None:
+    """``NAME:SCALE`` of an IP-Adapter record (its input file's name), for the A1111 text."""
+    if not isinstance(record, dict):
+        return None
+    return f"{Path(str(record.get(key) or '-')).name}:{record.get('scale')}"
+
+
 def format_parameters(params: dict[str, Any]) -> str:
     """The AUTOMATIC1111 ``parameters`` text for ``params`` (prompt, negative prompt, then key: value fields)."""
     scheduler = params.get("scheduler") or "default"
@@ -66,6 +73,8 @@ def format_parameters(params: dict[str, Any]) -> str:
         "Model": params.get("model"),
         "Denoising strength": params.get("strength"),
         "Lora hashes": params.get("lora_hashes"),
+        "IP-Adapter": _image_prompt_text(params.get("ip_adapter"), "image"),
+        "FaceID": _image_prompt_text(params.get("face_id"), "face"),
         "Version": f"kolors {params.get('kolors_version') or ''}".strip(),
     }
     text = params.get("prompt") or ""

@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--num-images", type=_positive_int, default=1, metavar="K", help="images to make (default 1)")
     s.add_argument("--batch-size", type=_positive_int, metavar="B", help="images denoised together (default: all)")
     s.add_argument("--scheduler", choices=SCHEDULER_NAMES, help="sampler (default: the checkpoint's own)")
+    from .image_prompts import add_arguments as add_image_prompt_arguments
+
+    add_image_prompt_arguments(common)
     o = common.add_argument_group("output")
     o.add_argument("--output", "-o", metavar="FILE_OR_DIR",
                    help=f"NAME.png (NAME-0.png, NAME-1.png, … for several images; replaced if present), or a "
@@ -280,6 +283,7 @@ def _generate(args: argparse.Namespace) -> int:
 
     params: dict[str, Any] = {}
     stored_loras: list[dict[str, Any]] = []
+    stored: dict[str, Any] = {}
     if args.from_image:
         stored = read_parameters(args.from_image)
         params = {k: stored[k] for k in REPLAYED if stored.get(k) is not None}
@@ -303,6 +307,9 @@ def _generate(args: argparse.Namespace) -> int:
                     args.from_image, params["init_image"])
 
     loras = _lora_specs(args, stored_loras)
+    from . import image_prompts
+
+    image_prompt_specs = image_prompts.specs(args, stored)
     _check_early(args, params, loras)
     output = _OutputPlan(args.output, args.num_images)
 
@@ -314,6 +321,7 @@ def _generate(args: argparse.Namespace) -> int:
 
         for path, weight in loras:
             load_lora(pipe, path, weight)
+    image_prompts.apply(pipe, image_prompt_specs)
 
     call = {k: params[k] for k in ("negative_prompt", "width", "height", "steps", "guidance", "seed", "scheduler")
             if k in params}

@@ -164,6 +164,10 @@ class Text2ImagePipeline:
         micro = (tuple(original_size or (height, width)), tuple(crop_coords), tuple(target_size or (height, width)))
 
         with _friendly_oom(f"generating {width}x{height}"):
+            from ..adapters.ip_adapter import image_prompt_conditioners  # IP-Adapters loaded into this pipeline
+
+            image_prompts, image_prompt_params = image_prompt_conditioners(self)
+            conditioners, extra = [*conditioners, *image_prompts], {**extra, **image_prompt_params}
             cond, uncond = self._encode(prompt, negative_prompt, guidance)
             chunks = [seeds[i : i + batch_size] for i in range(0, num_images, batch_size)]
             bar = tqdm(total=steps * len(chunks), desc="denoising", unit="step",

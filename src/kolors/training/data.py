@@ -145,13 +145,21 @@ class CaptionTokens:
         }
 
     def sample(
-        self, items: torch.Tensor, *, dropout: float, generator: torch.Generator | None = None
+        self, items: torch.Tensor, *, dropout: float, generator: torch.Generator | None = None,
+        language_weights: tuple[float, ...] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Tokens of a random caption in a random language of each item; with probability ``dropout`` of ""."""
+        """Tokens of a random caption in a random language of each item; with probability ``dropout`` of "".
+
+        ``language_weights`` (one per language of ``LANGUAGES``) skews the language draw; default: uniform.
+        """
         b = items.shape[0]
         dev = items.device
         gdev = generator.device if generator is not None else dev
-        lang = torch.randint(0, self.n_languages, (b,), generator=generator, device=gdev).to(dev)
+        if language_weights is None:
+            lang = torch.randint(0, self.n_languages, (b,), generator=generator, device=gdev).to(dev)
+        else:
+            probs = torch.tensor(language_weights, dtype=torch.float, device=gdev)
+            lang = torch.multinomial(probs, b, replacement=True, generator=generator).to(dev)
         k = torch.randint(0, self.per_language, (b,), generator=generator, device=gdev).to(dev)
         out = self.lookup(items, lang, k)
         drop = (torch.rand((b,), generator=generator, device=gdev) < dropout).to(dev)[:, None]

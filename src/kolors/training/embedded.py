@@ -125,6 +125,8 @@ class RecipeConfig:
     steps_diffusion: int | None = None
     batch_size: int | None = None
     lr: float | None = None
+    lr_text_encoder: float | None = None
+    language_weights: str | None = None
     warmup_steps: int = 200
     ema_decay: float | None = None
     caption_dropout: float = 0.1
@@ -472,7 +474,8 @@ def run(config: RecipeConfig) -> RecipeResult:
     params = {"text_encoder": count_params(te), "unet": count_params(unet), "vae": count_params(vae)}
     log("parameters: " + ", ".join(f"{k} {v / 1e6:.2f} M ({2 * v / 1e6:.1f} MB fp16)" for k, v in params.items()))
     trainer = DiffusionTrainer(
-        unet, te, image_size=cfg.image_size, device=device, lr=cfg.lr, warmup_steps=cfg.warmup_steps,
+        unet, te, image_size=cfg.image_size, device=device, lr=cfg.lr, lr_text_encoder=cfg.lr_text_encoder,
+        warmup_steps=cfg.warmup_steps,
         amp_dtype=_amp_dtype(device), ema_decay=cfg.ema_decay, min_snr_gamma=cfg.min_snr_gamma,
     )
     ckpt_file = work / "diffusion.pt"
@@ -496,6 +499,7 @@ def run(config: RecipeConfig) -> RecipeResult:
     val = {"latents": lat_mean[:k].float() * scaling_factor, **val_tokens}
 
     steps_total = cfg.steps_diffusion
+    language_weights = parse_language_weights(cfg.language_weights)
     deadline = start + budget - reserve if budget else None
     t_diff = time.monotonic()
     last_ckpt = time.monotonic()
@@ -544,7 +548,7 @@ def run(config: RecipeConfig) -> RecipeResult:
         items = torch.randint(0, n_items, (cfg.batch_size,), generator=g, device=device)
         lat = (lat_mean[items].float() + lat_std[items].float() * torch.randn(
             (cfg.batch_size, *lat_mean.shape[1:]), generator=g, device=device)) * scaling_factor
-        tokens = table.sample(items, dropout=cfg.caption_dropout, generator=g)
+        tokens = table.sample(items, dropout=cfg.caption_dropout, generator=g, language_weights=language_weights)
         loss, lr = trainer.step(lat, tokens["input_ids"], tokens["attention_mask"], tokens["position_ids"],
                                 progress=progress)
         run_loss += loss
@@ -617,6 +621,23 @@ def run(config: RecipeConfig) -> RecipeResult:
     log(f"done in {(time.monotonic() - start) / 60:.1f} min: {cfg.out} ({info['size_mb']:.1f} MB), "
         f"defaults {defaults}")
     return result
+
+
+def parse_language_weights(text: str | None) -> tuple[float, ...] | None:
+    """``"en=1,zh=3"`` → weights in ``LANGUAGES`` order (missing languages 0); None → None (uniform)."""
+    if not text:
+        return None
+    given = {}
+    for part in text.split(","):
+        lang, _, value = part.partition("=")
+        if lang.strip() not in LANGUAGES or not value:
+            raise ValueError(f"--language-weights: expected e.g. en=1,zh=3 (languages {', '.join(LANGUAGES)}), "
+                             f"got {text!r}")
+        given[lang.strip()] = float(value)
+    weights = tuple(given.get(lang, 0.0) for lang in LANGUAGES)
+    if sum(weights) <= 0 or min(weights) < 0:
+        raise ValueError(f"--language-weights must be non-negative with a positive sum, got {text!r}")
+    return weights
 
 
 def save_vae_stage(work: Path, vae, vae_info: dict, means: torch.Tensor, stds: torch.Tensor, pool: Pool) -> None:
@@ -776,6 +797,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps-diffusion", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
+    p.add_argument("--lr-text-encoder", type=float, help="peak learning rate of the text encoder (default: --lr)")
+    p.add_argument("--language-weights", metavar="en=W,zh=W",
+                   help="how often each caption language is drawn (default: equally)")
     p.add_argument("--warmup-steps", type=int, default=200)
     p.add_argument("--ema-decay", type=float, help="0 disables EMA")
     p.add_argument("--caption-dropout", type=float, default=0.1)

@@ -232,6 +232,7 @@ class DiffusionTrainer:
         image_size: int,
         device: torch.device,
         lr: float = 3e-4,
+        lr_text_encoder: float | None = None,
         weight_decay: float = 0.01,
         warmup_steps: int = 200,
         min_lr_ratio: float = 0.1,
@@ -251,10 +252,17 @@ class DiffusionTrainer:
         self.params = [p for p in list(unet.parameters()) + list(text_encoder.parameters()) if p.requires_grad]
         # The ChatGLM output layer (LM head) is part of the architecture but unused by Kolors: no gradient.
         self.trained = [p for p in self.params if p is not text_encoder.output_layer.weight]
-        decay = [p for p in self.trained if p.ndim >= 2]
-        no_decay = [p for p in self.trained if p.ndim < 2]
+        # Per group a multiple of the scheduled lr: 1 for the UNet, lr_text_encoder / lr for the text encoder.
+        te_scale = 1.0 if lr_text_encoder is None else lr_text_encoder / lr
+        te_params = {id(p) for p in text_encoder.parameters()}
+        groups = []
+        for scale, members in ((1.0, [p for p in self.trained if id(p) not in te_params]),
+                               (te_scale, [p for p in self.trained if id(p) in te_params])):
+            groups.append({"params": [p for p in members if p.ndim >= 2], "weight_decay": weight_decay,
+                           "lr_scale": scale})
+            groups.append({"params": [p for p in members if p.ndim < 2], "weight_decay": 0.0, "lr_scale": scale})
         self.optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            [g for g in groups if g["params"]],
             lr=lr,
             betas=(0.9, 0.99),
             eps=1e-8,
@@ -274,7 +282,7 @@ class DiffusionTrainer:
         p = min(max(progress, 0.0), 1.0)
         lr = self.base_lr * warm * (self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p)))
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         return lr
 
     def loss(
