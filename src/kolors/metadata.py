@@ -58,6 +58,17 @@ def _image_prompt_text(record: Any, key: str) -> str | None:
     return f"{Path(str(record.get(key) or '-')).name}:{record.get('scale')}"
 
 
+def _controlnet_fields(controls: Any) -> dict[str, str]:
+    """``ControlNet N`` fields (sd-webui-controlnet's layout) for the stored controls."""
+    fields = {}
+    for i, c in enumerate(controls if isinstance(controls, list) else []):
+        if isinstance(c, dict):
+            model = Path(str(c.get("controlnet") or "-")).name
+            fields[f"ControlNet {i}"] = (f"Module: {c.get('type')}, Model: {model}, Weight: {c.get('scale')}, "
+                                         f"Guidance Start: {c.get('start')}, Guidance End: {c.get('end')}")
+    return fields
+
+
 def format_parameters(params: dict[str, Any]) -> str:
     """The AUTOMATIC1111 ``parameters`` text for ``params`` (prompt, negative prompt, then key: value fields)."""
     scheduler = params.get("scheduler") or "default"
@@ -75,6 +86,8 @@ def format_parameters(params: dict[str, Any]) -> str:
         "Lora hashes": params.get("lora_hashes"),
         "IP-Adapter": _image_prompt_text(params.get("ip_adapter"), "image"),
         "FaceID": _image_prompt_text(params.get("face_id"), "face"),
+        "PAG scale": params.get("pag_scale"),
+        **_controlnet_fields(params.get("controls")),
         "Version": f"kolors {params.get('kolors_version') or ''}".strip(),
     }
     text = params.get("prompt") or ""
@@ -118,7 +131,8 @@ def parse_parameters(text: str) -> dict[str, Any]:
                 pass
         fields[key.strip()] = str(value)
     casts = (("steps", "Steps", int), ("guidance", "CFG scale", float), ("seed", "Seed", int),
-             ("model", "Model", str), ("strength", "Denoising strength", float), ("lora_hashes", "Lora hashes", str))
+             ("model", "Model", str), ("strength", "Denoising strength", float), ("lora_hashes", "Lora hashes", str),
+             ("pag_scale", "PAG scale", float))
     for key, name, cast in casts:
         if name in fields:
             try:

@@ -219,15 +219,18 @@ def _chatglm_config():
     return ChatGLMConfig(padded_vocab_size=padded_vocab_size(), **TEXT_CONFIG)
 
 
-def build_tiny_models(seed: int = 0) -> dict[str, torch.nn.Module]:
-    """The fp32 ``text_encoder``, ``unet`` and ``vae`` of the tiny checkpoint for ``seed`` (fp16-exact values)."""
+def build_tiny_models(seed: int = 0, unet_in_channels: int = 4) -> dict[str, torch.nn.Module]:
+    """The fp32 ``text_encoder``, ``unet`` and ``vae`` of the tiny checkpoint for ``seed`` (fp16-exact values).
+
+    ``unet_in_channels`` 9 gives a Kolors-Inpainting UNet (latents, mask, masked-image latents).
+    """
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.pipelines.kolors import ChatGLMModel
 
     with torch.random.fork_rng(devices=[]):  # constructors draw from the global RNG; leave it as it was
         torch.manual_seed(seed)
         text_encoder = ChatGLMModel(_chatglm_config(), empty_init=False)
-        unet = UNet2DConditionModel(**UNET_CONFIG)
+        unet = UNet2DConditionModel(**{**UNET_CONFIG, "in_channels": unet_in_channels})
         vae = AutoencoderKL(**VAE_CONFIG)
     _init_chatglm(text_encoder, torch.Generator().manual_seed(seed))
     _init_diffusers_model(unet, torch.Generator().manual_seed(seed + 1))
@@ -326,6 +329,7 @@ def write_tiny_kolors(
     fp16_variant: bool = True,
     text_encoder_format: str | None = None,
     force_zeros_for_empty_prompt: bool | None = None,
+    inpainting: bool = False,
 ) -> Path:
     """Write a tiny random Kolors model folder under ``root`` and return it.
 
@@ -336,6 +340,8 @@ def write_tiny_kolors(
     text_encoder_format: "bin" (pickle shards) or "safetensors"; default "bin" for "kolors", "safetensors" for
         "diffusers". The ChatGLM text encoder is always stored in fp16, as published.
     force_zeros_for_empty_prompt: written to ``model_index.json`` when not None.
+    inpainting: a ``Kwai-Kolors/Kolors-Inpainting``-style folder (``Kolors-Inpainting``): the UNet takes 9 input
+        channels; everything else as the layout says.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}: expected one of {LAYOUTS}")
@@ -347,8 +353,10 @@ def write_tiny_kolors(
 
     root = Path(root)
     folder = root / ("Kolors" if layout == "kolors" else "Kolors-diffusers")
+    if inpainting:
+        folder = root / "Kolors-Inpainting"
     folder.mkdir(parents=True)  # FileExistsError rather than writing over an existing folder
-    models = build_tiny_models(seed)
+    models = build_tiny_models(seed, unet_in_channels=9 if inpainting else 4)
 
     # model_index.json
     components = {

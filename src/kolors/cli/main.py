@@ -31,7 +31,8 @@ BUILTIN_NOTICE = (
 )
 # Parameters that --from-image carries over (explicit flags win).
 REPLAYED = ("prompt", "negative_prompt", "width", "height", "steps", "guidance", "seed", "scheduler", "model",
-            "device", "dtype", "strength", "init_image", "original_size", "crop_coords", "target_size")
+            "device", "dtype", "strength", "init_image", "original_size", "crop_coords", "target_size",
+            "pag_scale", "pag_layers", "mask", "resize_mask", "feather", "extend")
 # SDXL micro-conditioning sizes, stored when they differ from the output size (img2img); the CLI has no flags.
 MICRO = ("original_size", "crop_coords", "target_size")
 # Output names kolors would write in a folder: <counter>-<seed>.png, A1111's convention.
@@ -114,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--num-images", type=_positive_int, default=1, metavar="K", help="images to make (default 1)")
     s.add_argument("--batch-size", type=_positive_int, metavar="B", help="images denoised together (default: all)")
     s.add_argument("--scheduler", choices=SCHEDULER_NAMES, help="sampler (default: the checkpoint's own)")
+    s.add_argument("--pag-scale", type=_number, metavar="F",
+                   help="perturbed-attention guidance scale, e.g. 3.0 (default 0: off)")
+    s.add_argument("--pag-layers", metavar="LAYERS",
+                   help="comma-separated UNet layers PAG perturbs (default: mid, as diffusers' Kolors PAG)")
     from .image_prompts import add_arguments as add_image_prompt_arguments
 
     add_image_prompt_arguments(common)
@@ -134,7 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Redraw an input image following a prompt.")
     i2i.add_argument("prompt", nargs="?", help="the prompt (optional with --from-image)")
     i2i.add_argument("--image", type=Path, metavar="FILE", help="input image")
-    i2i.add_argument("--strength", type=_number, metavar="F", help="0 keeps the input, 1 ignores it (default 0.3)")
+    i2i.add_argument("--strength", type=_number, metavar="F",
+                     help="0 keeps the input, 1 ignores it (default 0.3; 0.8 with --control)")
+    from . import controls, inpainting
+
+    for command in (gen, i2i):
+        controls.add_arguments(command)
+    inpainting.add_commands(sub, common, _number)
 
     info = sub.add_parser("info", help="print the generation parameters stored in a PNG",
                           description="Print the generation parameters stored in a PNG (A1111 text, or --json).")
@@ -302,6 +313,9 @@ def _generate(args: argparse.Namespace) -> int:
         raise KolorsError('no prompt given: kolors generate "a red circle" (or --from-image PNG)')
     if args.command == "img2img" and not params.get("init_image"):
         raise KolorsError("img2img needs an input image: --image FILE")
+    from . import controls, inpainting
+
+    inpainting.check(args, params)
     if args.command == "generate" and params.get("init_image") and args.from_image:
         log.warning("%s was made by img2img from %s: use `kolors img2img --from-image` to redraw it the same way",
                     args.from_image, params["init_image"])
@@ -311,9 +325,10 @@ def _generate(args: argparse.Namespace) -> int:
 
     image_prompt_specs = image_prompts.specs(args, stored)
     _check_early(args, params, loras)
+    control_specs = controls.specs(args, stored, params.get("model")) if hasattr(args, "control") else []
     output = _OutputPlan(args.output, args.num_images)
 
-    pipe = _load(args, params)
+    pipe = _load(args, params, controlnet=bool(control_specs))
     if pipe.is_builtin:
         _note(args, BUILTIN_NOTICE.format(size=f"{pipe.defaults.width}x{pipe.defaults.height}"))
     if loras:
@@ -323,11 +338,21 @@ def _generate(args: argparse.Namespace) -> int:
             load_lora(pipe, path, weight)
     image_prompts.apply(pipe, image_prompt_specs)
 
-    call = {k: params[k] for k in ("negative_prompt", "width", "height", "steps", "guidance", "seed", "scheduler")
+    call = {k: params[k] for k in ("negative_prompt", "width", "height", "steps", "guidance", "seed", "scheduler",
+                                   "pag_scale", "pag_layers")
             if k in params}
     call.update({k: tuple(params[k]) for k in MICRO if k in params})
     progress = False if args.quiet else None  # None: a bar only when stderr is a terminal
-    if args.command == "img2img":
+    if args.command in inpainting.COMMANDS:
+        result = inpainting.run(pipe, args, params, call, num_images=args.num_images, batch_size=args.batch_size,
+                                progress=progress)
+    elif control_specs:
+        init = {k: params[k] for k in ("strength",) if k in params}
+        if args.command == "img2img":
+            init["image"] = params["init_image"]
+        result = pipe(params["prompt"], controls=control_specs, **init, **call, num_images=args.num_images,
+                      batch_size=args.batch_size, progress=progress)
+    elif args.command == "img2img":
         result = pipe(params["prompt"], params["init_image"], strength=params.get("strength", 0.3), **call,
                       num_images=args.num_images, batch_size=args.batch_size, progress=progress)
     else:
@@ -401,6 +426,11 @@ def _check_early(args: argparse.Namespace, params: dict[str, Any], loras: list[t
               args.num_images, params.get("scheduler", "default"), params.get("seed"))
     if "strength" in params and not 0.0 <= params["strength"] <= 1.0:
         raise KolorsError(f"strength must be between 0 and 1, got {params['strength']}")
+    from ..pipelines.pag import pag_settings
+
+    pag_settings(params.get("pag_scale"), params.get("pag_layers"))
+    if args.pag_layers and not params.get("pag_scale"):
+        raise KolorsError("--pag-layers goes with --pag-scale F (e.g. --pag-scale 3)")
     files = [("--unet file", args.unet), ("--text-encoder file", args.text_encoder),
              ("input image", params.get("init_image")), *(("LoRA file", path) for path, _ in loras)]
     for what, path in files:
@@ -415,7 +445,7 @@ def _check_early(args: argparse.Namespace, params: dict[str, Any], loras: list[t
         params["init_image"] = str(Path(params["init_image"]).expanduser().absolute())
 
 
-def _load(args: argparse.Namespace, params: dict[str, Any]):
+def _load(args: argparse.Namespace, params: dict[str, Any], controlnet: bool = False):
     from ..pipelines.image_to_image import Image2ImagePipeline
     from ..pipelines.text_to_image import Text2ImagePipeline
 
@@ -425,6 +455,10 @@ def _load(args: argparse.Namespace, params: dict[str, Any]):
         if env and Path(env).expanduser().exists():
             model = str(Path(env).expanduser().absolute())
     cls = Image2ImagePipeline if args.command == "img2img" else Text2ImagePipeline
+    if controlnet:
+        from ..pipelines.controlnet import ControlNetPipeline as cls
+    elif args.command in ("inpaint", "outpaint"):
+        from ..pipelines.inpaint import InpaintPipeline as cls
     return cls.from_pretrained(model, device=params.get("device", "auto"), dtype=params.get("dtype", "auto"),
                                unet_file=args.unet, text_encoder_file=args.text_encoder, offload=args.offload)
 

@@ -40,6 +40,7 @@ from ..adapters.controlnet import (
 from ..adapters.preprocess import CANNY_THRESHOLDS, control_map
 from ..errors import InvalidParameterError, KolorsError
 from .image_to_image import Image2ImagePipeline, open_image
+from .pag import pag_settings
 from .text_to_image import GenerationResult, _friendly_oom
 
 DEFAULT_GUIDANCE = 6.0  # the official ControlNet scripts' guidance scale
@@ -185,6 +186,8 @@ class ControlNetPipeline(Image2ImagePipeline):
         original_size: tuple[int, int] | None = None,
         target_size: tuple[int, int] | None = None,
         crop_coords: tuple[int, int] = (0, 0),
+        pag_scale: float = 0.0,
+        pag_layers: str | Sequence[str] | None = None,
         progress: bool | None = None,
     ) -> GenerationResult:
         """Generate with every control in ``controls`` steering (their residuals add).
@@ -232,7 +235,7 @@ class ControlNetPipeline(Image2ImagePipeline):
             prompt, negative_prompt, width=width, height=height, steps=steps, guidance=guidance, seed=seed,
             num_images=num_images, scheduler=scheduler, batch_size=batch_size, original_size=original_size,
             target_size=target_size, crop_coords=crop_coords, progress=progress, start=start, extra=extra,
-            conditioners=conditioners,
+            conditioners=conditioners, pag=pag_settings(pag_scale, pag_layers),
         )
 
     def _denoise(self, *args: Any, **kwargs: Any) -> torch.Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -13,6 +14,7 @@ from PIL import Image
 
 from ..devices import move
 from ..errors import InvalidParameterError, KolorsError
+from .pag import pag_settings
 from .text_to_image import GenerationResult, Text2ImagePipeline
 
 DEFAULT_STRENGTH = 0.3  # diffusers' KolorsImg2ImgPipeline default
@@ -52,6 +54,8 @@ class Image2ImagePipeline(Text2ImagePipeline):
         original_size: tuple[int, int] | None = None,
         target_size: tuple[int, int] | None = None,
         crop_coords: tuple[int, int] = (0, 0),
+        pag_scale: float = 0.0,
+        pag_layers: str | Sequence[str] | None = None,
         progress: bool | None = None,
     ) -> GenerationResult:
         """Redraw ``image`` with ``strength`` in [0, 1] (0 keeps it, 1 ignores it); size defaults to the image's.
@@ -77,6 +81,7 @@ class Image2ImagePipeline(Text2ImagePipeline):
             num_images=num_images, scheduler=scheduler, batch_size=batch_size, original_size=original_size,
             target_size=target_size, crop_coords=crop_coords, progress=progress,
             start=functools.partial(self._start_from_image, pixels=pixels, strength=strength), extra=extra,
+            pag=pag_settings(pag_scale, pag_layers),
         )
 
     @torch.no_grad()

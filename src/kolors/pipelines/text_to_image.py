@@ -23,6 +23,7 @@ from ..errors import InvalidParameterError, KolorsError
 from ..loading import KolorsComponents, load_components, locate_model
 from ..schedulers import SCHEDULER_NAMES, make_scheduler
 from .conditioning import Conditioner, merge_unet_kwargs
+from .pag import PerturbedAttention, pag_settings, perturbed_self_attention, with_perturbed_rows
 from .prompt import PromptEmbeddings, encode_prompts
 
 MAX_SIDE = 4096
@@ -130,12 +131,15 @@ class Text2ImagePipeline:
         original_size: tuple[int, int] | None = None,
         target_size: tuple[int, int] | None = None,
         crop_coords: tuple[int, int] = (0, 0),
+        pag_scale: float = 0.0,
+        pag_layers: str | Sequence[str] | None = None,
         progress: bool | None = None,
     ) -> GenerationResult:
         """Generate ``num_images`` images of ``prompt`` with seeds ``seed``, ``seed+1``, … (random when None).
 
         Image i is the image a single-image call with ``seed + i`` gives, however the batch is split.
         Sizes are ``(height, width)`` pairs for SDXL micro-conditioning, defaulting to the output size.
+        ``pag_scale`` > 0 adds perturbed-attention guidance on ``pag_layers`` (default "mid").
         """
         width = self.defaults.width if width is None else width
         height = self.defaults.height if height is None else height
@@ -144,6 +148,7 @@ class Text2ImagePipeline:
             num_images=num_images, scheduler=scheduler, batch_size=batch_size, original_size=original_size,
             target_size=target_size, crop_coords=crop_coords, progress=progress,
             start=functools.partial(self._start_from_noise, width=width, height=height), extra={},
+            pag=pag_settings(pag_scale, pag_layers),
         )
 
     def _generate(self, prompt: str, negative_prompt: str | None, *, width: int, height: int, steps: int | None,
@@ -151,12 +156,17 @@ class Text2ImagePipeline:
                   batch_size: int | None, original_size: tuple[int, int] | None,
                   target_size: tuple[int, int] | None, crop_coords: tuple[int, int], progress: bool | None,
                   start: StartFn, extra: dict[str, Any],
-                  conditioners: Sequence[Conditioner] = ()) -> GenerationResult:
+                  conditioners: Sequence[Conditioner] = (),
+                  pag: PerturbedAttention | None = None) -> GenerationResult:
         """The shared generation procedure; ``start`` makes the first latents and the timesteps to run."""
         steps = self.defaults.steps if steps is None else steps
         guidance = self.defaults.guidance if guidance is None else guidance
         scheduler = scheduler or "default"
         _validate(width, height, steps, guidance, num_images, scheduler, seed)
+        if self.components.unet.config.in_channels == 9 and not any(getattr(h, "extra_channels", False)
+                                                                     for h in conditioners):
+            raise KolorsError("this is an inpainting model (its UNet takes 9 input channels): use `kolors inpaint` "
+                              "/ `kolors outpaint` (InpaintPipeline)")
         if seed is None:
             seed = random.randrange(2**32)
         seeds = [seed + i for i in range(num_images)]
@@ -174,7 +184,7 @@ class Text2ImagePipeline:
                        disable=(None if progress is None else not progress), leave=False)
             with bar:
                 latents = [self._denoise(cond, uncond, chunk, steps, guidance, scheduler, micro, start, bar,
-                                         conditioners)
+                                         conditioners, pag=pag)
                            for chunk in chunks]
             pixels = self._decode(torch.cat(latents))
 
@@ -187,7 +197,8 @@ class Text2ImagePipeline:
         params = [
             {
                 "prompt": prompt, "negative_prompt": negative_prompt, "width": width, "height": height,
-                "steps": steps, "guidance": guidance, "seed": s, "scheduler": scheduler, **micro_params, **extra,
+                "steps": steps, "guidance": guidance, "seed": s, "scheduler": scheduler, **micro_params,
+                **(pag.parameters() if pag else {}), **extra,
                 "model": self.model_name, "device": self.device.type, "dtype": dtype_name(self.dtype),
                 "kolors_version": _kolors_version(),
             }
@@ -226,8 +237,9 @@ class Text2ImagePipeline:
     @torch.no_grad()
     def _denoise(self, cond: PromptEmbeddings, uncond: PromptEmbeddings | None, seeds: list[int], steps: int,
                  guidance: float, scheduler_name: str, micro: tuple, start: StartFn, bar: tqdm,
-                 conditioners: Sequence[Conditioner] = ()) -> torch.Tensor:
-        """Denoised latents for the images of ``seeds``, with classifier-free guidance when ``uncond`` is given."""
+                 conditioners: Sequence[Conditioner] = (), pag: PerturbedAttention | None = None) -> torch.Tensor:
+        """Denoised latents for the images of ``seeds``, with classifier-free guidance when ``uncond`` is given
+        and perturbed-attention guidance with ``pag`` (a third chunk repeating the conditional rows)."""
         c = self.components
         n = len(seeds)
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
@@ -246,7 +258,7 @@ class Text2ImagePipeline:
         added = {"text_embeds": embeds.pooled.to(self.device), "time_ids": time_ids}
         context = embeds.tokens.to(self.device)
 
-        with self._on_device(c.unet):
+        with self._on_device(c.unet), perturbed_self_attention(c.unet, pag, cfg=uncond is not None):
             for i, t in enumerate(timesteps):
                 model_in = latents if uncond is None else torch.cat([latents, latents])
                 model_in = scheduler.scale_model_input(model_in, t)
@@ -255,11 +267,18 @@ class Text2ImagePipeline:
                 unet_added = {**added, **extra.pop("added_cond_kwargs", {})}
                 for h in conditioners:
                     model_in = h.model_input(model_in, t)
-                noise = c.unet(model_in, t, encoder_hidden_states=context, added_cond_kwargs=unet_added,
-                               return_dict=False, **extra)[0]
+                unet_in = (model_in, context, unet_added, extra)
+                if pag is not None:
+                    unet_in = with_perturbed_rows(unet_in, model_in.shape[0], n)
+                noise = c.unet(unet_in[0], t, encoder_hidden_states=unet_in[1], added_cond_kwargs=unet_in[2],
+                               return_dict=False, **unet_in[3])[0]
+                if pag is not None:
+                    noise, noise_perturbed = noise[:-n], noise[-n:]
+                noise_cond = noise[-n:]
                 if uncond is not None:
-                    noise_uncond, noise_cond = noise.chunk(2)
-                    noise = noise_uncond + guidance * (noise_cond - noise_uncond)
+                    noise = noise[:n] + guidance * (noise_cond - noise[:n])
+                if pag is not None:
+                    noise = noise + pag.scale * (noise_cond - noise_perturbed)
                 latents = scheduler.step(noise, t, latents, **step_kwargs, return_dict=False)[0]
                 next_t = timesteps[i + 1] if i + 1 < len(timesteps) else None
                 for h in conditioners:

@@ -1,0 +1,140 @@
+"""The CLI's ControlNet options: ``--control TYPE=IMAGE[:SCALE]`` (repeatable), ``--controlnet TYPE=DIR``, …
+
+Twins of :class:`kolors.pipelines.controlnet.Control` (``type``, ``image``, ``scale``, ``start``, ``end``,
+``controlnet``, ``thresholds``). The controls are stored in the PNG parameters (``controls``) and replayed by
+``--from-image`` (``--control`` options given win; ``--controlnet`` / ``--control-start`` / ``--control-end``
+change the stored ones).
+
+A type's ControlNet folder: ``--controlnet TYPE=DIR``, else the one stored with the control, else a folder
+``Kolors-ControlNet-<Type>`` next to the model folder, else ``Kwai-Kolors/Kolors-ControlNet-<Type>`` in the local
+Hugging Face cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+from ..errors import KolorsError
+
+log = logging.getLogger("kolors")
+KINDS = ("canny", "depth", "pose")
+
+
+def _thresholds(text: str) -> tuple[int, int]:
+    try:
+        low, high = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH whole numbers (e.g. 100,200), got '{text}'") from None
+    return low, high
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ControlNet option group to ``parser``."""
+    from ..adapters.controlnet import DEFAULT_END, DEFAULT_SCALE, DEFAULT_START
+    from ..adapters.preprocess import CANNY_THRESHOLDS
+
+    g = parser.add_argument_group("ControlNet")
+    g.add_argument("--control", action="append", default=[], metavar="TYPE=IMAGE[:SCALE]",
+                   help=f"steer with a Kolors ControlNet ({'|'.join(KINDS)}; repeatable): canny takes a photo "
+                        f"(edges are computed), depth/pose a ready map; scale default {DEFAULT_SCALE}; "
+                        "guidance defaults to 6.0 with a control")
+    g.add_argument("--controlnet", action="append", default=[], metavar="TYPE=DIR",
+                   help="ControlNet folder for TYPE (default: Kolors-ControlNet-<Type> beside the model folder, "
+                        "else Kwai-Kolors/Kolors-ControlNet-<Type> in the local Hugging Face cache)")
+    g.add_argument("--control-start", type=float, metavar="F",
+                   help=f"fraction of the steps after which the controls act (default {DEFAULT_START})")
+    g.add_argument("--control-end", type=float, metavar="F",
+                   help=f"fraction of the steps until which the controls act (default {DEFAULT_END})")
+    g.add_argument("--canny-thresholds", type=_thresholds, metavar="LOW,HIGH",
+                   help=f"canny edge thresholds (default {CANNY_THRESHOLDS[0]},{CANNY_THRESHOLDS[1]})")
+
+
+def _parse_control(text: str) -> dict[str, Any]:
+    kind, sep, rest = text.partition("=")
+    if not sep or not kind or not rest:
+        raise KolorsError(f"--control expects TYPE=IMAGE[:SCALE] (e.g. canny=photo.png:0.7), got '{text}'")
+    spec: dict[str, Any] = {"type": kind.strip(), "image": rest}
+    head, colon, tail = rest.rpartition(":")
+    if colon and head:
+        try:
+            spec["scale"], spec["image"] = float(tail), head
+        except ValueError:
+            pass  # a path with a colon in it
+    return spec
+
+
+def _folders(args: argparse.Namespace) -> dict[str, str]:
+    folders = {}
+    for text in args.controlnet:
+        kind, sep, folder = text.partition("=")
+        if not sep or not kind or not folder:
+            raise KolorsError(f"--controlnet expects TYPE=DIR (e.g. canny=Kolors-ControlNet-Canny), got '{text}'")
+        folders[kind.strip()] = folder
+    return folders
+
+
+def _conventional_folder(kind: str, model: str | None) -> Path | None:
+    """``Kolors-ControlNet-<Type>`` beside the model folder, else the Hub id in the local cache, else None."""
+    from ..loading import EMBEDDED_MODEL_DIR, locate_model
+
+    name = f"Kolors-ControlNet-{kind.title()}"
+    try:
+        base = locate_model(model)
+    except KolorsError:
+        base = None
+    if base is not None and base.resolve() != EMBEDDED_MODEL_DIR.resolve() and (base.parent / name).is_dir():
+        return base.parent / name
+    try:
+        return locate_model(f"Kwai-Kolors/{name}")
+    except KolorsError:
+        return None
+
+
+def specs(args: argparse.Namespace, stored: dict[str, Any], model: str | None) -> list[dict[str, Any]]:
+    """The controls to use (``Control.from_dict`` records with absolute paths and a ControlNet folder each),
+    from the options, else from ``stored``; checked before the model loads."""
+    from ..pipelines.controlnet import Control
+
+    folders = _folders(args)
+    if args.control:
+        controls = [_parse_control(text) for text in args.control]
+        replayed = False
+    else:
+        controls = [dict(c) for c in stored.get("controls") or [] if isinstance(c, dict)]
+        replayed = bool(controls)
+    for kind in folders:
+        if not any(c["type"] == kind for c in controls):
+            raise KolorsError(f"--controlnet {kind}=… goes with --control {kind}=IMAGE")
+    kept = []
+    for control in controls:
+        kind = control["type"]
+        if args.control_start is not None:
+            control["start"] = args.control_start
+        if args.control_end is not None:
+            control["end"] = args.control_end
+        if args.canny_thresholds is not None and kind == "canny":
+            control["thresholds"] = list(args.canny_thresholds)
+        image = control.get("image")
+        if image is None or not Path(image).expanduser().exists():
+            if replayed:
+                log.warning("the %s control image of %s (%s) is not found here: generating without it "
+                            "(give --control %s=IMAGE)", kind, args.from_image, image, kind)
+                continue
+            raise KolorsError(f"--control {kind}: image not found: {image}")
+        control["image"] = str(Path(image).expanduser().absolute())
+        folder = folders.get(kind) or control.get("controlnet")
+        if folder is None or (kind not in folders and not Path(folder).expanduser().is_dir()):
+            folder = _conventional_folder(kind, model)
+        if folder is None:
+            raise KolorsError(f"no ControlNet folder for '{kind}' controls: pass --controlnet {kind}=DIR "
+                              f"(a Kwai-Kolors/Kolors-ControlNet-{kind.title()} folder)")
+        path = Path(folder).expanduser()
+        if not path.is_dir():
+            raise KolorsError(f"--controlnet {kind}: ControlNet folder not found: {path}")
+        control["controlnet"] = str(path.absolute())
+        Control.from_dict(control).validate()
+        kept.append(control)
+    return kept
