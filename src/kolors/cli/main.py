@@ -178,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="language of the `text` column (both: random per image)")
     shapes.add_argument("--quiet", "-q", action="store_true", help="no summary line")
     shapes.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    from . import train as train_command
+
+    train_command.add_command(sub, _positive_int, _number)
     return parser
 
 
@@ -208,6 +211,10 @@ def _run(args: argparse.Namespace) -> int:
                 return _convert(args)
             if args.command == "data":
                 return _data(args)
+            if args.command == "train":
+                from . import train as train_command
+
+                return train_command.run(args)
             return _generate(args)
         except KolorsError as exc:
             if args.debug:

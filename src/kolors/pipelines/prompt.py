@@ -37,6 +37,28 @@ def count_dropped_tokens(tokenizer: ChatGLMTokenizer, prompt: str, max_tokens: i
     return max(0, len(ids) - max_tokens)
 
 
+def tokenize_prompts(tokenizer: ChatGLMTokenizer, prompts: list[str], *,
+                     max_tokens: int = MAX_TOKENS) -> dict[str, torch.Tensor]:
+    """Token ids, attention mask and position ids, left-padded to ``max_tokens`` as KolorsPipeline makes them."""
+    inputs = tokenizer(prompts, padding="max_length", max_length=max_tokens, truncation=True, return_tensors="pt")
+    return {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids")}
+
+
+def encode_tokens(text_encoder: ChatGLMModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                  position_ids: torch.Tensor) -> PromptEmbeddings:
+    """Kolors text conditioning of tokenized prompts (differentiable: training uses it with gradients)."""
+    out = text_encoder(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        output_hidden_states=True,
+    )
+    # ChatGLM is sequence-first: hidden states are (tokens, batch, hidden).
+    tokens = out.hidden_states[-2].permute(1, 0, 2).contiguous()
+    pooled = out.hidden_states[-1][-1].clone()
+    return PromptEmbeddings(tokens, pooled)
+
+
 @torch.no_grad()
 def encode_prompts(
     tokenizer: ChatGLMTokenizer,
@@ -54,14 +76,5 @@ def encode_prompts(
                 "prompt is longer than the %d-token context: the last %d tokens are dropped (%r…)",
                 max_tokens, dropped, prompt[:40],
             )
-    inputs = tokenizer(prompts, padding="max_length", max_length=max_tokens, truncation=True, return_tensors="pt")
-    out = text_encoder(
-        input_ids=inputs["input_ids"].to(device),
-        attention_mask=inputs["attention_mask"].to(device),
-        position_ids=inputs["position_ids"].to(device),
-        output_hidden_states=True,
-    )
-    # ChatGLM is sequence-first: hidden states are (tokens, batch, hidden).
-    tokens = out.hidden_states[-2].permute(1, 0, 2).contiguous()
-    pooled = out.hidden_states[-1][-1].clone()
-    return PromptEmbeddings(tokens, pooled)
+    inputs = tokenize_prompts(tokenizer, prompts, max_tokens=max_tokens)
+    return encode_tokens(text_encoder, **{k: v.to(device) for k, v in inputs.items()})

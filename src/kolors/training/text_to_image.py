@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DConditionModel
 
 from ..models.chatglm import ChatGLMModel, ChatGLMTokenizer, chatglm3_config, init_chatglm_weights
+from ..pipelines.prompt import encode_tokens, tokenize_prompts
 
 __all__ = [
     "KOLORS_SCHEDULER_CONFIG",
@@ -157,23 +158,15 @@ def build_unet(spec: UNetSpec, *, text_hidden_size: int, image_size: int, seed: 
 
 def tokenize(tokenizer: ChatGLMTokenizer, prompts: list[str]) -> dict[str, torch.Tensor]:
     """Token ids, attention mask and position ids exactly as KolorsPipeline.encode_prompt makes them."""
-    inputs = tokenizer(prompts, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt")
-    return {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids")}
+    return tokenize_prompts(tokenizer, prompts, max_tokens=MAX_TOKENS)
 
 
 def encode_text(
     text_encoder: ChatGLMModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(token embeddings B×256×H from hidden_states[-2], pooled B×H from the last token of hidden_states[-1])."""
-    out = text_encoder(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids,
-        output_hidden_states=True,
-    )
-    tokens = out.hidden_states[-2].permute(1, 0, 2)
-    pooled = out.hidden_states[-1][-1, :, :]
-    return tokens, pooled
+    embeddings = encode_tokens(text_encoder, input_ids, attention_mask, position_ids)
+    return embeddings.tokens, embeddings.pooled
 
 
 def time_ids(batch: int, image_size: int, *, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:

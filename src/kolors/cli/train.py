@@ -1,0 +1,61 @@
+"""The ``kolors train`` command's options (-> training/config.py, training/finetune.py)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+# command-line flag -> TrainConfig key (flags given win over --set, which wins over the config file)
+FLAGS = {"model": "model", "data": "data", "output": "output", "mode": "mode", "steps": "steps",
+         "batch_size": "batch_size", "lr": "lr", "rank": "rank", "resume": "resume",
+         "mixed_precision": "mixed_precision", "seed": "seed"}
+
+
+def add_command(sub: Any, positive_int: Callable[[str], int], number: Callable[[str], float]) -> None:
+    """Add ``kolors train`` to the ``kolors`` subcommands."""
+    from ..training.config import MIXED_PRECISION, MODES
+
+    train = sub.add_parser(
+        "train", help="fine-tune a Kolors model on captioned images (full, LoRA, DreamBooth)",
+        description="Fine-tune a Kolors model on an image folder with captions (metadata.jsonl with file_name/text, "
+                    "or a .txt beside each image). Settings come from --config FILE (YAML or TOML), then --set "
+                    "key=value, then the flags below. Multi-GPU / multi-node: `accelerate launch -m kolors train ...`. "
+                    "See docs/training.md.")
+    train.add_argument("--config", "-c", type=Path, metavar="FILE", help="YAML or TOML file of training settings")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                       help="override one config key (repeatable), e.g. --set caption_dropout=0.05")
+    train.add_argument("--model", metavar="DIR_OR_HUB_ID", help="base model (default: $KOLORS_MODEL, else built-in)")
+    train.add_argument("--data", metavar="DIR", help="training image folder")
+    train.add_argument("--output", "-o", metavar="DIR", help="run folder: checkpoints, logs, samples, result")
+    train.add_argument("--mode", choices=MODES, help="full UNet, LoRA, or DreamBooth (LoRA + instance/class prompts)")
+    train.add_argument("--steps", type=positive_int, metavar="N", help="optimizer steps")
+    train.add_argument("--batch-size", type=positive_int, metavar="B", help="images per process per micro-step")
+    train.add_argument("--lr", type=number, metavar="F", help="learning rate")
+    train.add_argument("--rank", type=positive_int, metavar="R", help="LoRA rank")
+    train.add_argument("--mixed-precision", choices=MIXED_PRECISION, help="autocast dtype (default no)")
+    train.add_argument("--seed", type=int, metavar="N", help="seed of data order, noise and LoRA initialisation")
+    train.add_argument("--resume", metavar="latest|DIR", help="continue from the newest checkpoint of --output, "
+                                                             "or from a checkpoint folder")
+    train.add_argument("--quiet", "-q", action="store_true", help="no progress bar or notes")
+    train.add_argument("--debug", action="store_true", help="show tracebacks and library warnings")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``kolors train``; the result's location and losses are printed on stderr."""
+    from ..training.config import load_config
+    from ..training.finetune import train
+
+    flags = {key: getattr(args, flag) for flag, key in FLAGS.items()}
+    if args.quiet:
+        flags["progress"] = False
+    cfg = load_config(args.config, args.overrides, **flags)
+    result = train(cfg)
+    if not args.quiet:
+        losses = ""
+        if result.initial_loss is not None and result.final_loss is not None:
+            losses = f"; evaluation loss {result.initial_loss:.4f} -> {result.final_loss:.4f}"
+        print(f"kolors: trained {result.steps} steps: {result.weights}{losses}", file=sys.stderr, flush=True)
+    return 0

@@ -1,0 +1,26 @@
+"""Fixtures for `kolors train` tests: a tiny model and tiny captioned image folders in both layouts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from helpers.shape_images import write_shapes
+from helpers.tiny_kolors import write_tiny_kolors
+
+
+@pytest.fixture(scope="session")
+def train_model(tmp_path_factory) -> Path:
+    """A tiny Kolors-diffusers folder with fp32 weights."""
+    return write_tiny_kolors(tmp_path_factory.mktemp("train_model"), "diffusers", seed=0, fp16_variant=False)
+
+
+@pytest.fixture(scope="session")
+def shapes_metadata(tmp_path_factory) -> Path:
+    return write_shapes(tmp_path_factory.mktemp("shapes") / "metadata", 12, "metadata")
+
+
+@pytest.fixture(scope="session")
+def shapes_txt(tmp_path_factory) -> Path:
+    return write_shapes(tmp_path_factory.mktemp("shapes") / "txt", 8, "txt")
