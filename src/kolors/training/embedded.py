@@ -117,6 +117,7 @@ class RecipeConfig:
     captions_per_language: int = 2
     tokenizer_scenes: int = 20000
     vocab_size: int | None = None
+    merge_han_characters: bool = False
     steps_vae: int | None = None
     batch_size_vae: int | None = None
     lr_vae: float | None = None
@@ -373,7 +374,8 @@ def run(config: RecipeConfig) -> RecipeResult:
         log(f"tokenizer: resumed from {tok_dir}")
     else:
         corpus = caption_corpus(cfg.tokenizer_scenes, seed=cfg.seed)
-        tokenizer = train_tokenizer(corpus, tok_dir, vocab_size=cfg.vocab_size)
+        tokenizer = train_tokenizer(corpus, tok_dir, vocab_size=cfg.vocab_size,
+                                    han_characters=not cfg.merge_han_characters)
         log(f"tokenizer: {len(tokenizer)} ids (SentencePiece BPE, byte fallback) from {len(corpus)} captions "
             f"→ {tok_dir}")
     vocab = padded_vocab_size(tokenizer)
@@ -788,6 +790,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--captions-per-language", type=int, default=2, help="wordings kept per scene and language")
     p.add_argument("--tokenizer-scenes", type=int, default=20000, help="scenes captioned to train the tokenizer")
     p.add_argument("--vocab-size", type=int)
+    p.add_argument("--merge-han-characters", action="store_true",
+                   help="let BPE merge Han characters into multi-character pieces (the recipe before 2026-11-24)")
     p.add_argument("--steps-vae", type=int)
     p.add_argument("--batch-size-vae", type=int)
     p.add_argument("--lr-vae", type=float)

@@ -1,0 +1,104 @@
+"""Image-conditioned generation and LoRA on the built-in model, checked by what the images show."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
+
+from kolors.adapters.lora import fuse_lora, load_lora, unfuse_lora, unload_lora
+from kolors.data.shapes import Scene, Shape, render
+from kolors.evaluation.shapes_checker import check_image
+from kolors.pipelines.image_to_image import Image2ImagePipeline
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("KOLORS_MODEL", raising=False)
+        return Image2ImagePipeline.from_pretrained(device="cpu")
+
+
+@pytest.fixture(scope="module")
+def source():
+    """A rendered ground-truth scene: a large red square in the top-left corner on white."""
+    scene = Scene(shapes=(Shape(shape="square", colour="red", size="large", position="top-left"),),
+                  background="white")
+    return render(scene, 128)
+
+
+def test_low_strength_keeps_the_layout_and_high_strength_follows_the_prompt(pipe, source):
+    truth = check_image(source)
+    assert (truth.colour, truth.shape, truth.position) == ("red", "square", "top-left")
+    for prompt in ("a red square", "一个红色的正方形"):
+        kept = check_image(pipe(prompt, source, strength=0.3, seed=0, progress=False).images[0])
+        assert (kept.colour, kept.shape, kept.position) == ("red", "square", "top-left"), prompt
+    redrawn = [check_image(im).colour for im in pipe("a blue circle", source, strength=1.0, seed=0, num_images=2,
+                                                     progress=False).images]
+    assert "blue" in redrawn, redrawn
+
+
+def _random_unet_lora(unet: torch.nn.Module, path, rank: int = 4, seed: int = 0) -> None:
+    from diffusers import KolorsPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+
+    model = inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=rank,
+                                               target_modules=["to_q", "to_k", "to_v", "to_out.0"]),
+                                    copy.deepcopy(unet))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_" in name:
+                param.copy_(torch.randn(param.shape, generator=gen) * (1.0 / math.sqrt(param[0].numel())))
+    state = {k: v.contiguous() for k, v in get_peft_model_state_dict(model).items()}
+    KolorsPipeline.save_lora_weights(path.parent, weight_name=path.name,
+                                     unet_lora_layers=convert_state_dict_to_diffusers(state))
+
+
+def test_lora_changes_the_image_unload_restores_it_and_fusing_keeps_it(tmp_path):
+    from kolors import load_pipeline
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("KOLORS_MODEL", raising=False)
+        t2i = load_pipeline(device="cpu")
+
+    def image() -> np.ndarray:
+        return np.asarray(t2i("a green triangle", seed=1, progress=False).images[0], dtype=np.float32) / 255
+
+    base = image()
+    path = tmp_path / "random_lora.safetensors"
+    _random_unet_lora(t2i.components.unet, path)
+    load_lora(t2i, path, weight=1.0)
+    with_lora = image()
+    assert np.abs(with_lora - base).mean() > 0.01
+    fuse_lora(t2i)
+    assert np.abs(image() - with_lora).max() <= 1e-3 + 1 / 255  # PNG-level pixels: rounding can flip one level
+    unfuse_lora(t2i)
+    unload_lora(t2i)
+    assert np.array_equal(image(), base)
+
+
+def test_inpainting_redraws_only_the_masked_region(source):
+    from PIL import Image
+
+    from kolors.pipelines.inpaint import InpaintPipeline
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("KOLORS_MODEL", raising=False)
+        pipe = InpaintPipeline.from_pretrained(device="cpu")
+    mask = np.zeros((128, 128), dtype=np.uint8)
+    mask[:64, :64] = 255  # the quarter with the red square
+    feather = 4
+    outside = np.ones((128, 128), dtype=bool)
+    outside[: 64 + feather, : 64 + feather] = False
+    before = np.asarray(source, dtype=np.int16)
+    for prompt in ("a blue square in the top left corner", "左上角有一个蓝色的正方形"):
+        out = pipe(prompt, source, Image.fromarray(mask), feather=feather, seed=2, progress=False).images[0]
+        after = np.asarray(out, dtype=np.int16)
+        assert np.abs(after[outside] - before[outside]).max() <= 1, prompt
+        assert np.abs(after[:64, :64] - before[:64, :64]).mean() > 3, prompt  # the quarter was redrawn
+        assert check_image(out).colour == "blue", prompt
