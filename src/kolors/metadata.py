@@ -87,6 +87,8 @@ def format_parameters(params: dict[str, Any]) -> str:
         "IP-Adapter": _image_prompt_text(params.get("ip_adapter"), "image"),
         "FaceID": _image_prompt_text(params.get("face_id"), "face"),
         "PAG scale": params.get("pag_scale"),
+        "Kolors mode": params.get("mode"),
+        "Text encoder quantisation": params.get("text_encoder_quant"),
         **_controlnet_fields(params.get("controls")),
         "Version": f"kolors {params.get('kolors_version') or ''}".strip(),
     }
@@ -132,7 +134,8 @@ def parse_parameters(text: str) -> dict[str, Any]:
         fields[key.strip()] = str(value)
     casts = (("steps", "Steps", int), ("guidance", "CFG scale", float), ("seed", "Seed", int),
              ("model", "Model", str), ("strength", "Denoising strength", float), ("lora_hashes", "Lora hashes", str),
-             ("pag_scale", "PAG scale", float))
+             ("pag_scale", "PAG scale", float), ("mode", "Kolors mode", str),
+             ("text_encoder_quant", "Text encoder quantisation", str))
     for key, name, cast in casts:
         if name in fields:
             try:

@@ -24,3 +24,23 @@ def shapes_metadata(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def shapes_txt(tmp_path_factory) -> Path:
     return write_shapes(tmp_path_factory.mktemp("shapes") / "txt", 8, "txt")
+
+
+@pytest.fixture(scope="session")
+def shapes_control(tmp_path_factory) -> Path:
+    """The metadata layout plus a canny map of each image, named in a ``conditioning_image`` column."""
+    import json
+
+    from PIL import Image
+
+    from kolors.adapters.preprocess import canny
+
+    folder = write_shapes(tmp_path_factory.mktemp("shapes") / "control", 12, "metadata")
+    rows = [json.loads(line) for line in (folder / "metadata.jsonl").read_text(encoding="utf-8").splitlines()]
+    (folder / "conditioning").mkdir()
+    for row in rows:
+        row["conditioning_image"] = f"conditioning/{row['file_name']}"
+        canny(Image.open(folder / row["file_name"])).save(folder / row["conditioning_image"])
+    (folder / "metadata.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                                           encoding="utf-8")
+    return folder

@@ -52,3 +52,20 @@ def test_missing_file_and_bad_set(tmp_path):
 def test_shipped_configs_load(name):
     cfg = load_config(f"{CONFIGS}/{name}", data="images")  # the data folder comes from --data
     assert cfg.mode == name.removesuffix(".yaml")
+
+
+@pytest.mark.parametrize("name", ["controlnet.yaml", "controlnet-shapes.yaml"])
+def test_shipped_controlnet_configs_load(name):
+    cfg = load_config(f"{CONFIGS}/{name}", data="pairs")
+    assert cfg.mode == "controlnet" and cfg.controlnet_blocks in ("full", "light")
+
+
+def test_controlnet_keys_are_checked(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("mode: controlnet\ncontrolnet_blocks: tiny\n")
+    with pytest.raises(KolorsError, match="'controlnet_blocks' must be one of full, light, got 'tiny'"):
+        load_config(path, data="d")
+    path.write_text("mode: controlnet\nconditioning_channels: [16, x]\n")
+    with pytest.raises(KolorsError, match="'conditioning_channels' must be list"):
+        load_config(path, data="d")
+    assert load_config(path, ["conditioning_channels=[8, 16]"], data="d").conditioning_channels == [8, 16]

@@ -18,14 +18,23 @@ import torch
 from diffusers import ControlNetModel, UNet2DConditionModel
 
 from ..errors import KolorsError, ModelLayoutError
+from ..defaults import CONTROL_END, CONTROL_SCALE, CONTROL_START
 from ..loading.components import load_diffusers_model
 from ..loading.locate import locate_model, read_json
 from ..pipelines.conditioning import Conditioner
 
 # Settings of the official Kolors ControlNet scripts.
-DEFAULT_SCALE = 0.7
-DEFAULT_START = 0.0
-DEFAULT_END = 0.9
+DEFAULT_SCALE = CONTROL_SCALE
+DEFAULT_START = CONTROL_START
+DEFAULT_END = CONTROL_END
+
+
+def embedded_controlnet(kind: str) -> Path | None:
+    """The ControlNet shipped beside the built-in model for ``kind`` controls (``canny``), or None."""
+    from ..loading import locate
+
+    folder = locate.EMBEDDED_MODEL_DIR.parent / f"{locate.EMBEDDED_MODEL_DIR.name}-controlnet-{kind}"
+    return folder if (folder / "config.json").is_file() else None
 
 
 def controlnet_folder(folder: str | os.PathLike) -> Path:
@@ -94,13 +103,18 @@ def check_compatible(controlnet: dict, unet: UNet2DConditionModel | dict, *, vae
         raise differs("text embedding width", _text_width(cn), _text_width(base))
     if cn.get("in_channels") != base.get("out_channels"):  # the ControlNet sees the latents, not extra channels
         raise differs("number of latent channels", cn.get("in_channels"), base.get("out_channels"))
+    # The residuals must have the UNet's shapes: the same levels, widths and layers per level. Which blocks make
+    # them (with or without attention) is the ControlNet's own affair (a light one has no attention).
     for key in ("cross_attention_dim", "addition_embed_type", "projection_class_embeddings_input_dim",
-                "block_out_channels", "layers_per_block", "down_block_types"):
+                "block_out_channels", "layers_per_block"):
         ours, theirs = cn.get(key), base.get(key)
         if isinstance(ours, (list, tuple)) and isinstance(theirs, (list, tuple)):
             ours, theirs = list(ours), list(theirs)
         if ours != theirs:
             raise differs(key, ours, theirs)
+    if len(cn.get("down_block_types") or ()) != len(base.get("down_block_types") or ()):
+        raise differs("number of down blocks", len(cn.get("down_block_types") or ()),
+                      len(base.get("down_block_types") or ()))
     if vae_scale_factor is not None:
         channels = cn.get("conditioning_embedding_out_channels") or (16, 32, 96, 256)
         factor = 2 ** (len(channels) - 1)
@@ -143,12 +157,21 @@ class ControlNetConditioner(Conditioner):
                     added: dict[str, torch.Tensor]) -> dict[str, Any]:
         if not self.active(round(progress * self._steps)):
             return {}
-        cn = self.controlnet
-        if cn.encoder_hid_proj is not None and cn.config.encoder_hid_dim_type == "text_proj":
-            context = cn.encoder_hid_proj(context)
-        down, mid = cn(
-            model_in, t, encoder_hidden_states=context,
-            controlnet_cond=self._image.expand(model_in.shape[0], -1, -1, -1),
-            conditioning_scale=self.scale, added_cond_kwargs=added, return_dict=False,
-        )
-        return {"down_block_additional_residuals": list(down), "mid_block_additional_residual": mid}
+        return controlnet_residuals(self.controlnet, model_in, t, context, added,
+                                    self._image.expand(model_in.shape[0], -1, -1, -1), scale=self.scale)
+
+
+def controlnet_residuals(controlnet: ControlNetModel, sample: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
+                         added: dict[str, torch.Tensor], image: torch.Tensor, scale: float = 1.0) -> dict[str, Any]:
+    """The UNet keyword arguments carrying one ControlNet's residuals (what training and generation both use).
+
+    ``context``: the text-encoder embeddings as the UNet takes them (4096 wide for Kolors); the ControlNet's own
+    ``encoder_hid_proj`` projects them first, as the official Kolors ControlNet class does. ``image``: the control
+    images, (B, 3, H, W) in [0, 1] at the output size. ``controlnet`` may be wrapped (DDP): its forward is called.
+    """
+    inner = getattr(controlnet, "module", controlnet)
+    if inner.encoder_hid_proj is not None and inner.config.encoder_hid_dim_type == "text_proj":
+        context = inner.encoder_hid_proj(context)
+    down, mid = controlnet(sample, t, encoder_hidden_states=context, controlnet_cond=image,
+                           conditioning_scale=scale, added_cond_kwargs=added, return_dict=False)
+    return {"down_block_additional_residuals": list(down), "mid_block_additional_residual": mid}

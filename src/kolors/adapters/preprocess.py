@@ -1,8 +1,9 @@
 """Control images for the Kolors ControlNets: canny edges, and depth / pose maps.
 
-Canny edges are computed here with OpenCV, as the official scripts do. Depth and pose maps are taken ready-made:
-the official scripts make them with annotators (MiDaS for depth, DWPose for pose) whose weights are separate
-downloads; kolors does not run those annotators, and says so, naming the file, when asked to.
+Canny edges are computed here with OpenCV, as the official scripts do. Depth maps come ready-made, or from MiDaS
+(DPT-Hybrid, as the official scripts use) run through transformers' DPT classes when the user has its weights in
+the transformers layout (``Intel/dpt-hybrid-midas``: ``config.json`` + weights) locally. Pose maps come ready-made:
+DWPose (two ONNX files) is not run here. Missing weights are named in a one-line error.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InvalidParameterError, KolorsError
+from ..defaults import CANNY_THRESHOLDS
 
-CANNY_THRESHOLDS = (100, 200)  # the official scripts' low / high hysteresis thresholds
-MIDAS_FILE = "dpt_hybrid-midas-501f0c75.pt"
+MIDAS_FILE = "dpt_hybrid-midas-501f0c75.pt"  # the timm-format checkpoint controlnet_aux reads (not run here)
+MIDAS_FOLDER = "dpt-hybrid-midas"  # the same weights in the transformers layout, as Intel/dpt-hybrid-midas
 DWPOSE_FILES = ("dw-ll_ucoco_384.onnx", "yolox_l.onnx")
-ANNOTATOR_FILES = {"depth": (MIDAS_FILE,), "pose": DWPOSE_FILES}
-ANNOTATOR_NAMES = {"depth": "MiDaS depth", "pose": "DWPose"}
+ANNOTATOR_FILES = {"pose": DWPOSE_FILES}
+ANNOTATOR_NAMES = {"pose": "DWPose"}
 
 
 def canny(image: Image.Image, low: int = CANNY_THRESHOLDS[0], high: int = CANNY_THRESHOLDS[1]) -> Image.Image:
@@ -65,8 +67,69 @@ def _run_annotator(kind: str, image: Image.Image, annotator_dir: str | os.PathLi
 
 
 def depth_map(image: Image.Image, *, annotator_dir: str | os.PathLike | None = None) -> Image.Image:
-    """A depth map of a photo with MiDaS (needs dpt_hybrid-midas-501f0c75.pt in ``annotator_dir``)."""
-    return _run_annotator("depth", image, annotator_dir)
+    """The MiDaS depth map of a photo (near is bright), as an RGB image of the same size.
+
+    ``annotator_dir``: a transformers DPT folder (``Intel/dpt-hybrid-midas``), or a folder holding one named
+    ``dpt-hybrid-midas``.
+    """
+    folder = _dpt_folder(annotator_dir)
+    if folder is None:
+        ready = "Control('depth', 'my_depth_map.png') with detect=False"
+        where = "pass annotator_dir=DIR" if annotator_dir is None else f"it is not in {annotator_dir}"
+        timm = annotator_dir is not None and (Path(annotator_dir).expanduser() / MIDAS_FILE).is_file()
+        raise KolorsError(
+            f"making a depth map needs MiDaS DPT-Hybrid in the transformers layout (the Intel/dpt-hybrid-midas "
+            f"folder: config.json + weights): {where}"
+            + (f" ({MIDAS_FILE} is the timm-format checkpoint, which kolors does not read)" if timm else "")
+            + f", or pass a ready depth map instead ({ready})"
+        )
+    return _dpt_depth(image, folder)
+
+
+def _dpt_folder(annotator_dir: str | os.PathLike | None) -> Path | None:
+    """The transformers DPT model folder at or inside ``annotator_dir``, if there is one."""
+    if annotator_dir is None:
+        return None
+    import json
+
+    base = Path(annotator_dir).expanduser()
+    for folder in (base, base / MIDAS_FOLDER):
+        config = folder / "config.json"
+        if config.is_file():
+            try:
+                if json.loads(config.read_text(encoding="utf-8")).get("model_type") == "dpt":
+                    return folder
+            except (OSError, ValueError):
+                raise KolorsError(f"cannot read {config}: is it a transformers DPT (MiDaS) folder?") from None
+    return None
+
+
+def _dpt_depth(image: Image.Image, folder: Path) -> Image.Image:
+    import torch
+    import transformers
+    from transformers import DPTForDepthEstimation
+
+    processor_cls = getattr(transformers, "DPTImageProcessorPil", None) or transformers.DPTImageProcessor
+    processor = (processor_cls.from_pretrained(folder) if (folder / "preprocessor_config.json").is_file()
+                 else processor_cls())
+    model = _load_dpt(DPTForDepthEstimation, folder)
+    rgb = image.convert("RGB")
+    with torch.no_grad():
+        depth = model(**processor(images=rgb, return_tensors="pt")).predicted_depth
+        depth = torch.nn.functional.interpolate(depth[:, None].float(), size=(rgb.height, rgb.width),
+                                                mode="bicubic", align_corners=False)[0, 0]
+    span = depth.max() - depth.min()
+    unit = (depth - depth.min()) / span if span > 0 else torch.zeros_like(depth)
+    scaled = (unit * 255).round().clamp(0, 255).to(torch.uint8).numpy()
+    return Image.fromarray(np.repeat(scaled[:, :, None], 3, axis=2))
+
+
+def _load_dpt(cls, folder: Path):
+    try:
+        return cls.from_pretrained(folder, local_files_only=True).eval()
+    except (OSError, ValueError) as exc:
+        reason = str(exc).splitlines()[0][:160]
+        raise KolorsError(f"cannot load the MiDaS DPT model in {folder} ({reason})") from None
 
 
 def pose_map(image: Image.Image, *, annotator_dir: str | os.PathLike | None = None) -> Image.Image:

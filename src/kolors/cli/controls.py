@@ -6,8 +6,9 @@ Twins of :class:`kolors.pipelines.controlnet.Control` (``type``, ``image``, ``sc
 change the stored ones).
 
 A type's ControlNet folder: ``--controlnet TYPE=DIR``, else the one stored with the control, else a folder
-``Kolors-ControlNet-<Type>`` next to the model folder, else ``Kwai-Kolors/Kolors-ControlNet-<Type>`` in the local
-Hugging Face cache.
+``Kolors-ControlNet-<Type>`` next to the model folder (for the built-in model: the ControlNet shipped beside it,
+``kolors-shapes-small-controlnet-canny``), else ``Kwai-Kolors/Kolors-ControlNet-<Type>`` in the local Hugging Face
+cache.
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ def _thresholds(text: str) -> tuple[int, int]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ControlNet option group to ``parser``."""
-    from ..adapters.controlnet import DEFAULT_END, DEFAULT_SCALE, DEFAULT_START
-    from ..adapters.preprocess import CANNY_THRESHOLDS
+    from ..defaults import CANNY_THRESHOLDS
+    from ..defaults import CONTROL_END as DEFAULT_END
+    from ..defaults import CONTROL_SCALE as DEFAULT_SCALE
+    from ..defaults import CONTROL_START as DEFAULT_START
 
     g = parser.add_argument_group("ControlNet")
     g.add_argument("--control", action="append", default=[], metavar="TYPE=IMAGE[:SCALE]",
@@ -43,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "guidance defaults to 6.0 with a control")
     g.add_argument("--controlnet", action="append", default=[], metavar="TYPE=DIR",
                    help="ControlNet folder for TYPE (default: Kolors-ControlNet-<Type> beside the model folder, "
-                        "else Kwai-Kolors/Kolors-ControlNet-<Type> in the local Hugging Face cache)")
+                        "the shipped canny ControlNet with the built-in model, else "
+                        "Kwai-Kolors/Kolors-ControlNet-<Type> in the local Hugging Face cache)")
     g.add_argument("--control-start", type=float, metavar="F",
                    help=f"fraction of the steps after which the controls act (default {DEFAULT_START})")
     g.add_argument("--control-end", type=float, metavar="F",
@@ -77,7 +81,9 @@ def _folders(args: argparse.Namespace) -> dict[str, str]:
 
 
 def _conventional_folder(kind: str, model: str | None) -> Path | None:
-    """``Kolors-ControlNet-<Type>`` beside the model folder, else the Hub id in the local cache, else None."""
+    """``Kolors-ControlNet-<Type>`` beside the model folder (the shipped one for the built-in model), else the Hub
+    id in the local cache, else None."""
+    from ..adapters.controlnet import embedded_controlnet
     from ..loading import EMBEDDED_MODEL_DIR, locate_model
 
     name = f"Kolors-ControlNet-{kind.title()}"
@@ -85,7 +91,10 @@ def _conventional_folder(kind: str, model: str | None) -> Path | None:
         base = locate_model(model)
     except KolorsError:
         base = None
-    if base is not None and base.resolve() != EMBEDDED_MODEL_DIR.resolve() and (base.parent / name).is_dir():
+    builtin = base is not None and base.resolve() == EMBEDDED_MODEL_DIR.resolve()
+    if builtin and embedded_controlnet(kind) is not None:
+        return embedded_controlnet(kind)
+    if base is not None and not builtin and (base.parent / name).is_dir():
         return base.parent / name
     try:
         return locate_model(f"Kwai-Kolors/{name}")

@@ -37,7 +37,7 @@ def _expand(text: str) -> list[int]:
 
 def add_commands(sub: Any, common: argparse.ArgumentParser, number: Callable[[str], float]) -> None:
     """Add the ``inpaint`` and ``outpaint`` sub-commands to ``sub`` (an argparse subparsers object)."""
-    from ..pipelines.inpaint import DEFAULT_STRENGTH
+    from ..defaults import INPAINT_STRENGTH as DEFAULT_STRENGTH
 
     inpaint = sub.add_parser(
         "inpaint", parents=[common], help="redraw the masked part of an image",
@@ -109,7 +109,7 @@ def _check_sizes(image: Path, mask: Path) -> None:
 
 def run(pipe: Any, args: argparse.Namespace, params: dict[str, Any], call: dict[str, Any], **kwargs: Any) -> Any:
     """Call the inpainting pipeline for the command in ``args``."""
-    from ..pipelines.inpaint import DEFAULT_STRENGTH
+    from ..defaults import INPAINT_STRENGTH as DEFAULT_STRENGTH
 
     options = {"strength": params.get("strength", DEFAULT_STRENGTH), "feather": params.get("feather", 0)}
     call = {k: v for k, v in call.items() if k not in MICRO}  # inpainting conditions on the output size

@@ -32,7 +32,7 @@ BUILTIN_NOTICE = (
 # Parameters that --from-image carries over (explicit flags win).
 REPLAYED = ("prompt", "negative_prompt", "width", "height", "steps", "guidance", "seed", "scheduler", "model",
             "device", "dtype", "strength", "init_image", "original_size", "crop_coords", "target_size",
-            "pag_scale", "pag_layers", "mask", "resize_mask", "feather", "extend")
+            "pag_scale", "pag_layers", "mask", "resize_mask", "feather", "extend", "mode", "text_encoder_quant")
 # SDXL micro-conditioning sizes, stored when they differ from the output size (img2img); the CLI has no flags.
 MICRO = ("original_size", "crop_coords", "target_size")
 # Output names kolors would write in a folder: <counter>-<seed>.png, A1111's convention.
@@ -40,6 +40,7 @@ _NUMBERED = re.compile(r"^(\d+)-")
 _OTHER_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif")
 
 log = logging.getLogger("kolors")
+QUIET_LOGGERS = ("torchao", "torch.utils._pytree")
 
 
 # --- arguments -------------------------------------------------------------------------------------------------
@@ -80,6 +81,7 @@ def _number(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``kolors`` command."""
     from ..devices import DEVICES, DTYPES
+    from ..performance.modes import MODES, TEXT_ENCODER_QUANTS
     from ..schedulers import SCHEDULER_NAMES
 
     parser = _Parser(prog="kolors", description="Kolors text-to-image: generate, redraw and inspect images.")
@@ -100,6 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dtype", choices=("auto", *DTYPES), help="auto: float16 on GPUs, float32 on CPU")
     g.add_argument("--offload", action="store_true", help="keep weights in CPU memory; move each part to the GPU "
                                                             "only while it runs")
+    g.add_argument("--mode", choices=MODES,
+                   help="exact (default); fast: fewer steps with DPM++ 2M, fp8 and compile on recent GPUs; "
+                        "low-memory: int8 text encoder, offload, tiled VAE (about 8 GiB); sequential: weights "
+                        "streamed layer by layer (about 4 GiB). See docs/performance.md")
+    g.add_argument("--text-encoder-quant", choices=TEXT_ENCODER_QUANTS,
+                   help="weight-only quantisation of ChatGLM3 (needs torchao; default: the mode's)")
+    g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="CUDA: fused QKV, channels-last and torch.compile of the UNet, cached across runs "
+                        "(worth it for many images; default: on in fast mode)")
     s = common.add_argument_group("sampling")
     s.add_argument("--negative-prompt", metavar="TEXT", help="what the image should not show")
     s.add_argument("--steps", type=_positive_int, metavar="N",
@@ -176,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="attribute combinations and wordings: training or held-out ones")
     shapes.add_argument("--lang", choices=("both", "en", "zh"), default="both",
                         help="language of the `text` column (both: random per image)")
+    shapes.add_argument("--control", choices=("canny",),
+                        help="also write each image's control map to conditioning/ and a conditioning_image column "
+                             "(the layout of `kolors train --mode controlnet`); canny: the edges that "
+                             "--control canny=IMAGE makes")
     shapes.add_argument("--quiet", "-q", action="store_true", help="no summary line")
     shapes.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     from . import train as train_command
@@ -275,11 +290,13 @@ def _data(args: argparse.Namespace) -> int:
         import shutil
 
         shutil.rmtree(tmp)
-    write_imagefolder(tmp, args.num, args.seed, split=args.split, size=args.size, lang=args.lang)
+    write_imagefolder(tmp, args.num, args.seed, split=args.split, size=args.size, lang=args.lang,
+                      control=args.control)
     if out.exists():
         out.rmdir()
     tmp.rename(out)
-    _note(args, f"wrote {args.num} images and metadata.jsonl to {out}")
+    maps = f", their {args.control} maps" if args.control else ""
+    _note(args, f"wrote {args.num} images{maps} and metadata.jsonl to {out}")
     return 0
 
 
@@ -467,7 +484,9 @@ def _load(args: argparse.Namespace, params: dict[str, Any], controlnet: bool = F
     elif args.command in ("inpaint", "outpaint"):
         from ..pipelines.inpaint import InpaintPipeline as cls
     return cls.from_pretrained(model, device=params.get("device", "auto"), dtype=params.get("dtype", "auto"),
-                               unet_file=args.unet, text_encoder_file=args.text_encoder, offload=args.offload)
+                               unet_file=args.unet, text_encoder_file=args.text_encoder, offload=args.offload,
+                               mode=params.get("mode", "exact"), text_encoder_quant=params.get("text_encoder_quant"),
+                               compile=args.compile)
 
 
 def _model_exists(model: str) -> bool:
@@ -573,6 +592,10 @@ def _cli_logging(debug: bool, libraries: bool) -> Iterator[None]:
         with warnings.catch_warnings():
             if not debug:
                 warnings.simplefilter("ignore")
+                for name in QUIET_LOGGERS:  # notes printed while torch/torchao import (optional kernels)
+                    logger = logging.getLogger(name)
+                    verbosity.append((logger, logger.level))
+                    logger.setLevel(logging.ERROR)
                 if libraries:
                     import diffusers.utils.logging
                     import transformers.utils.logging
@@ -583,7 +606,10 @@ def _cli_logging(debug: bool, libraries: bool) -> Iterator[None]:
             yield
     finally:
         for lib, level in verbosity:
-            lib.set_verbosity(level)
+            if isinstance(lib, logging.Logger):
+                lib.setLevel(level)
+            else:
+                lib.set_verbosity(level)
         log.handlers[:], level, log.propagate = saved
         log.setLevel(level)
         handler.flush()

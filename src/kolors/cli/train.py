@@ -19,9 +19,10 @@ def add_command(sub: Any, positive_int: Callable[[str], int], number: Callable[[
     from ..training.config import MIXED_PRECISION, MODES
 
     train = sub.add_parser(
-        "train", help="fine-tune a Kolors model on captioned images (full, LoRA, DreamBooth)",
+        "train", help="fine-tune a Kolors model on captioned images (full, LoRA, DreamBooth, ControlNet)",
         description="Fine-tune a Kolors model on an image folder with captions (metadata.jsonl with file_name/text, "
-                    "or a .txt beside each image). Settings come from --config FILE (YAML or TOML), then --set "
+                    "or a .txt beside each image), or train a ControlNet for it (metadata.jsonl with a "
+                    "conditioning_image column too). Settings come from --config FILE (YAML or TOML), then --set "
                     "key=value, then the flags below. Multi-GPU / multi-node: `accelerate launch -m kolors train ...`. "
                     "See docs/training.md.")
     train.add_argument("--config", "-c", type=Path, metavar="FILE", help="YAML or TOML file of training settings")
@@ -30,7 +31,8 @@ def add_command(sub: Any, positive_int: Callable[[str], int], number: Callable[[
     train.add_argument("--model", metavar="DIR_OR_HUB_ID", help="base model (default: $KOLORS_MODEL, else built-in)")
     train.add_argument("--data", metavar="DIR", help="training image folder")
     train.add_argument("--output", "-o", metavar="DIR", help="run folder: checkpoints, logs, samples, result")
-    train.add_argument("--mode", choices=MODES, help="full UNet, LoRA, or DreamBooth (LoRA + instance/class prompts)")
+    train.add_argument("--mode", choices=MODES,
+                       help="full UNet, LoRA, DreamBooth (LoRA + instance/class prompts), or a ControlNet")
     train.add_argument("--steps", type=positive_int, metavar="N", help="optimizer steps")
     train.add_argument("--batch-size", type=positive_int, metavar="B", help="images per process per micro-step")
     train.add_argument("--lr", type=number, metavar="F", help="learning rate")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import pickle
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from ..errors import ModelLayoutError
@@ -70,11 +70,15 @@ def _shards_from_index(index: Path) -> list[Path]:
     return shards
 
 
-def read_weight_file(path: Path) -> dict[str, torch.Tensor]:
-    """All tensors of one ``.safetensors`` or pickle ``.bin``/``.pt``/``.ckpt`` file (pickles with weights_only)."""
+def read_weight_file(path: Path, skip: Collection[str] = ()) -> dict[str, torch.Tensor]:
+    """The tensors of one ``.safetensors`` or pickle ``.bin``/``.pt``/``.ckpt`` file (pickles with weights_only),
+    except those named in ``skip`` (never read from a safetensors file)."""
     try:
         if path.suffix == ".safetensors":
-            return load_file(str(path))
+            if not skip:
+                return load_file(str(path))
+            with safe_open(str(path), framework="pt") as f:
+                return {k: f.get_tensor(k) for k in f.keys() if k not in skip}
         try:
             state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except RuntimeError as exc:  # legacy (non-zip) pickles cannot be memory-mapped
@@ -90,12 +94,12 @@ def read_weight_file(path: Path) -> dict[str, torch.Tensor]:
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelLayoutError(f"weight file {path} does not hold a plain dict of tensors")
-    return state
+    return {k: v for k, v in state.items() if k not in skip} if skip else state
 
 
-def read_state_dict(files: Iterable[Path]) -> dict[str, torch.Tensor]:
-    """The merged tensors of several weight files (the shards of one model)."""
+def read_state_dict(files: Iterable[Path], skip: Collection[str] = ()) -> dict[str, torch.Tensor]:
+    """The merged tensors of several weight files (the shards of one model), except those named in ``skip``."""
     state: dict[str, torch.Tensor] = {}
     for path in files:
-        state.update(read_weight_file(path))
+        state.update(read_weight_file(path, skip))
     return state

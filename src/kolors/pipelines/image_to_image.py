@@ -12,12 +12,13 @@ from diffusers.image_processor import VaeImageProcessor
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from PIL import Image
 
+from ..defaults import IMG2IMG_STRENGTH
 from ..devices import move
 from ..errors import InvalidParameterError, KolorsError
 from .pag import pag_settings
 from .text_to_image import GenerationResult, Text2ImagePipeline
 
-DEFAULT_STRENGTH = 0.3  # diffusers' KolorsImg2ImgPipeline default
+DEFAULT_STRENGTH = IMG2IMG_STRENGTH
 
 
 def open_image(image: str | os.PathLike | Image.Image) -> Image.Image:

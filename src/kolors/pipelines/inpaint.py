@@ -32,15 +32,16 @@ from diffusers.image_processor import VaeImageProcessor
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from PIL import Image
 
+from ..defaults import INPAINT_GUIDANCE, INPAINT_STEPS, INPAINT_STRENGTH
 from ..errors import InvalidParameterError, KolorsError
 from .conditioning import Conditioner
 from .image_to_image import Image2ImagePipeline, open_image
 from .pag import pag_settings
 from .text_to_image import GenerationResult
 
-DEFAULT_STRENGTH = 0.999  # the official Kolors inpainting script's value
-INPAINTING_STEPS = 25  # official defaults for the 9-channel Kolors-Inpainting UNet
-INPAINTING_GUIDANCE = 6.0
+DEFAULT_STRENGTH = INPAINT_STRENGTH
+INPAINTING_STEPS = INPAINT_STEPS
+INPAINTING_GUIDANCE = INPAINT_GUIDANCE
 CANVAS_MULTIPLE = 8  # outpainting canvases are grown to multiples of this
 
 

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from ..devices import dtype_name, move, resolve_device, resolve_dtype
 from ..errors import InvalidParameterError, KolorsError
 from ..loading import KolorsComponents, load_components, locate_model
+from ..performance import RunSettings, prepare_components, settings_for
 from ..schedulers import SCHEDULER_NAMES, make_scheduler
 from .conditioning import Conditioner, merge_unet_kwargs
 from .pag import PerturbedAttention, pag_settings, perturbed_self_attention, with_perturbed_rows
@@ -60,12 +61,14 @@ class Text2ImagePipeline:
     """A loaded Kolors model that turns prompts into images."""
 
     def __init__(self, components: KolorsComponents, *, device: torch.device, dtype: torch.dtype,
-                 model_name: str, offload: bool = False) -> None:
+                 model_name: str, offload: bool = False, settings: RunSettings | None = None) -> None:
         self.components = components
         self.device = device
         self.dtype = dtype
         self.model_name = model_name
-        self.offload = offload
+        self.settings = settings or settings_for("exact", offload="model" if offload else None)
+        self.offload = self.settings.weights_on_cpu  # adapters loaded later keep their weights on the CPU too
+        self._unet_prepared = False
         vae_blocks = len(components.vae.config.block_out_channels)
         self.vae_scale_factor = 2 ** (vae_blocks - 1)
         d = components.defaults
@@ -87,26 +90,35 @@ class Text2ImagePipeline:
         unet_file: str | os.PathLike | None = None,
         text_encoder_file: str | os.PathLike | None = None,
         offload: bool = False,
+        mode: str = "exact",
+        text_encoder_quant: str | None = None,
+        compile: bool | None = None,
     ) -> Text2ImagePipeline:
         """Load a Kolors model folder (or Hub id in the local cache; None: $KOLORS_MODEL, else the built-in model).
 
-        ``offload`` keeps the weights in CPU memory and moves each component to the GPU only while it runs.
+        ``mode`` is one of ``kolors.performance.MODES`` (exact, fast, low-memory, sequential; see
+        docs/performance.md). ``offload`` keeps the weights in CPU memory and moves each component to the GPU
+        only while it runs; ``text_encoder_quant`` ("none", "int8", "int4") and ``compile`` override the mode's.
         """
         torch_device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, torch_device)
+        settings = settings_for(mode, offload="model" if offload and mode == "exact" else None,
+                                text_encoder_quant=text_encoder_quant, compile=compile)
         folder = locate_model(model)
         for f in (unet_file, text_encoder_file):
             if f is not None and not Path(f).is_file():
                 raise KolorsError(f"weight file not found: {f}")
-        load_device = torch.device("cpu") if offload else torch_device
+        load_device = torch.device("cpu") if settings.weights_on_cpu else torch_device
         with _friendly_oom("loading the model"):
             components = load_components(
                 folder, device=load_device, dtype=torch_dtype,
                 unet_file=Path(unet_file) if unet_file else None,
                 text_encoder_file=Path(text_encoder_file) if text_encoder_file else None,
+                text_encoder_head=False,
             )
+            prepare_components(components, settings, torch_device)
         name = str(model) if model is not None else os.environ.get("KOLORS_MODEL") or "built-in"
-        return cls(components, device=torch_device, dtype=torch_dtype, model_name=name, offload=offload)
+        return cls(components, device=torch_device, dtype=torch_dtype, model_name=name, settings=settings)
 
     @property
     def is_builtin(self) -> bool:
@@ -159,9 +171,9 @@ class Text2ImagePipeline:
                   conditioners: Sequence[Conditioner] = (),
                   pag: PerturbedAttention | None = None) -> GenerationResult:
         """The shared generation procedure; ``start`` makes the first latents and the timesteps to run."""
-        steps = self.defaults.steps if steps is None else steps
+        steps = self.settings.default_steps(self.defaults.steps) if steps is None else steps
         guidance = self.defaults.guidance if guidance is None else guidance
-        scheduler = scheduler or "default"
+        scheduler = scheduler or self.settings.scheduler or "default"
         _validate(width, height, steps, guidance, num_images, scheduler, seed)
         if self.components.unet.config.in_channels == 9 and not any(getattr(h, "extra_channels", False)
                                                                      for h in conditioners):
@@ -198,7 +210,7 @@ class Text2ImagePipeline:
             {
                 "prompt": prompt, "negative_prompt": negative_prompt, "width": width, "height": height,
                 "steps": steps, "guidance": guidance, "seed": s, "scheduler": scheduler, **micro_params,
-                **(pag.parameters() if pag else {}), **extra,
+                **(pag.parameters() if pag else {}), **extra, **self.settings.parameters(),
                 "model": self.model_name, "device": self.device.type, "dtype": dtype_name(self.dtype),
                 "kolors_version": _kolors_version(),
             }
@@ -231,8 +243,27 @@ class Text2ImagePipeline:
     def _start_from_noise(self, scheduler: SchedulerMixin, generators: list[torch.Generator], steps: int, *,
                           width: int, height: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Pure-noise latents and the full timestep schedule (text-to-image)."""
-        scheduler.set_timesteps(steps, device=self.device)
+        subset = self._fast_schedule(scheduler, steps)
+        if subset is not None:
+            scheduler.set_timesteps(timesteps=subset, device=self.device)
+        else:
+            scheduler.set_timesteps(steps, device=self.device)
         return self._initial_latents(generators, height, width) * scheduler.init_noise_sigma, scheduler.timesteps
+
+    def _fast_schedule(self, scheduler: SchedulerMixin, steps: int) -> list[int] | None:
+        """Fast mode at its default step count: every k-th timestep of exact mode's schedule (None otherwise).
+
+        Starting from exact mode's first (noisiest) timestep keeps fast mode on exact mode's path: a schedule of
+        its own starts at a lower noise level, and on the built-in model a quarter of the images then came out
+        different (another background or shape; PSNR < 10 dB against exact mode) instead of none.
+        """
+        fraction = self.settings.step_fraction
+        if fraction >= 1 or "timesteps" not in inspect.signature(scheduler.set_timesteps).parameters:
+            return None
+        exact = make_scheduler("default", self.components.scheduler)
+        exact.set_timesteps(self.defaults.steps)
+        subset = exact.timesteps[:: round(1 / fraction)].tolist()
+        return [int(t) for t in subset] if len(subset) == steps else None
 
     @torch.no_grad()
     def _denoise(self, cond: PromptEmbeddings, uncond: PromptEmbeddings | None, seeds: list[int], steps: int,
@@ -258,6 +289,7 @@ class Text2ImagePipeline:
         added = {"text_embeds": embeds.pooled.to(self.device), "time_ids": time_ids}
         context = embeds.tokens.to(self.device)
 
+        self._prepare_unet()
         with self._on_device(c.unet), perturbed_self_attention(c.unet, pag, cfg=uncond is not None):
             for i, t in enumerate(timesteps):
                 model_in = latents if uncond is None else torch.cat([latents, latents])
@@ -303,10 +335,23 @@ class Text2ImagePipeline:
         image = (image / 2 + 0.5).clamp(0, 1)
         return image.float().permute(0, 2, 3, 1).cpu().numpy()
 
+    def _prepare_unet(self) -> None:
+        """The first time the UNet runs (adapters are in place by then): the mode's exact CUDA speed-ups."""
+        if self._unet_prepared:
+            return
+        self._unet_prepared = True
+        if self.settings.compile and not self.settings.weights_on_cpu:
+            from ..performance.compile import speed_up_unet
+
+            speed_up_unet(self.components.unet, self.device)
+
     @contextlib.contextmanager
     def _on_device(self, module: torch.nn.Module) -> Iterator[None]:
-        """With offload, ``module`` lives on the compute device only inside this block."""
-        if not self.offload or self.device.type == "cpu":
+        """With offload, ``module`` lives on the compute device only inside this block (streamed modules move
+        layer by layer by themselves)."""
+        from ..performance.offload import is_streamed
+
+        if not self.offload or self.device.type == "cpu" or is_streamed(module):
             yield
             return
         move(module, self.device)

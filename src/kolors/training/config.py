@@ -13,7 +13,8 @@ from typing import Any
 
 from ..errors import InvalidParameterError, KolorsError
 
-MODES = ("full", "lora", "dreambooth")
+MODES = ("full", "lora", "dreambooth", "controlnet")
+CONTROLNET_BLOCKS = ("full", "light")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 LR_SCHEDULES = ("constant", "constant_with_warmup", "linear", "cosine")
 
@@ -26,7 +27,8 @@ class TrainConfig:
     model: str | None = None  # model folder or cached Hub id (None: $KOLORS_MODEL, else the built-in model)
     data: str | None = None  # image folder (metadata.jsonl, or a .txt caption beside each image)
     output: str = "train-output"
-    mode: str = "lora"  # full | lora | dreambooth (LoRA with instance/class prompts and prior preservation)
+    # full | lora | dreambooth (LoRA with instance/class prompts and prior preservation) | controlnet
+    mode: str = "lora"
     # optimisation
     steps: int = 1000  # optimizer steps
     batch_size: int = 1  # images per process per micro-step
@@ -37,6 +39,7 @@ class TrainConfig:
     weight_decay: float = 1e-2
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8  # smaller for models whose gradients are tiny (a small ControlNet's: 1e-15)
     max_grad_norm: float = 1.0
     use_8bit_adam: bool = False  # bitsandbytes AdamW8bit when importable, else AdamW with a note
     mixed_precision: str = "no"  # no | fp16 | bf16
@@ -51,6 +54,10 @@ class TrainConfig:
     lora_targets: list[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
     train_text_encoder: bool = False  # LoRA on ChatGLM's query_key_value / dense layers too
     text_encoder_lr: float | None = None  # None: lr
+    # ControlNet (mode: controlnet): the data's metadata.jsonl names a conditioning_image per row
+    controlnet_blocks: str = "full"  # full: a copy of the UNet's encoder; light: no attention (training/controlnet.py)
+    controlnet_from: str | None = None  # continue training this ControlNet folder instead of starting from the UNet
+    conditioning_channels: list[int] | None = None  # control-image encoder widths; None: diffusers' (16, 32, 96, 256)
     # data
     resolution: int | None = None  # target area is resolution²; None: the model's native size
     buckets: bool = True  # aspect-ratio bucketing (else centre-crop squares)
@@ -90,7 +97,7 @@ class TrainConfig:
                     "num_class_images", "sample_steps"):
             if getattr(self, key) < 1:
                 raise bad(key, f"must be at least 1, got {getattr(self, key)}")
-        for key in ("lr", "ema_decay"):
+        for key in ("lr", "ema_decay", "adam_epsilon"):
             if not getattr(self, key) > 0:
                 raise bad(key, f"must be positive, got {getattr(self, key)}")
         if not 0.0 <= self.caption_dropout < 1.0:
@@ -106,6 +113,14 @@ class TrainConfig:
                                     "generated)")
         if self.train_text_encoder and self.mode == "full":
             raise bad("train_text_encoder", "works with LoRA only (mode: lora or dreambooth)")
+        if self.mode == "controlnet" and self.train_text_encoder:
+            raise bad("train_text_encoder", "cannot be used in controlnet mode (only the ControlNet trains)")
+        if self.controlnet_blocks not in CONTROLNET_BLOCKS:
+            raise bad("controlnet_blocks", f"must be one of {', '.join(CONTROLNET_BLOCKS)}, got "
+                                           f"'{self.controlnet_blocks}'")
+        if self.conditioning_channels is not None and (not self.conditioning_channels
+                                                       or min(self.conditioning_channels) < 1):
+            raise bad("conditioning_channels", f"must be a list of positive widths, got {self.conditioning_channels}")
         if self.train_text_encoder and self.cache_text:
             raise bad("cache_text", "cannot be used with train_text_encoder (the embeddings change)")
         return self
@@ -205,7 +220,10 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
                 pass
         if origin is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
-        if origin is list and isinstance(value, (list, str)):
+        if origin is list and typing.get_args(option) == (int,) and isinstance(value, list):
+            if all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+                return list(value)
+        elif origin is list and isinstance(value, (list, str)):
             return [str(v) for v in ([value] if isinstance(value, str) else value)]
     names = " or ".join(getattr(o, "__name__", str(o)) for o in options if o is not type(None))
     raise InvalidParameterError(f"{source}: '{key}' must be {names}, got {value!r}")

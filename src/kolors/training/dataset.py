@@ -1,8 +1,10 @@
 """Captioned image folders for `kolors train`: captions, aspect-ratio buckets, and a step-addressed batch order.
 
 Layouts: a Hugging Face image folder (``metadata.jsonl`` with ``file_name`` and ``text``), or images with a
-``.txt`` caption of the same name beside each. The batch of every micro-step is a pure function of the seed and
-the step number, so a resumed run sees exactly the batches an uninterrupted one would.
+``.txt`` caption of the same name beside each. For ControlNet training every ``metadata.jsonl`` row also names its
+control image in a ``conditioning_image`` column (diffusers' ControlNet training layout). The batch of every
+micro-step is a pure function of the seed and the step number, so a resumed run sees exactly the batches an
+uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from ..errors import KolorsError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 CAPTION_KEYS = ("text", "caption", "prompt")
+CONDITIONING_KEY = "conditioning_image"
 
 
 class DatasetError(KolorsError):
@@ -29,25 +32,33 @@ class DatasetError(KolorsError):
 
 @dataclass(frozen=True)
 class Example:
-    """One training image and its caption."""
+    """One training image and its caption (and, for ControlNet training, its control image)."""
 
     path: Path
     caption: str
+    control: Path | None = None
 
 
-def read_examples(folder: str | Path, caption: str | None = None) -> list[Example]:
-    """The images of ``folder`` with their captions (``caption``, when given, replaces every caption)."""
+def read_examples(folder: str | Path, caption: str | None = None, *, conditioning: bool = False) -> list[Example]:
+    """The images of ``folder`` with their captions (``caption``, when given, replaces every caption).
+
+    ``conditioning``: every example needs a control image (the ``conditioning_image`` column of metadata.jsonl).
+    """
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise DatasetError(f"training data folder not found: {folder}")
     metadata = folder / "metadata.jsonl"
-    examples = _from_metadata(metadata, caption) if metadata.is_file() else _from_text_files(folder, caption)
+    if conditioning and not metadata.is_file():
+        raise DatasetError(f"ControlNet training needs {metadata}: one {{\"file_name\", \"text\", "
+                           f"\"{CONDITIONING_KEY}\"}} row per image")
+    examples = (_from_metadata(metadata, caption, conditioning) if metadata.is_file()
+                else _from_text_files(folder, caption))
     if not examples:
         raise DatasetError(f"no images found in {folder} (expected {', '.join(IMAGE_SUFFIXES)} files)")
     return examples
 
 
-def _from_metadata(metadata: Path, caption: str | None) -> list[Example]:
+def _from_metadata(metadata: Path, caption: str | None, conditioning: bool = False) -> list[Example]:
     """Examples listed in a Hugging Face image folder's ``metadata.jsonl``."""
     examples = []
     for number, line in enumerate(metadata.read_text(encoding="utf-8").splitlines(), 1):
@@ -64,7 +75,16 @@ def _from_metadata(metadata: Path, caption: str | None) -> list[Example]:
         path = metadata.parent / name
         if not path.is_file():
             raise DatasetError(f"{metadata} line {number}: image not found: {path}")
-        examples.append(Example(path, caption if caption is not None else text))
+        control = None
+        if conditioning:
+            value = row.get(CONDITIONING_KEY)
+            if not isinstance(value, str) or not value:
+                raise DatasetError(f"{metadata} line {number} has no '{CONDITIONING_KEY}' (the file name of its "
+                                   "control image), which ControlNet training needs")
+            control = metadata.parent / value
+            if not control.is_file():
+                raise DatasetError(f"{metadata} line {number}: conditioning image not found: {control}")
+        examples.append(Example(path, caption if caption is not None else text, control))
     return examples
 
 
@@ -121,7 +141,8 @@ class ImageDataset(torch.utils.data.Dataset):
     """Examples resized to cover their bucket and centre-cropped; items carry SDXL micro-conditioning.
 
     With ``latent_files`` set (one ``.safetensors`` with ``mean`` and ``std`` per example), items carry the
-    cached VAE distribution instead of pixels.
+    cached VAE distribution instead of pixels. Examples with a control image carry it as ``control``, in [0, 1],
+    resized and cropped like the image (resized with Lanczos, as generation resizes control images).
     """
 
     def __init__(self, examples: list[Example], resolution: int, multiple: int, *, buckets: bool = True):
@@ -146,6 +167,10 @@ class ImageDataset(torch.utils.data.Dataset):
             # SDXL micro-conditioning: original size, crop top-left, target size (height first)
             "time_ids": torch.tensor([*original, top, left, height, width], dtype=torch.float32),
         }
+        if example.control is not None:
+            control = open_image(example.control).resize(resized, Image.Resampling.LANCZOS)
+            control = control.crop((left, top, left + width, top + height))
+            item["control"] = torch.from_numpy(np.asarray(control, dtype=np.float32) / 255.0).permute(2, 0, 1)
         if self.latent_files is not None:
             from safetensors.torch import load_file
 
@@ -172,7 +197,7 @@ def collate(rows: list[dict]) -> dict:
         "captions": [r["caption"] for r in rows],
         "time_ids": torch.stack([r["time_ids"] for r in rows]),
     }
-    for key in ("pixels", "latent_mean", "latent_std"):
+    for key in ("pixels", "latent_mean", "latent_std", "control"):
         if key in rows[0]:
             batch[key] = torch.stack([r[key] for r in rows])
     return batch

@@ -1,4 +1,4 @@
-"""`kolors train`: fine-tune a Kolors model on captioned images (full UNet, LoRA, DreamBooth) with accelerate.
+"""`kolors train`: fine-tune a Kolors model (full UNet, LoRA, DreamBooth, ControlNet) on captioned images.
 
 Read ``train`` top to bottom. Everything random in a step (the VAE sample, the noise, the timestep, caption
 dropout) is drawn from the seed, the micro-step number and the row's place in the global batch, and the batches
@@ -24,9 +24,11 @@ from diffusers import DDPMScheduler
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from ..adapters.controlnet import controlnet_residuals
 from ..errors import KolorsError
 from ..loading import KolorsComponents, load_components, locate_model
 from ..pipelines.prompt import PromptEmbeddings, encode_tokens, tokenize_prompts
+from . import controlnet as controlnet_utils
 from . import lora as lora_utils
 from .checkpoint import checkpoint_step, complete_checkpoints, find_checkpoint, save_checkpoint
 from .config import TrainConfig
@@ -45,7 +47,7 @@ class TrainResult:
     """What a run produced and how the fixed evaluation loss moved."""
 
     output: Path
-    weights: Path  # the LoRA file, or the trained UNet folder
+    weights: Path  # the LoRA file, the trained UNet folder, or the ControlNet folder
     steps: int
     initial_loss: float | None
     final_loss: float | None
@@ -74,15 +76,20 @@ def train(cfg: TrainConfig) -> TrainResult:
         output.mkdir(parents=True, exist_ok=True)
         (output / "config.yaml").write_text(_as_yaml(cfg))
 
-    # 1. the base model, frozen; then what is trained: the UNet, or LoRA layers
+    # 1. the base model, frozen; then what is trained: the UNet, LoRA layers, or a ControlNet
     model = _load_model(cfg, accelerator)
     unet, text_encoder, vae = model.unet, model.text_encoder, model.vae
     noise_scheduler = DDPMScheduler.from_config(model.scheduler.config)
     class_examples = _class_examples(cfg, model, accelerator) if cfg.mode == "dreambooth" else None
-    unet_lora = text_lora = None
+    unet_lora = text_lora = controlnet = None
     if cfg.mode == "full":
         unet.requires_grad_(True)
         groups = [{"params": [p for p in unet.parameters() if p.requires_grad], "lr": cfg.lr}]
+    elif cfg.mode == "controlnet":
+        controlnet = controlnet_utils.build_controlnet(cfg, unet, _vae_scale(model))
+        if cfg.mixed_precision != "no":  # the frozen UNet in the autocast dtype; the ControlNet stays fp32
+            unet.to({"fp16": torch.float16, "bf16": torch.bfloat16}[cfg.mixed_precision])
+        groups = [{"params": controlnet_utils.trainable_parameters(controlnet), "lr": cfg.lr}]
     else:
         if cfg.mixed_precision != "no":  # frozen base weights in the autocast dtype; LoRA weights stay fp32
             unet.to({"fp16": torch.float16, "bf16": torch.bfloat16}[cfg.mixed_precision])
@@ -94,6 +101,8 @@ def train(cfg: TrainConfig) -> TrainResult:
                            "lr": cfg.text_encoder_lr or cfg.lr})
     if cfg.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
+        if controlnet is not None:
+            controlnet.enable_gradient_checkpointing()
     unet.train()
     text_encoder.train(cfg.train_text_encoder)
     _check_trainable(cfg, [p for g in groups for p in g["params"]])
@@ -101,7 +110,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     # 2. data: batches addressed by step, latents and prompt embeddings optionally cached to disk
     multiple = _size_multiple(model)
     resolution = cfg.resolution or unet.config.sample_size * _vae_scale(model)
-    instance = _dataset(read_examples(cfg.data, cfg.instance_prompt if cfg.mode == "dreambooth" else None),
+    instance = _dataset(read_examples(cfg.data, cfg.instance_prompt if cfg.mode == "dreambooth" else None,
+                                      conditioning=cfg.mode == "controlnet"),
                         cfg, resolution, multiple, seed=cfg.seed, accelerator=accelerator)
     classes = (_dataset(class_examples, cfg, resolution, multiple, seed=cfg.seed + 1, accelerator=accelerator)
                if class_examples else None)
@@ -114,13 +124,16 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     lr_scheduler = get_scheduler(cfg.lr_schedule, optimizer, num_warmup_steps=cfg.lr_warmup_steps,
                                  num_training_steps=cfg.steps)
-    if cfg.train_text_encoder:
+    if controlnet is not None:  # the frozen UNet stays outside accelerate: checkpoints hold the ControlNet only
+        controlnet, optimizer, lr_scheduler = accelerator.prepare(controlnet, optimizer, lr_scheduler)
+    elif cfg.train_text_encoder:
         unet, text_encoder, optimizer, lr_scheduler = accelerator.prepare(unet, text_encoder, optimizer, lr_scheduler)
     else:
         unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
-    synced = [unet, text_encoder] if text_lora else [unet]  # the models whose gradients are all-reduced
+    # the models whose gradients are all-reduced
+    synced = [controlnet] if controlnet is not None else [unet, text_encoder] if text_lora else [unet]
     trained = [p for m in synced for p in m.parameters() if p.requires_grad]  # (FSDP replaces parameters)
-    if cfg.mode != "full":
+    if cfg.mode in ("lora", "dreambooth"):
         lora_utils.register_checkpoint_hooks(accelerator, [accelerator.unwrap_model(m) for m in synced])
     ema = None
     if cfg.ema:
@@ -134,7 +147,8 @@ def train(cfg: TrainConfig) -> TrainResult:
         accelerator.load_state(str(folder))
         start = checkpoint_step(folder)
         _note(accelerator, cfg, f"resumed from {folder} at step {start}")
-    step_models = dict(unet=unet, text_encoder=text_encoder, vae=vae, scheduler=noise_scheduler, caches=caches)
+    step_models = dict(unet=unet, text_encoder=text_encoder, vae=vae, scheduler=noise_scheduler, caches=caches,
+                       controlnet=controlnet)
 
     for stream in (instance, classes):
         if stream is not None:
@@ -185,13 +199,15 @@ def train(cfg: TrainConfig) -> TrainResult:
             _samples(cfg, model, accelerator, output, done)
     bar.close()
 
-    # 5. the result: a last checkpoint, then the EMA weights when kept, saved as a LoRA file or a UNet folder
+    # 5. the result: a last checkpoint, then the EMA weights when kept, saved as a LoRA file, a UNet or ControlNet
+    #    folder
     if start < cfg.steps:
         save_checkpoint(accelerator, output, cfg.steps, cfg.keep_checkpoints)
     if ema is not None:
         ema.copy_to(trained)
     final = _eval_loss(cfg, instance.dataset, **step_models)
-    weights = _save_result(cfg, accelerator, output, unet, text_encoder if text_lora else None, unet_lora, text_lora)
+    weights = _save_result(cfg, accelerator, output, controlnet if controlnet is not None else unet,
+                           text_encoder if text_lora else None, unet_lora, text_lora)
     result = TrainResult(output, weights, cfg.steps, initial, final)
     if accelerator.is_main_process:
         summary = {**asdict(result), "output": str(output), "weights": str(weights)}
@@ -202,7 +218,7 @@ def train(cfg: TrainConfig) -> TrainResult:
 
 # --- one training step -----------------------------------------------------------------------------------------
 def _loss(cfg: TrainConfig, batch: dict, k: int, accelerator: Accelerator, *, unet, text_encoder, vae, scheduler,
-          caches: _Caches, stream_id: int = 0) -> torch.Tensor:
+          caches: _Caches, controlnet=None, stream_id: int = 0) -> torch.Tensor:
     """The diffusion loss of this process's share of global micro-batch ``k``."""
     device = accelerator.device
     rows = len(batch["captions"])
@@ -216,14 +232,24 @@ def _loss(cfg: TrainConfig, batch: dict, k: int, accelerator: Accelerator, *, un
     with accelerator.autocast():
         text = caches.text(captions, text_encoder, grad=cfg.train_text_encoder)
         noisy = scheduler.add_noise(latents, noise, timesteps)
-        prediction = unet(noisy, timesteps, encoder_hidden_states=text.tokens,
-                          added_cond_kwargs={"text_embeds": text.pooled,
-                                             "time_ids": batch["time_ids"].to(device)}).sample
+        added = {"text_embeds": text.pooled, "time_ids": batch["time_ids"].to(device)}
+        control = _control(controlnet, batch, noisy, timesteps, text.tokens, added)
+        prediction = unet(noisy, timesteps, encoder_hidden_states=text.tokens, added_cond_kwargs=added,
+                          **control).sample
     target = _target(scheduler, latents, noise, timesteps)
     per_row = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
     if cfg.snr_gamma:
         per_row = per_row * _snr_weight(scheduler, timesteps, cfg.snr_gamma)
     return per_row.mean()
+
+
+def _control(controlnet, batch: dict, noisy: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
+             added: dict) -> dict:
+    """The ControlNet's residuals for the UNet (ControlNet training), else nothing."""
+    if controlnet is None:
+        return {}
+    image = batch["control"].to(noisy.device)
+    return controlnet_residuals(controlnet, noisy, timesteps, context, added, image)
 
 
 def _row_draws(cfg: TrainConfig, scheduler: DDPMScheduler, shape: tuple[int, ...], k: int, row: int,
@@ -262,10 +288,11 @@ def _snr_weight(scheduler: DDPMScheduler, timesteps: torch.Tensor, gamma: float)
 
 @torch.no_grad()
 def _eval_loss(cfg: TrainConfig, dataset: ImageDataset, *, unet, text_encoder, vae, scheduler, caches: _Caches,
-               count: int = 8) -> float:
+               controlnet=None, count: int = 8) -> float:
     """Unweighted loss on the first ``count`` images with fixed noise and evenly spread timesteps."""
-    was_training = unet.training
-    unet.eval()
+    trained = controlnet if controlnet is not None else unet
+    was_training = trained.training
+    trained.eval()
     losses = []
     device = next(p for p in unet.parameters()).device
     for i in range(min(count, len(dataset))):
@@ -276,11 +303,14 @@ def _eval_loss(cfg: TrainConfig, dataset: ImageDataset, *, unet, text_encoder, v
         noise = torch.randn(shape, generator=g)[None].to(device)
         t = torch.tensor([int((i + 0.5) / count * scheduler.config.num_train_timesteps)], device=device)
         text = caches.text(batch["captions"], text_encoder, grad=False)
-        prediction = unet(scheduler.add_noise(latents, noise, t), t, encoder_hidden_states=text.tokens,
-                          added_cond_kwargs={"text_embeds": text.pooled, "time_ids": batch["time_ids"].to(device)})
+        noisy = scheduler.add_noise(latents, noise, t)
+        added = {"text_embeds": text.pooled, "time_ids": batch["time_ids"].to(device)}
+        with caches.accelerator.autocast() if controlnet is not None else contextlib.nullcontext():
+            control = _control(controlnet, batch, noisy, t, text.tokens, added)
+            prediction = unet(noisy, t, encoder_hidden_states=text.tokens, added_cond_kwargs=added, **control)
         target = _target(scheduler, latents, noise, t)
         losses.append(F.mse_loss(prediction.sample.float(), target.float()).item())
-    unet.train(was_training)
+    trained.train(was_training)
     return float(np.mean(losses))
 
 
@@ -324,7 +354,7 @@ def _loader(stream: Stream, cfg: TrainConfig, accelerator: Accelerator, start: i
 
 def _optimizer(cfg: TrainConfig, groups: list[dict]) -> torch.optim.Optimizer:
     """AdamW, or bitsandbytes' 8-bit AdamW when asked for and importable."""
-    kwargs = dict(betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.weight_decay)
+    kwargs = dict(betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon, weight_decay=cfg.weight_decay)
     if cfg.use_8bit_adam:
         try:
             import bitsandbytes as bnb
@@ -485,10 +515,15 @@ def _atomic_save(tensors: dict[str, torch.Tensor], path: Path) -> None:
 # --- results, logs, samples ------------------------------------------------------------------------------------
 def _save_result(cfg: TrainConfig, accelerator: Accelerator, output: Path, unet, text_encoder, unet_lora,
                  text_lora) -> Path:
-    """The LoRA file (lora, dreambooth) or the trained UNet as a diffusers folder (full)."""
-    state = accelerator.get_state_dict(unet) if cfg.mode == "full" else None  # gathers FSDP shards (collective)
+    """The LoRA file (lora, dreambooth), the trained UNet as a diffusers folder (full), or the ControlNet folder
+    (controlnet: ``unet`` is the ControlNet)."""
+    whole = cfg.mode in ("full", "controlnet")
+    state = accelerator.get_state_dict(unet) if whole else None  # gathers FSDP shards (collective)
     if not accelerator.is_main_process:
         return output
+    if cfg.mode == "controlnet":
+        return controlnet_utils.save_controlnet(accelerator.unwrap_model(unet), output / controlnet_utils.RESULT_FOLDER,
+                                                state)
     if cfg.mode == "full":
         folder = output / "unet"
         folder.mkdir(parents=True, exist_ok=True)
@@ -500,8 +535,9 @@ def _save_result(cfg: TrainConfig, accelerator: Accelerator, output: Path, unet,
 
 
 def _samples(cfg: TrainConfig, model: KolorsComponents, accelerator: Accelerator, output: Path, step: int) -> None:
-    """Images of ``cfg.sample_prompts`` with the weights of this step (main process; not under FSDP)."""
-    if accelerator.distributed_type.name == "FSDP":
+    """Images of ``cfg.sample_prompts`` with the weights of this step (main process; not under FSDP, not for
+    ControlNets: they need control images)."""
+    if accelerator.distributed_type.name == "FSDP" or cfg.mode == "controlnet":
         return
     if accelerator.is_main_process:
         from ..pipelines.text_to_image import Text2ImagePipeline

@@ -1,0 +1,69 @@
+"""The canny ControlNet shipped beside the built-in model: its folder, the CLI default, and what it does."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+import torch
+from diffusers import ControlNetModel
+
+from kolors.adapters.controlnet import embedded_controlnet, load_controlnet
+from kolors.evaluation.control_eval import control_cases, evaluate_control
+from kolors.loading import EMBEDDED_MODEL_DIR
+from kolors.pipelines.controlnet import ControlNetPipeline
+
+SHIPPED = EMBEDDED_MODEL_DIR.parent / "kolors-shapes-small-controlnet-canny"
+# Held-out cases (pair id, language) whose prompts do not name the position: only the control image tells where
+# the shape goes. The full held-out score is in the ControlNet's README (python -m kolors.evaluation.control_eval).
+CASES = [(0, "en"), (1, "zh"), (2, "en"), (3, "zh")]
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("KOLORS_MODEL", raising=False)
+        pipe = ControlNetPipeline.from_pretrained(device="cpu")
+    assert pipe.is_builtin
+    pipe.add_controlnet("canny", embedded_controlnet("canny"))
+    return pipe
+
+
+def test_folder_is_small_licensed_and_loads_in_diffusers_and_kolors():
+    assert embedded_controlnet("canny") == SHIPPED
+    files = {p.name for p in SHIPPED.iterdir()}
+    assert files == {"README.md", "config.json", "diffusion_pytorch_model.fp16.safetensors"}
+    assert sum(p.stat().st_size for p in SHIPPED.iterdir()) <= 5_000_000
+    readme = (SHIPPED / "README.md").read_text(encoding="utf-8")
+    assert "Apache-2.0" in readme and "kolors train" in readme
+    config = json.loads((SHIPPED / "config.json").read_text())
+    assert (config["encoder_hid_dim_type"], config["addition_embed_type"]) == ("text_proj", "text_time")
+    theirs = ControlNetModel.from_pretrained(SHIPPED, variant="fp16", torch_dtype=torch.float32)
+    unet_config = json.loads((EMBEDDED_MODEL_DIR / "unet" / "config.json").read_text())
+    ours = load_controlnet(SHIPPED, "cpu", torch.float32, unet=unet_config, vae_scale_factor=8)
+    for name, value in ours.state_dict().items():
+        assert torch.equal(value, theirs.state_dict()[name]), name
+
+
+def test_cli_uses_it_for_canny_controls_of_the_builtin_model(monkeypatch, tmp_path):
+    from kolors.cli import controls
+
+    monkeypatch.delenv("KOLORS_MODEL", raising=False)
+    image = tmp_path / "scene.png"
+    control_cases(1)[0]["render"].save(image)
+    args = argparse.Namespace(control=[f"canny={image}"], controlnet=[], control_start=None, control_end=None,
+                              canny_thresholds=None, from_image=None)
+    [spec] = controls.specs(args, {}, None)
+    assert spec["controlnet"] == str(SHIPPED)
+
+
+def test_the_shape_goes_where_the_edges_are(pipe):
+    cases = [c for c in control_cases(max(p for p, _ in CASES) + 1) if (c["pair_id"], c["lang"]) in CASES]
+    assert len(cases) == len(CASES) and not any(c["names_position"] for c in cases)
+    steered = evaluate_control(pipe, cases, control=True)
+    plain = evaluate_control(pipe, cases, control=False)
+    found = [(r["position"], r["detected"]["position"]) for r in steered["records"]]
+    print(f"with the ControlNet {found}; without {[r['detected']['position'] for r in plain['records']]}")
+    assert sum(r["match"] for r in steered["records"]) >= 3, found
+    assert sum(r["match"] for r in plain["records"]) < sum(r["match"] for r in steered["records"])
