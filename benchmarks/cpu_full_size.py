@@ -3,8 +3,8 @@
 Usage (repo root, installed venv; about 18 GB of RAM and 20 GB of disk):
     .venv/bin/python benchmarks/cpu_full_size.py [--size 512] [--steps 2] [--text-encoder-quant int8]
 
-Step 1 (a child process) builds full-size random-weight Kolors in bf16 and writes it in the diffusers layout under
---work (skipped when already there). Step 2 (a fresh child process) loads that folder with kolors' loader onto
+Step 1 (a child process) builds full-size random-weight Kolors in bf16, one component at a time, and writes it in
+the diffusers layout under --work (skipped when already there). Step 2 (a fresh child process) loads that folder with kolors' loader onto
 the CPU in bf16 — every shard read and assigned in place, no fp32 copy — and generates one image, reporting the
 load time, peak resident memory, text-encoding time and seconds per denoising step. Prints a Markdown table last.
 """
@@ -22,14 +22,27 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 BUILD = """
-import sys, time, torch
+import gc, json, shutil, sys, time, torch
+from pathlib import Path
 sys.path.insert(0, {here!r})
-from full_size import build_full_size
-from diffusers import KolorsPipeline
-t0 = time.perf_counter()
-c = build_full_size({work!r}, device="cpu", dtype=torch.bfloat16)
-KolorsPipeline(vae=c.vae, text_encoder=c.text_encoder, tokenizer=c.tokenizer, unet=c.unet,
-               scheduler=c.scheduler).save_pretrained({folder!r}, safe_serialization=True, max_shard_size="2GB")
+from full_size import CHATGLM3_CONFIG, SCHEDULER_CONFIG, UNET_CONFIG, VAE_CONFIG, small_tokenizer
+from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
+from kolors.models.chatglm import ChatGLMConfig, ChatGLMModel, init_chatglm_weights
+folder = Path({folder!r}); t0 = time.perf_counter()
+folder.mkdir(parents=True, exist_ok=True)
+shutil.copy(Path({index!r}), folder / "model_index.json")
+small_tokenizer(folder / "tokenizer")
+EulerDiscreteScheduler(**SCHEDULER_CONFIG).save_pretrained(folder / "scheduler")
+torch.set_default_dtype(torch.bfloat16)
+torch.manual_seed(0)
+for name, make in (("vae", lambda: AutoencoderKL.from_config(VAE_CONFIG)),
+                   ("unet", lambda: UNet2DConditionModel.from_config(UNET_CONFIG))):
+    model = make().to(torch.bfloat16)
+    model.save_pretrained(folder / name, max_shard_size="2GB")
+    del model; gc.collect()
+text_encoder = ChatGLMModel(ChatGLMConfig(**CHATGLM3_CONFIG), empty_init=False)  # one component at a time:
+init_chatglm_weights(text_encoder)                                                # 12.5 GB at the most
+text_encoder.save_pretrained(folder / "text_encoder", max_shard_size="2GB")
 print("BUILT", time.perf_counter() - t0)
 """
 
@@ -78,8 +91,9 @@ def main() -> None:
     folder = args.work / "model"
     rows = []
     if not (folder / "model_index.json").is_file():
-        out = subprocess.run([sys.executable, "-c", BUILD.format(here=str(HERE), work=str(args.work),
-                                                                  folder=str(folder))],
+        index = HERE.parent / "src" / "kolors" / "embedded" / "kolors-shapes-small" / "model_index.json"
+        out = subprocess.run([sys.executable, "-c", BUILD.format(here=str(HERE), folder=str(folder),
+                                                                  index=str(index))],
                              check=True, capture_output=True, text=True).stdout
         rows.append(("build + write full-size bf16 folder (s)", f"{float(out.split('BUILT')[1]):.0f}"))
     size_gb = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 1e9

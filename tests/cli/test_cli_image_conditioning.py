@@ -130,6 +130,10 @@ def test_outpaint_expand_and_extend(model, inputs, tmp_path, capsys):
      "ControlNet folder not found"),
     (["generate", "x", "--control", "canny={d}/photo.png:0.5", "--controlnet", "canny={d}",
       "--control-start", "0.9", "--control-end", "0.5"], "start/end must satisfy"),
+    (["generate", "x", "--control", "depth={d}/photo.png", "--detect", "depth"],
+     "--detect depth needs the annotator weights: --annotators DIR"),
+    (["generate", "x", "--control", "canny={d}/photo.png", "--detect", "depth", "--annotators", "{d}"],
+     "--detect depth goes with --control depth=PHOTO"),
 ])
 def test_mistakes_are_one_line_errors_before_loading(model, inputs, capsys, no_model_loading, argv, message):
     code, out, err = run(capsys, *[a.format(d=inputs) for a in argv], "--model", model)

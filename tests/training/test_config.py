@@ -69,3 +69,6 @@ def test_controlnet_keys_are_checked(tmp_path):
     with pytest.raises(KolorsError, match="'conditioning_channels' must be list"):
         load_config(path, data="d")
     assert load_config(path, ["conditioning_channels=[8, 16]"], data="d").conditioning_channels == [8, 16]
+    with pytest.raises(KolorsError, match="'adam_epsilon' must be positive"):
+        load_config(None, ["adam_epsilon=0"], data="d")
+    assert load_config(None, ["adam_epsilon=1e-15"], data="d").adam_epsilon == 1e-15

@@ -54,6 +54,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help=f"fraction of the steps until which the controls act (default {DEFAULT_END})")
     g.add_argument("--canny-thresholds", type=_thresholds, metavar="LOW,HIGH",
                    help=f"canny edge thresholds (default {CANNY_THRESHOLDS[0]},{CANNY_THRESHOLDS[1]})")
+    g.add_argument("--detect", action="append", default=[], choices=("depth",), metavar="TYPE",
+                   help="the --control image of TYPE is a photo: make its map with the annotator (depth: MiDaS, "
+                        "from --annotators)")
+    g.add_argument("--annotators", type=Path, metavar="DIR",
+                   help="annotator weights: a transformers DPT folder (Intel/dpt-hybrid-midas), or a folder "
+                        "holding one named dpt-hybrid-midas")
 
 
 def _parse_control(text: str) -> dict[str, Any]:
@@ -117,6 +123,12 @@ def specs(args: argparse.Namespace, stored: dict[str, Any], model: str | None) -
     for kind in folders:
         if not any(c["type"] == kind for c in controls):
             raise KolorsError(f"--controlnet {kind}=… goes with --control {kind}=IMAGE")
+    for kind in args.detect:
+        if not any(c["type"] == kind for c in controls):
+            raise KolorsError(f"--detect {kind} goes with --control {kind}=PHOTO")
+        if args.annotators is None:
+            raise KolorsError(f"--detect {kind} needs the annotator weights: --annotators DIR (a transformers DPT "
+                              "folder such as Intel/dpt-hybrid-midas)")
     kept = []
     for control in controls:
         kind = control["type"]
@@ -126,6 +138,8 @@ def specs(args: argparse.Namespace, stored: dict[str, Any], model: str | None) -
             control["end"] = args.control_end
         if args.canny_thresholds is not None and kind == "canny":
             control["thresholds"] = list(args.canny_thresholds)
+        if kind in args.detect:
+            control["detect"] = True
         image = control.get("image")
         if image is None or not Path(image).expanduser().exists():
             if replayed:

@@ -353,6 +353,8 @@ def _generate(args: argparse.Namespace) -> int:
     output = _OutputPlan(args.output, args.num_images)
 
     pipe = _load(args, params, controlnet=bool(control_specs))
+    if control_specs and getattr(args, "annotators", None) is not None:
+        pipe.annotator_dir = args.annotators.expanduser()
     if pipe.is_builtin:
         _note(args, BUILTIN_NOTICE.format(size=f"{pipe.defaults.width}x{pipe.defaults.height}"))
     if loras:

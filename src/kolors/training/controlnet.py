@@ -14,6 +14,9 @@ Two shapes (``controlnet_blocks``):
   and size embeddings start as copies of the UNet's; its text projection is kept (the Kolors ControlNet layout
   has one) but unused by its blocks, so it stays frozen.
 
+A new ControlNet's output convolutions start at zero, so its first step predicts exactly what the base model does,
+and its control-image encoder's last convolution starts random (see ``build_controlnet``).
+
 The result is a Kolors-ControlNet folder: ``config.json``, ``diffusion_pytorch_model.safetensors`` (fp32) and
 ``diffusion_pytorch_model.fp16.safetensors`` (the fp16 variant), read by ``kolors.adapters.controlnet.load_controlnet``,
 ``kolors generate --controlnet canny=DIR`` and diffusers' ``ControlNetModel.from_pretrained``.

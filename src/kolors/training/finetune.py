@@ -26,7 +26,9 @@ from tqdm.auto import tqdm
 
 from ..adapters.controlnet import controlnet_residuals
 from ..errors import KolorsError
+from ..devices import move
 from ..loading import KolorsComponents, load_components, locate_model
+from ..loading.components import load_unet
 from ..pipelines.prompt import PromptEmbeddings, encode_tokens, tokenize_prompts
 from . import controlnet as controlnet_utils
 from . import lora as lora_utils
@@ -117,6 +119,10 @@ def train(cfg: TrainConfig) -> TrainResult:
                if class_examples else None)
     caches = _Caches(output / "cache", model, cfg, accelerator)
     caches.prepare([s for s in (instance, classes) if s is not None])
+    if cfg.cache_text and not cfg.train_text_encoder:  # every caption is encoded: ChatGLM leaves the device
+        move(text_encoder, "cpu")
+        if accelerator.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     # 3. optimizer, schedule, EMA, accelerate, resume
     optimizer = _optimizer(cfg, groups)
@@ -316,15 +322,20 @@ def _eval_loss(cfg: TrainConfig, dataset: ImageDataset, *, unet, text_encoder, v
 
 # --- model, data, optimizer ------------------------------------------------------------------------------------
 def _load_model(cfg: TrainConfig, accelerator: Accelerator) -> KolorsComponents:
-    """The base model in fp32 on this process's device (frozen parts in the mixed-precision dtype)."""
+    """The base model on this process's device, read straight into the dtype each part needs: fp32 for what
+    trains (and a VAE that asks for it), the mixed-precision dtype for the frozen rest — a full-size ChatGLM3 is
+    never materialised in fp32 (25 GB). ChatGLM's unused language-model head is not loaded."""
     folder = locate_model(cfg.model)
-    model = load_components(folder, device=accelerator.device, dtype=torch.float32)
     low = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.mixed_precision)
+    model = load_components(folder, device=accelerator.device, dtype=low or torch.float32, text_encoder_head=False)
     if low is not None:
-        if not cfg.train_text_encoder:
-            model.text_encoder.to(low)
-        if not model.vae.config.get("force_upcast", True):
-            model.vae.to(low)
+        if cfg.mode == "full":  # trained weights from the full-precision files when the folder has them
+            model.unet = None
+            model.unet = load_unet(folder / "unet", accelerator.device, torch.float32)
+        if cfg.train_text_encoder:
+            move(model.text_encoder, dtype=torch.float32)
+        if model.vae.config.get("force_upcast", True):
+            move(model.vae, dtype=torch.float32)
     return model
 
 
@@ -546,9 +557,16 @@ def _samples(cfg: TrainConfig, model: KolorsComponents, accelerator: Accelerator
         folder = output / "samples"
         folder.mkdir(exist_ok=True)
         model.unet.eval()
-        for i, prompt in enumerate(cfg.sample_prompts):
-            image = pipe(prompt, seed=cfg.seed, steps=cfg.sample_steps, progress=False).images[0]
-            image.save(folder / f"step-{step:06d}-{i}.png")
+        parked = next(model.text_encoder.parameters()).device != accelerator.device  # moved off after caching
+        if parked:
+            move(model.text_encoder, accelerator.device)
+        try:
+            for i, prompt in enumerate(cfg.sample_prompts):
+                image = pipe(prompt, seed=cfg.seed, steps=cfg.sample_steps, progress=False).images[0]
+                image.save(folder / f"step-{step:06d}-{i}.png")
+        finally:
+            if parked:
+                move(model.text_encoder, "cpu")
         model.unet.train()
     accelerator.wait_for_everyone()
 
