@@ -43,9 +43,11 @@ def names_position(row: dict) -> bool:
 
 
 def control_cases(pairs: int | None = DEFAULT_PAIRS, languages: Sequence[str] = ("en", "zh"),
-                  size: int = 128) -> list[dict]:
-    """The evaluation cases: held-out prompt rows with their rendered scene (``render``) and seed (the pair id)."""
-    rows = [r for r in load_heldout_prompts() if r["lang"] in languages and (pairs is None or r["pair_id"] < pairs)]
+                  size: int = 128, first: int = 0) -> list[dict]:
+    """The evaluation cases: held-out prompt rows of pairs ``first`` … ``first + pairs - 1`` with their rendered
+    scene (``render``) and seed (the pair id)."""
+    rows = [r for r in load_heldout_prompts() if r["lang"] in languages and r["pair_id"] >= first
+            and (pairs is None or r["pair_id"] < first + pairs)]
     return [{**r, "render": render(Scene.from_dict(r["scene"]), size), "seed": r["pair_id"],
              "names_position": names_position(r)} for r in rows]
 
@@ -127,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--controlnet", help="canny ControlNet folder (default with the built-in model: the shipped one)")
     p.add_argument("--pairs", type=int, default=DEFAULT_PAIRS, help=f"held-out scenes (default {DEFAULT_PAIRS}; "
                                                                      "two cases each, English and Chinese)")
+    p.add_argument("--first-pair", type=int, default=0, help="start at this held-out pair (default 0)")
     p.add_argument("--scale", type=float, help="control scale (default: the ControlNet default, 0.7)")
     p.add_argument("--steps", type=int)
     p.add_argument("--guidance", type=float, help="for both runs (default: the ControlNet default, 6.0)")
@@ -149,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KolorsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    cases = control_cases(args.pairs)
+    cases = control_cases(args.pairs, first=args.first_pair)
     t0 = time.monotonic()
     progress = sys.stderr.isatty()
     reports = {"with_control": evaluate_control(pipe, cases, control=True, scale=args.scale, steps=args.steps,
