@@ -300,10 +300,12 @@ def _fp8_layer_errors(b: Bench, folder: Path) -> str:
 
     if not fp8_supported(b.device):
         return "n/a (no fp8 tensor cores)"
+    import copy
+
     unet = load_unet(folder / "unet", b.device, torch.bfloat16, variant="fp16")
     linears = dict(unet.named_modules())
-    originals = {}
-    names = quantize_unet_fp8(_clone_linears(unet, linears, originals))
+    originals = {n: copy.deepcopy(m) for n, m in linears.items() if isinstance(m, torch.nn.Linear)}
+    names = quantize_unet_fp8(unet)
     errors = []
     tokens = 2 * (b.args.size // 16) ** 2
     with torch.no_grad():
@@ -315,15 +317,6 @@ def _fp8_layer_errors(b: Bench, folder: Path) -> str:
     del unet, originals, linears
     free()
     return f"{statistics.median(errors):.4f} / {max(errors):.4f} over {len(errors)} layers"
-
-
-def _clone_linears(unet, modules: dict, originals: dict):
-    import copy
-
-    for name, m in modules.items():
-        if isinstance(m, torch.nn.Linear):
-            originals[name] = copy.deepcopy(m)
-    return unet
 
 
 def main() -> None:

@@ -19,10 +19,9 @@ VAE_TILE = 512  # pixels; SDXL's VAE config says 1024, which would leave a 1024Â
 
 def prepare_components(components: KolorsComponents, settings: RunSettings, device: torch.device) -> list[str]:
     """Apply the load-time part of ``settings`` to freshly loaded components; what was applied, in words."""
+    from ..devices import move
     from .offload import stream_layers
     from .quantize import fp8_supported, quantize_text_encoder, quantize_unet_fp8
-
-    from ..devices import move
 
     applied = []
     if settings.text_encoder_quant != "none":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import logging
 import os
 import random
 from collections.abc import Callable, Iterator, Sequence
@@ -26,6 +27,8 @@ from ..schedulers import SCHEDULER_NAMES, make_scheduler
 from .conditioning import Conditioner, merge_unet_kwargs
 from .pag import PerturbedAttention, pag_settings, perturbed_self_attention, with_perturbed_rows
 from .prompt import PromptEmbeddings, encode_prompts
+
+logger = logging.getLogger(__name__)
 
 MAX_SIDE = 4096
 MAX_STEPS = 1000
@@ -116,7 +119,9 @@ class Text2ImagePipeline:
                 text_encoder_file=Path(text_encoder_file) if text_encoder_file else None,
                 text_encoder_head=False,
             )
-            prepare_components(components, settings, torch_device)
+            applied = prepare_components(components, settings, torch_device)
+        if applied:
+            logger.info("%s mode: %s", settings.mode, ", ".join(applied))
         name = str(model) if model is not None else os.environ.get("KOLORS_MODEL") or "built-in"
         return cls(components, device=torch_device, dtype=torch_dtype, model_name=name, settings=settings)
 
