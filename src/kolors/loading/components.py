@@ -49,27 +49,36 @@ def load_components(
     unet_file: Path | None = None,
     text_encoder_file: Path | None = None,
     text_encoder_head: bool = True,
+    unet_dtype: torch.dtype | None = None,
 ) -> KolorsComponents:
     """Every component of the Kolors model in ``folder``, on ``device`` in ``dtype``.
 
     ``unet_file``/``text_encoder_file`` replace the folder's weights with a single ``.safetensors`` file
     (the folder's configs still describe the architecture). ``text_encoder_head=False`` leaves out ChatGLM's
     language-model head, which text encoding never uses (65024×4096 for ChatGLM3: 0.5 GB in fp16).
+    ``unet_dtype`` reads the UNet in another dtype than the rest (e.g. fp32 to train it, from the full-precision
+    files when the folder has them).
     """
     index = check_model_folder(folder)
-    variant = "fp16" if dtype in (torch.float16, torch.bfloat16) else None
+    variant = _variant(dtype)
     defaults_path = folder / "kolors_defaults.json"
     return KolorsComponents(
         tokenizer=load_tokenizer(folder / "tokenizer"),
         text_encoder=load_text_encoder(folder / "text_encoder", device, dtype, file=text_encoder_file, variant=variant,
                                        head=text_encoder_head),
-        unet=load_unet(folder / "unet", device, dtype, file=unet_file, variant=variant),
+        unet=load_unet(folder / "unet", device, unet_dtype or dtype, file=unet_file,
+                       variant=variant if unet_dtype in (None, dtype) else _variant(unet_dtype)),
         vae=load_vae(folder / "vae", device, dtype, variant=variant),
         scheduler=load_scheduler(folder / "scheduler"),
         folder=folder,
         force_zeros_for_empty_prompt=bool(index.get("force_zeros_for_empty_prompt", False)),
         defaults=read_json(defaults_path) if defaults_path.is_file() else {},
     )
+
+
+def _variant(dtype: torch.dtype) -> str | None:
+    """The weight-file variant preferred for ``dtype``."""
+    return "fp16" if dtype in (torch.float16, torch.bfloat16) else None
 
 
 def load_tokenizer(folder: Path) -> ChatGLMTokenizer:

@@ -28,7 +28,6 @@ from ..adapters.controlnet import controlnet_residuals
 from ..errors import KolorsError
 from ..devices import move
 from ..loading import KolorsComponents, load_components, locate_model
-from ..loading.components import load_unet
 from ..pipelines.prompt import PromptEmbeddings, encode_tokens, tokenize_prompts
 from . import controlnet as controlnet_utils
 from . import lora as lora_utils
@@ -327,11 +326,9 @@ def _load_model(cfg: TrainConfig, accelerator: Accelerator) -> KolorsComponents:
     never materialised in fp32 (25 GB). ChatGLM's unused language-model head is not loaded."""
     folder = locate_model(cfg.model)
     low = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.mixed_precision)
-    model = load_components(folder, device=accelerator.device, dtype=low or torch.float32, text_encoder_head=False)
+    model = load_components(folder, device=accelerator.device, dtype=low or torch.float32, text_encoder_head=False,
+                            unet_dtype=torch.float32 if cfg.mode == "full" else None)
     if low is not None:
-        if cfg.mode == "full":  # trained weights from the full-precision files when the folder has them
-            model.unet = None
-            model.unet = load_unet(folder / "unet", accelerator.device, torch.float32)
         if cfg.train_text_encoder:
             move(model.text_encoder, dtype=torch.float32)
         if model.vae.config.get("force_upcast", True):
