@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import math
 
 import numpy as np
 import pytest
@@ -14,10 +13,10 @@ from diffusers import ControlNetModel, EulerDiscreteScheduler, UNet2DConditionMo
 from diffusers.image_processor import VaeImageProcessor
 from PIL import Image, ImageDraw
 
+from helpers.tiny_controlnet import save_controlnet, tiny_controlnet
 from kolors import KolorsError
 from kolors.adapters.controlnet import ControlNetConditioner, load_controlnet
 from kolors.adapters.preprocess import DWPOSE_FILES, MIDAS_FILE, canny, control_map
-from kolors.devices import move
 from kolors.pipelines.controlnet import Control, ControlNetPipeline
 
 STEPS = 4
@@ -27,29 +26,6 @@ NEGATIVE = "模糊，低质量"
 
 
 # --- tiny ControlNets in the published layout ---------------------------------------------------------------
-def _tiny_controlnet(unet: UNet2DConditionModel, seed: int) -> ControlNetModel:
-    """A ControlNet made from the tiny UNet, with random (not zero) output convolutions so it has an effect."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        # One stride-2 step in the control-image encoder: the tiny VAE downsamples 2x (Kolors' 8x).
-        net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32))
-    gen = torch.Generator().manual_seed(seed)
-    zeroed = [*net.controlnet_down_blocks, net.controlnet_mid_block, net.controlnet_cond_embedding.conv_out]
-    with torch.no_grad():
-        for module in zeroed:
-            module.weight.copy_(torch.randn(module.weight.shape, generator=gen) / math.sqrt(module.weight[0].numel()))
-            module.bias.copy_(0.02 * torch.randn(module.bias.shape, generator=gen))
-        for param in net.parameters():
-            param.copy_(param.half().float())  # fp16-exact, so the fp16 file holds the same values
-    return net.eval()
-
-
-def _save(net: ControlNetModel, folder) -> None:
-    """config.json + diffusion_pytorch_model.fp16.safetensors, as the Kolors-ControlNet repositories hold."""
-    move(net, torch.float16).save_pretrained(folder, variant="fp16")
-    move(net, torch.float32)
-
-
 @pytest.fixture(scope="module")
 def tiny_controlnets(tiny_kolors_diffusers, tmp_path_factory):
     root = tmp_path_factory.mktemp("controlnets")
@@ -58,11 +34,11 @@ def tiny_controlnets(tiny_kolors_diffusers, tmp_path_factory):
     folders = {}
     for name, seed in (("canny", 10), ("depth", 11)):
         folders[name] = root / f"Kolors-ControlNet-{name.title()}"
-        _save(_tiny_controlnet(unet, seed), folders[name])
+        save_controlnet(tiny_controlnet(unet, seed), folders[name])
     # A ControlNet for another base model: same blocks, 48-wide cross-attention.
-    config = {**_tiny_controlnet(unet, 12).config, "cross_attention_dim": 48}
+    config = {**tiny_controlnet(unet, 12).config, "cross_attention_dim": 48}
     folders["other"] = root / "Other-ControlNet"
-    _save(ControlNetModel.from_config(config), folders["other"])
+    save_controlnet(ControlNetModel.from_config(config), folders["other"])
     return folders
 
 

@@ -134,6 +134,12 @@ def test_outpaint_expand_and_extend(model, inputs, tmp_path, capsys):
      "--detect depth needs the annotator weights: --annotators DIR"),
     (["generate", "x", "--control", "canny={d}/photo.png", "--detect", "depth", "--annotators", "{d}"],
      "--detect depth goes with --control depth=PHOTO"),
+    (["inpaint", "x", "--image", "{d}/photo.png", "--mask", "{d}/mask.png", "--control", "canny"],
+     "--control expects TYPE=IMAGE"),
+    (["inpaint", "x", "--image", "{d}/photo.png", "--mask", "{d}/mask.png", "--control", "canny={d}/photo.png:-0.5",
+      "--controlnet", "canny={d}"], "control scale must be a number >= 0, got -0.5"),
+    (["inpaint", "x", "--image", "{d}/photo.png", "--mask", "{d}/mask.png", "--control", "canny={d}/gone.png",
+      "--controlnet", "canny={d}"], "--control canny: image not found: .*gone.png"),
 ])
 def test_mistakes_are_one_line_errors_before_loading(model, inputs, capsys, no_model_loading, argv, message):
     code, out, err = run(capsys, *[a.format(d=inputs) for a in argv], "--model", model)
@@ -176,3 +182,29 @@ def test_control_folder_by_convention_and_img2img(model, inputs, controlnet_dir,
     assert params["strength"] == 0.8
     assert params["controls"][0]["controlnet"] == str(models / "Kolors-ControlNet-Canny")
     assert (params["controls"][0]["scale"], params["controls"][0]["end"]) == (0.5, 1.0)
+
+
+def test_inpaint_with_a_control_keeps_the_unmasked_pixels_stores_and_replays(inpainting_model, inputs,
+                                                                            controlnet_dir, tmp_path, capsys,
+                                                                            monkeypatch):
+    monkeypatch.delenv("KOLORS_MODEL", raising=False)
+    out = tmp_path / "ic.png"
+    code, _, err = run(capsys, "inpaint", "一只红色的猫", "--model", inpainting_model, "--image",
+                       inputs / "photo.png", "--mask", inputs / "mask.png", "--control",
+                       f"canny={inputs / 'photo.png'}:0.5", "--controlnet", f"canny={controlnet_dir}", *FAST,
+                       "-o", out)
+    assert code == 0, err
+    got, src = pixels(out), pixels(inputs / "photo.png")
+    keep = pixels(inputs / "mask.png") < 128
+    assert np.abs(got - src)[keep].max() <= 1
+    params = read_parameters(out)
+    assert params["controls"] == [{"type": "canny", "image": str(inputs / "photo.png"), "scale": 0.5, "start": 0.0,
+                                   "end": 0.9, "controlnet": str(controlnet_dir)}]
+    assert (params["mask"], params["guidance"]) == (str(inputs / "mask.png"), 6.0)
+    assert 'ControlNet 0: "Module: canny' in read_png_text(out)["parameters"]
+    again = tmp_path / "ic2.png"
+    code, _, err = run(capsys, "inpaint", "--from-image", out, "--quiet", "-o", again)
+    assert code == 0, err
+    assert read_parameters(again)["controls"] == params["controls"]
+    assert np.array_equal(pixels(again), got)
+

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from diffusers import ControlNetModel
+from PIL import Image
 
 from kolors.adapters.controlnet import embedded_controlnet, load_controlnet
+from kolors.data.shapes import Scene, Shape, render
 from kolors.evaluation.control_eval import control_cases, evaluate_control
 from kolors.loading import EMBEDDED_MODEL_DIR
 from kolors.pipelines.controlnet import ControlNetPipeline
@@ -67,3 +70,48 @@ def test_the_shape_goes_where_the_edges_are(pipe):
     print(f"with the ControlNet {found}; without {[r['detected']['position'] for r in plain['records']]}")
     assert sum(r["match"] for r in steered["records"]) >= 3, found
     assert sum(r["match"] for r in plain["records"]) < sum(r["match"] for r in steered["records"])
+
+
+def _blue(pixels: np.ndarray) -> np.ndarray:
+    return (pixels[..., 2] > 150) & (pixels[..., 0] < 100)
+
+
+def test_inpainting_with_a_canny_control_puts_the_shape_where_the_edges_are_inside_the_mask_only(
+        monkeypatch, tmp_path, capsys):
+    """``kolors inpaint --control canny=…`` with the built-in model: the shipped ControlNet draws the circle of
+    the control image into the masked quarter (latent blending); without it the quarter stays empty; the pixels
+    outside the mask do not change."""
+    from kolors.cli.main import main
+    from kolors.metadata import read_parameters
+    from kolors.pipelines.inpaint import InpaintPipeline
+
+    monkeypatch.delenv("KOLORS_MODEL", raising=False)
+    source = render(Scene(shapes=(Shape(shape="square", colour="red", size="large", position="top-left"),)), 128)
+    scene = render(Scene(shapes=(Shape(shape="circle", colour="blue", size="large", position="bottom-right"),)), 128)
+    mask = np.zeros((128, 128), np.uint8)
+    mask[64:, 64:] = 255  # the bottom-right quarter
+    for name, image in (("source.png", source), ("scene.png", scene), ("mask.png", Image.fromarray(mask))):
+        image.save(tmp_path / name)
+    out = tmp_path / "steered.png"
+    code = main(["inpaint", "a blue circle", "--image", str(tmp_path / "source.png"), "--mask",
+                 str(tmp_path / "mask.png"), "--control", f"canny={tmp_path / 'scene.png'}", "--steps", "6",
+                 "--seed", "0", "-o", str(out), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    params = read_parameters(out)
+    assert params["controls"] == [{"type": "canny", "image": str(tmp_path / "scene.png"), "scale": 0.7,
+                                   "start": 0.0, "end": 0.9, "controlnet": str(SHIPPED)}]
+    with Image.open(out) as im:
+        steered = np.asarray(im.convert("RGB"), dtype=np.int16)
+    pipe = InpaintPipeline.from_pretrained(device="cpu")
+    plain = np.asarray(pipe("a blue circle", source, Image.fromarray(mask), steps=6, seed=0, guidance=6.0,
+                            progress=False).images[0], dtype=np.int16)
+
+    before, inside = np.asarray(source, dtype=np.int16), mask > 0
+    assert np.abs(steered - before)[~inside].max() <= 1 and np.abs(plain - before)[~inside].max() <= 1
+    assert np.abs(steered - plain)[inside].mean() > 10
+    circle = np.argwhere(_blue(np.asarray(scene, dtype=np.int16))).mean(axis=0)
+    drawn = np.argwhere(_blue(steered) & inside)
+    print(f"blue pixels in the quarter: {len(drawn)} with the control, {(_blue(plain) & inside).sum()} without")
+    assert len(drawn) > 500 and np.abs(drawn.mean(axis=0) - circle).max() < 8
+    assert (_blue(plain) & inside).sum() < 50
+

@@ -10,11 +10,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from diffusers import StableDiffusionXLInpaintPipeline
-from PIL import Image
+from diffusers import StableDiffusionXLInpaintPipeline, UNet2DConditionModel
+from PIL import Image, ImageDraw
 
+from helpers.tiny_controlnet import save_controlnet, tiny_controlnet
 from helpers.tiny_kolors import write_tiny_kolors
 from kolors import KolorsError
+from kolors.pipelines.controlnet import Control
 from kolors.pipelines.inpaint import InpaintPipeline, outpaint_canvas
 from kolors.schedulers import make_scheduler
 
@@ -207,3 +209,75 @@ def test_sizes_not_multiple_of_8_are_padded_and_cropped_back(four, picture, mask
     assert (got.parameters[0]["width"], got.parameters[0]["height"]) == (32, 24)
     again = four(PROMPT, odd, odd_mask, steps=2, seed=3, width=32, height=24, progress=False)  # the stored size
     assert np.array_equal(pixels_of(again.images[0]), pixels_of(got.images[0]))
+
+
+# --- ControlNets -------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def canny_controlnet(tiny_kolors_diffusers, tmp_path_factory):
+    """A tiny canny ControlNet that has an effect (made from the 4-channel tiny UNet: it fits both models)."""
+    unet = UNet2DConditionModel.from_pretrained(tiny_kolors_diffusers / "unet", variant="fp16",
+                                                torch_dtype=torch.float32)
+    folder = tmp_path_factory.mktemp("controlnet") / "Kolors-ControlNet-Canny"
+    save_controlnet(tiny_controlnet(unet, seed=10), folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def edges():
+    """A picture with clear edges: a light disc on a dark ground."""
+    picture = Image.new("RGB", (W, H), (20, 20, 20))
+    ImageDraw.Draw(picture).ellipse((8, 3, 27, 21), fill=(240, 240, 240))
+    return picture
+
+
+@pytest.mark.parametrize("kind", ["nine", "four"])
+def test_a_control_steers_the_masked_region_and_the_rest_is_kept(request, kind, picture, mask, canny_controlnet,
+                                                                 edges):
+    ours = request.getfixturevalue(kind)
+    net = ours.add_controlnet("canny", canny_controlnet)
+    channels = []
+    hook = net.register_forward_pre_hook(lambda module, args: channels.append(args[0].shape[1]))
+    try:
+        steered = ours(PROMPT, picture, mask, steps=STEPS, seed=1, controls=[Control("canny", edges)],
+                       progress=False)
+    finally:
+        hook.remove()
+    plain = ours(PROMPT, picture, mask, steps=STEPS, seed=1, guidance=6.0, progress=False)
+    idle = ours(PROMPT, picture, mask, steps=STEPS, seed=1, controls=[Control("canny", edges, scale=0.0)],
+                progress=False)
+
+    inside = np.asarray(mask) >= 128
+    assert np.abs(pixels_of(steered.images[0]) - pixels_of(picture))[~inside].max() <= 1
+    assert np.abs(steered.pixels[0] - plain.pixels[0])[inside].mean() > 0.01  # the control changed the redraw
+    assert np.array_equal(idle.pixels, plain.pixels)  # at scale 0 the ControlNet adds nothing
+    assert channels and set(channels) == {4}  # it sees the latents, not the 9-channel UNet input
+    params = steered.parameters[0]
+    assert params["guidance"] == 6.0 and params["strength"] == 0.999
+    assert params["controls"] == [{"type": "canny", "image": None, "scale": 0.7, "start": 0.0, "end": 0.9,
+                                   "controlnet": str(canny_controlnet)}]
+
+
+def test_bad_controls_are_refused_before_generating(four, picture, mask, canny_controlnet):
+    with pytest.raises(KolorsError, match="control scale must be a number >= 0"):
+        four(PROMPT, picture, mask, controls=[Control("canny", picture, scale=-1.0, controlnet=canny_controlnet)],
+             progress=False)
+    with pytest.raises(KolorsError, match="unknown control setting 'strength'"):
+        four(PROMPT, picture, mask, controls=[{"type": "canny", "image": picture, "strength": 0.5}], progress=False)
+    with pytest.raises(KolorsError, match="no ControlNet is loaded for 'depth'"):
+        four(PROMPT, picture, mask, controls=[Control("depth", picture)], progress=False)
+
+
+def test_control_maps_of_an_odd_sized_image_are_padded_with_it(four, picture, mask, canny_controlnet, edges,
+                                                               monkeypatch):
+    odd, odd_mask, odd_edges = (im.crop((0, 0, 30, 21)) for im in (picture, mask, edges))
+    sizes = []
+    real = four._control_conditioners
+    monkeypatch.setattr(four, "_control_conditioners",
+                        lambda prepared, w, h: sizes.append([m.size for m in prepared.maps]) or real(prepared, w, h))
+    got = four(PROMPT, odd, odd_mask, steps=2, seed=3, progress=False,
+               controls=[Control("canny", odd_edges, controlnet=canny_controlnet)])
+    assert sizes == [[(32, 24)]]  # padded to the generated size like the image, not stretched to it
+    assert got.images[0].size == (30, 21)
+    inside = np.asarray(odd_mask) >= 128
+    assert np.array_equal(pixels_of(got.images[0])[~inside], pixels_of(odd)[~inside])
+

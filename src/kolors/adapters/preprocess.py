@@ -1,9 +1,14 @@
 """Control images for the Kolors ControlNets: canny edges, and depth / pose maps.
 
-Canny edges are computed here with OpenCV, as the official scripts do. Depth maps come ready-made, or from MiDaS
-(DPT-Hybrid, as the official scripts use) run through transformers' DPT classes when the user has its weights in
-the transformers layout (``Intel/dpt-hybrid-midas``: ``config.json`` + weights) locally. Pose maps come ready-made:
-DWPose (two ONNX files) is not run here. Missing weights are named in a one-line error.
+Canny edges are computed here with OpenCV, as the official scripts do. Depth and pose maps come ready-made, or are
+made from a photo when the user has the annotator's weights locally:
+
+- depth: MiDaS (DPT-Hybrid, as the official scripts use) run through transformers' DPT classes, from the
+  transformers layout (``Intel/dpt-hybrid-midas``: ``config.json`` + weights);
+- pose: DWPose, its two ONNX files (``yolox_l.onnx`` and ``dw-ll_ucoco_384.onnx``) run with onnxruntime
+  (``pip install "kolors[annotators]"``) and drawn as an OpenPose map (:mod:`kolors.adapters.pose`).
+
+Missing weights, unreadable weight files and a missing onnxruntime are named in a one-line error.
 """
 
 from __future__ import annotations
@@ -19,9 +24,12 @@ from ..defaults import CANNY_THRESHOLDS
 
 MIDAS_FILE = "dpt_hybrid-midas-501f0c75.pt"  # the timm-format checkpoint controlnet_aux reads (not run here)
 MIDAS_FOLDER = "dpt-hybrid-midas"  # the same weights in the transformers layout, as Intel/dpt-hybrid-midas
-DWPOSE_FILES = ("dw-ll_ucoco_384.onnx", "yolox_l.onnx")
+DWPOSE_FILES = ("dw-ll_ucoco_384.onnx", "yolox_l.onnx")  # kolors.adapters.pose.POSE_FILE, DETECTOR_FILE
 ANNOTATOR_FILES = {"pose": DWPOSE_FILES}
 ANNOTATOR_NAMES = {"pose": "DWPose"}
+# What --annotators DIR must hold for each kind (the CLI's messages).
+ANNOTATOR_HINTS = {"depth": "a transformers DPT folder such as Intel/dpt-hybrid-midas",
+                   "pose": f"a folder holding the DWPose files {' and '.join(DWPOSE_FILES)}"}
 
 
 def canny(image: Image.Image, low: int = CANNY_THRESHOLDS[0], high: int = CANNY_THRESHOLDS[1]) -> Image.Image:
@@ -58,20 +66,17 @@ def annotator_files(kind: str, annotator_dir: str | os.PathLike | None) -> list[
     return [folder / name for name in names]
 
 
-def _run_annotator(kind: str, image: Image.Image, annotator_dir: str | os.PathLike | None) -> Image.Image:
-    annotator_files(kind, annotator_dir)
-    raise KolorsError(
-        f"kolors cannot run the {ANNOTATOR_NAMES[kind]} annotator itself: make the {kind} map with another tool "
-        f"(e.g. the official Kolors scripts or controlnet_aux) and pass it as a ready map (detect=False)"
-    )
-
-
 def depth_map(image: Image.Image, *, annotator_dir: str | os.PathLike | None = None) -> Image.Image:
     """The MiDaS depth map of a photo (near is bright), as an RGB image of the same size.
 
     ``annotator_dir``: a transformers DPT folder (``Intel/dpt-hybrid-midas``), or a folder holding one named
     ``dpt-hybrid-midas``.
     """
+    return _dpt_depth(image, _require_dpt_folder(annotator_dir))
+
+
+def _require_dpt_folder(annotator_dir: str | os.PathLike | None) -> Path:
+    """The DPT folder at or in ``annotator_dir``, or a one-line error saying what is missing."""
     folder = _dpt_folder(annotator_dir)
     if folder is None:
         ready = "Control('depth', 'my_depth_map.png') with detect=False"
@@ -83,7 +88,7 @@ def depth_map(image: Image.Image, *, annotator_dir: str | os.PathLike | None = N
             + (f" ({MIDAS_FILE} is the timm-format checkpoint, which kolors does not read)" if timm else "")
             + f", or pass a ready depth map instead ({ready})"
         )
-    return _dpt_depth(image, folder)
+    return folder
 
 
 def _dpt_folder(annotator_dir: str | os.PathLike | None) -> Path | None:
@@ -133,8 +138,28 @@ def _load_dpt(cls, folder: Path):
 
 
 def pose_map(image: Image.Image, *, annotator_dir: str | os.PathLike | None = None) -> Image.Image:
-    """A pose skeleton map of a photo with DWPose (needs dw-ll_ucoco_384.onnx and yolox_l.onnx)."""
-    return _run_annotator("pose", image, annotator_dir)
+    """The OpenPose-style skeleton map of the people in a photo, found by DWPose, as an RGB image of the same size.
+
+    ``annotator_dir``: a folder holding the two DWPose ONNX files, ``yolox_l.onnx`` (person detector) and
+    ``dw-ll_ucoco_384.onnx`` (whole-body keypoints); they run with onnxruntime (the ``annotators`` extra).
+    """
+    annotator_files("pose", annotator_dir)
+    from .pose import dwpose_map
+
+    return dwpose_map(image, Path(annotator_dir).expanduser())
+
+
+def check_annotator(kind: str, annotator_dir: str | os.PathLike | None) -> None:
+    """The one-line error that making a ``kind`` map from a photo would end in for want of weights or
+    onnxruntime, raised before anything is loaded (nothing for kinds without an annotator)."""
+    if kind == "depth":
+        _require_dpt_folder(annotator_dir)
+    elif kind in ANNOTATOR_FILES:
+        annotator_files(kind, annotator_dir)
+        if kind == "pose":
+            from .pose import require_onnxruntime
+
+            require_onnxruntime()
 
 
 def control_map(kind: str, image: Image.Image, *, detect: bool | None = None,

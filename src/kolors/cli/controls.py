@@ -22,6 +22,7 @@ from ..errors import KolorsError
 
 log = logging.getLogger("kolors")
 KINDS = ("canny", "depth", "pose")
+DETECTABLE = ("depth", "pose")  # kinds whose map an annotator can make from a photo
 
 
 def _thresholds(text: str) -> tuple[int, int]:
@@ -42,8 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("ControlNet")
     g.add_argument("--control", action="append", default=[], metavar="TYPE=IMAGE[:SCALE]",
                    help=f"steer with a Kolors ControlNet ({'|'.join(KINDS)}; repeatable): canny takes a photo "
-                        f"(edges are computed), depth/pose a ready map; scale default {DEFAULT_SCALE}; "
-                        "guidance defaults to 6.0 with a control")
+                        f"(edges are computed), depth/pose a ready map (or a photo with --detect); scale default "
+                        f"{DEFAULT_SCALE}; guidance defaults to 6.0 with a control")
     g.add_argument("--controlnet", action="append", default=[], metavar="TYPE=DIR",
                    help="ControlNet folder for TYPE (default: Kolors-ControlNet-<Type> beside the model folder, "
                         "the shipped canny ControlNet with the built-in model, else "
@@ -54,12 +55,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help=f"fraction of the steps until which the controls act (default {DEFAULT_END})")
     g.add_argument("--canny-thresholds", type=_thresholds, metavar="LOW,HIGH",
                    help=f"canny edge thresholds (default {CANNY_THRESHOLDS[0]},{CANNY_THRESHOLDS[1]})")
-    g.add_argument("--detect", action="append", default=[], choices=("depth",), metavar="TYPE",
-                   help="the --control image of TYPE is a photo: make its map with the annotator (depth: MiDaS, "
-                        "from --annotators)")
+    g.add_argument("--detect", action="append", default=[], choices=DETECTABLE, metavar="TYPE",
+                   help="the --control image of TYPE (depth|pose; repeatable) is a photo: make its map with the "
+                        "annotator from --annotators (depth: MiDaS; pose: DWPose, needs "
+                        'pip install "kolors[annotators]")')
     g.add_argument("--annotators", type=Path, metavar="DIR",
-                   help="annotator weights: a transformers DPT folder (Intel/dpt-hybrid-midas), or a folder "
-                        "holding one named dpt-hybrid-midas")
+                   help="annotator weights: a transformers DPT folder (Intel/dpt-hybrid-midas) or a folder "
+                        "holding one named dpt-hybrid-midas; for pose, the folder holding the DWPose files "
+                        "yolox_l.onnx and dw-ll_ucoco_384.onnx (one folder may hold both)")
 
 
 def _parse_control(text: str) -> dict[str, Any]:
@@ -124,11 +127,14 @@ def specs(args: argparse.Namespace, stored: dict[str, Any], model: str | None) -
         if not any(c["type"] == kind for c in controls):
             raise KolorsError(f"--controlnet {kind}=… goes with --control {kind}=IMAGE")
     for kind in args.detect:
+        from ..adapters.preprocess import ANNOTATOR_HINTS, check_annotator
+
         if not any(c["type"] == kind for c in controls):
             raise KolorsError(f"--detect {kind} goes with --control {kind}=PHOTO")
         if args.annotators is None:
-            raise KolorsError(f"--detect {kind} needs the annotator weights: --annotators DIR (a transformers DPT "
-                              "folder such as Intel/dpt-hybrid-midas)")
+            raise KolorsError(f"--detect {kind} needs the annotator weights: --annotators DIR "
+                              f"({ANNOTATOR_HINTS[kind]})")
+        check_annotator(kind, args.annotators)
     kept = []
     for control in controls:
         kind = control["type"]

@@ -1,5 +1,6 @@
 """The ``kolors inpaint`` and ``kolors outpaint`` commands' own options (twins of ``InpaintPipeline`` /
-``InpaintPipeline.outpaint``); the shared model/sampling/output options come from the parent parser."""
+``InpaintPipeline.outpaint``); the shared model/sampling/output options come from the parent parser, and
+``inpaint`` takes the ControlNet options of :mod:`kolors.cli.controls` (``--control TYPE=IMAGE[:SCALE]``, …)."""
 
 from __future__ import annotations
 
@@ -59,6 +60,9 @@ def add_commands(sub: Any, common: argparse.ArgumentParser, number: Callable[[st
                          help="mask image, same size as --image: white = redraw, black = keep")
     inpaint.add_argument("--resize-mask", action="store_true", default=None,
                          help="stretch a mask of another size to the image's size")
+    from . import controls
+
+    controls.add_arguments(inpaint)
     sides = outpaint.add_mutually_exclusive_group()
     sides.add_argument("--extend", type=_extend, metavar="L,T,R,B",
                        help="pixels to add on the left, top, right and bottom (grown to multiples of 8)")
@@ -107,13 +111,14 @@ def _check_sizes(image: Path, mask: Path) -> None:
                           "resize the mask or pass --resize-mask")
 
 
-def run(pipe: Any, args: argparse.Namespace, params: dict[str, Any], call: dict[str, Any], **kwargs: Any) -> Any:
-    """Call the inpainting pipeline for the command in ``args``."""
+def run(pipe: Any, args: argparse.Namespace, params: dict[str, Any], call: dict[str, Any],
+        controls: list[dict[str, Any]], **kwargs: Any) -> Any:
+    """Call the inpainting pipeline for the command in ``args`` (``controls``: the checked ``--control`` specs)."""
     from ..defaults import INPAINT_STRENGTH as DEFAULT_STRENGTH
 
     options = {"strength": params.get("strength", DEFAULT_STRENGTH), "feather": params.get("feather", 0)}
     call = {k: v for k, v in call.items() if k not in MICRO}  # inpainting conditions on the output size
     if args.command == "inpaint":
         return pipe(params["prompt"], params["init_image"], params["mask"], **options,
-                    resize_mask=bool(params.get("resize_mask")), **call, **kwargs)
+                    resize_mask=bool(params.get("resize_mask")), controls=controls, **call, **kwargs)
     return pipe.outpaint(params["prompt"], params["init_image"], list(params["extend"]), **options, **call, **kwargs)

@@ -370,8 +370,8 @@ def _generate(args: argparse.Namespace) -> int:
     call.update({k: tuple(params[k]) for k in MICRO if k in params})
     progress = False if args.quiet else None  # None: a bar only when stderr is a terminal
     if args.command in inpainting.COMMANDS:
-        result = inpainting.run(pipe, args, params, call, num_images=args.num_images, batch_size=args.batch_size,
-                                progress=progress)
+        result = inpainting.run(pipe, args, params, call, control_specs, num_images=args.num_images,
+                                batch_size=args.batch_size, progress=progress)
     elif control_specs:
         init = {k: params[k] for k in ("strength",) if k in params}
         if args.command == "img2img":
@@ -481,10 +481,10 @@ def _load(args: argparse.Namespace, params: dict[str, Any], controlnet: bool = F
         if env and Path(env).expanduser().exists():
             model = str(Path(env).expanduser().absolute())
     cls = Image2ImagePipeline if args.command == "img2img" else Text2ImagePipeline
-    if controlnet:
-        from ..pipelines.controlnet import ControlNetPipeline as cls
-    elif args.command in ("inpaint", "outpaint"):
+    if args.command in ("inpaint", "outpaint"):  # takes controls itself
         from ..pipelines.inpaint import InpaintPipeline as cls
+    elif controlnet:
+        from ..pipelines.controlnet import ControlNetPipeline as cls
     return cls.from_pretrained(model, device=params.get("device", "auto"), dtype=params.get("dtype", "auto"),
                                unet_file=args.unet, text_encoder_file=args.text_encoder, offload=args.offload,
                                mode=params.get("mode", "exact"), text_encoder_quant=params.get("text_encoder_quant"),

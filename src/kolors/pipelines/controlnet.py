@@ -52,7 +52,8 @@ class Control:
     """One ControlNet input.
 
     type: "canny", "depth", "pose" (or any name given to ``ControlNetPipeline.add_controlnet``).
-    image: a path or PIL image: a photo for canny (edges are computed), a ready map for depth/pose.
+    image: a path or PIL image: a photo for canny (edges are computed), a ready map for depth/pose (or a photo
+        with ``detect=True``: the pipeline's ``annotator_dir`` then runs MiDaS / DWPose on it).
     scale: how strongly the ControlNet steers (0 turns it off).
     start, end: the fraction of the denoising steps in which it acts: step i of n when start <= i/n, (i+1)/n <= end.
     controlnet: a ControlNet folder for this control (default: the one loaded for ``type``).
@@ -107,8 +108,24 @@ class Control:
         return params
 
 
-class ControlNetPipeline(Image2ImagePipeline):
-    """A loaded Kolors model plus ControlNets; each call takes ``controls`` and, optionally, an init image."""
+@dataclass
+class PreparedControls:
+    """A call's controls with their ControlNets (and folders, None for models given as objects) and maps."""
+
+    controls: list[Control]
+    models: list[ControlNetModel]
+    folders: list[Path | None]
+    maps: list[Image.Image]
+
+    def parameters(self) -> list[dict[str, Any]]:
+        """The ``controls`` entry of the generation parameters."""
+        return [c.parameters(folder) for c, folder in zip(self.controls, self.folders)]
+
+
+class ControlNets:
+    """ControlNet support for a pipeline class (``class P(ControlNets, Image2ImagePipeline)``): the ControlNets
+    loaded by type, control maps, the conditioners that add their residuals, and offloading while denoising.
+    :class:`ControlNetPipeline` (text/image-to-image) and ``InpaintPipeline`` use it."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -125,12 +142,11 @@ class ControlNetPipeline(Image2ImagePipeline):
         controlnets: Mapping[str, str | os.PathLike] | None = None,
         annotator_dir: str | os.PathLike | None = None,
         **kwargs: Any,
-    ) -> ControlNetPipeline:
+    ) -> Any:
         """Load a Kolors model (see ``Text2ImagePipeline.from_pretrained``) and the ControlNets named by type,
         e.g. ``controlnets={"canny": "Kolors-ControlNet-Canny"}``. ``annotator_dir`` holds the depth/pose
         annotator weights, if any."""
-        pipe = super().from_pretrained(model, **kwargs)
-        assert isinstance(pipe, ControlNetPipeline)
+        pipe = super().from_pretrained(model, **kwargs)  # type: ignore[misc]
         pipe.annotator_dir = Path(annotator_dir) if annotator_dir is not None else None
         for kind, folder in (controlnets or {}).items():
             pipe.add_controlnet(kind, folder)
@@ -167,6 +183,39 @@ class ControlNetPipeline(Image2ImagePipeline):
             )
         return self.controlnets[control.type], self.controlnet_folders.get(control.type)
 
+    def _prepare_controls(self, controls: Sequence[Control | Mapping[str, Any]]) -> PreparedControls:
+        """The controls checked, their ControlNets loaded and their control maps made (before any denoising)."""
+        checked = [c if isinstance(c, Control) else Control.from_dict(c) for c in controls]
+        for control in checked:
+            control.validate()
+        models = [self._controlnet_for(c) for c in checked]
+        maps = [control_map(c.type, open_image(c.image), detect=c.detect, thresholds=tuple(c.thresholds),
+                            annotator_dir=self.annotator_dir) for c in checked]
+        return PreparedControls(checked, [m for m, _ in models], [f for _, f in models], maps)
+
+    def _control_conditioners(self, prepared: PreparedControls, width: int, height: int
+                              ) -> list[ControlNetConditioner]:
+        """One conditioner per control, its map resized to the output size, in [0, 1] (diffusers' control-image
+        processing)."""
+        processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor, do_convert_rgb=True,
+                                      do_normalize=False)
+        return [ControlNetConditioner(model, processor.preprocess(m, height=height, width=width),
+                                      scale=c.scale, start=c.start, end=c.end)
+                for c, model, m in zip(prepared.controls, prepared.models, prepared.maps)]
+
+    def _denoise(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """The shared loop, with this call's ControlNets on the compute device while it runs (for offload)."""
+        conditioners = inspect.signature(super()._denoise).bind(*args, **kwargs).arguments.get("conditioners", ())
+        nets = dict.fromkeys(h.controlnet for h in conditioners if isinstance(h, ControlNetConditioner))
+        with contextlib.ExitStack() as stack:
+            for net in nets:
+                stack.enter_context(self._on_device(net))
+            return super()._denoise(*args, **kwargs)
+
+
+class ControlNetPipeline(ControlNets, Image2ImagePipeline):
+    """A loaded Kolors model plus ControlNets; each call takes ``controls`` and, optionally, an init image."""
+
     def __call__(  # type: ignore[override]
         self,
         prompt: str,
@@ -196,17 +245,13 @@ class ControlNetPipeline(Image2ImagePipeline):
         With ``image``: image-to-image from it with ``strength`` (its size unless ``width``/``height`` are given).
         ``guidance`` defaults to 6.0 when there are controls (the official scripts' value).
         """
-        controls = [c if isinstance(c, Control) else Control.from_dict(c) for c in controls]
-        for control in controls:
-            control.validate()
-        models = [self._controlnet_for(c) for c in controls]
-        maps = [control_map(c.type, open_image(c.image), detect=c.detect, thresholds=tuple(c.thresholds),
-                            annotator_dir=self.annotator_dir) for c in controls]
-        if guidance is None and controls:
+        prepared = self._prepare_controls(controls)
+        if guidance is None and prepared.controls:
             guidance = DEFAULT_GUIDANCE
-        extra: dict[str, Any] = {"controls": [c.parameters(folder) for c, (_, folder) in zip(controls, models)]}
+        extra: dict[str, Any] = {"controls": prepared.parameters()}
 
         if image is None:
+            maps = prepared.maps
             size_from = (maps[0].width, maps[0].height) if maps else (self.defaults.width, self.defaults.height)
             width = max(8, size_from[0] // 8 * 8) if width is None else width
             height = max(8, size_from[1] // 8 * 8) if height is None else height
@@ -223,26 +268,10 @@ class ControlNetPipeline(Image2ImagePipeline):
             if not isinstance(image, Image.Image):
                 extra["init_image"] = str(Path(image))
 
-        # Control images at the output size, in [0, 1] (diffusers' control-image processing).
-        control_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor, do_convert_rgb=True,
-                                              do_normalize=False)
-        conditioners = [
-            ControlNetConditioner(model, control_processor.preprocess(m, height=height, width=width),
-                                  scale=c.scale, start=c.start, end=c.end)
-            for c, (model, _), m in zip(controls, models, maps)
-        ]
+        conditioners = self._control_conditioners(prepared, width, height)
         return self._generate(
             prompt, negative_prompt, width=width, height=height, steps=steps, guidance=guidance, seed=seed,
             num_images=num_images, scheduler=scheduler, batch_size=batch_size, original_size=original_size,
             target_size=target_size, crop_coords=crop_coords, progress=progress, start=start, extra=extra,
             conditioners=conditioners, pag=pag_settings(pag_scale, pag_layers),
         )
-
-    def _denoise(self, *args: Any, **kwargs: Any) -> torch.Tensor:
-        """The shared loop, with this call's ControlNets on the compute device while it runs (for offload)."""
-        conditioners = inspect.signature(super()._denoise).bind(*args, **kwargs).arguments.get("conditioners", ())
-        nets = dict.fromkeys(h.controlnet for h in conditioners if isinstance(h, ControlNetConditioner))
-        with contextlib.ExitStack() as stack:
-            for net in nets:
-                stack.enter_context(self._on_device(net))
-            return super()._denoise(*args, **kwargs)

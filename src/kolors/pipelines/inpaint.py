@@ -16,13 +16,22 @@ Two kinds of model work, following diffusers' SDXL inpainting conventions:
 
 Either way the pixels outside the mask are then pasted back from the input, with a linear ramp ``feather`` pixels
 wide outside the mask, so that they stay exactly as they were.
+
+ControlNets steer the redrawn part as in :class:`~kolors.pipelines.controlnet.ControlNetPipeline` (the same
+``Control`` records, ``controlnets=`` / ``add_controlnet``), with either kind of model; the control maps are
+resized to the output size:
+
+```python
+pipe = InpaintPipeline.from_pretrained("Kolors-Inpainting", controlnets={"canny": "Kolors-ControlNet-Canny"})
+result = pipe("一只橘猫", "room.png", "mask.png", controls=[Control("canny", "cat_outline.png", scale=0.6)])
+```
 """
 
 from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +44,8 @@ from PIL import Image
 from ..defaults import INPAINT_GUIDANCE, INPAINT_STEPS, INPAINT_STRENGTH
 from ..errors import InvalidParameterError, KolorsError
 from .conditioning import Conditioner
+from .controlnet import DEFAULT_GUIDANCE as CONTROL_GUIDANCE
+from .controlnet import Control, ControlNets
 from .image_to_image import Image2ImagePipeline, open_image
 from .pag import pag_settings
 from .text_to_image import GenerationResult
@@ -132,8 +143,9 @@ class KnownRegion(Conditioner):
         return (1 - self.mask) * known + self.mask * latents
 
 
-class InpaintPipeline(Image2ImagePipeline):
-    """A loaded Kolors model (Kolors-Inpainting or an ordinary one) that redraws masked parts of images."""
+class InpaintPipeline(ControlNets, Image2ImagePipeline):
+    """A loaded Kolors model (Kolors-Inpainting or an ordinary one) that redraws masked parts of images,
+    optionally steered by ControlNets (``controls``)."""
 
     @property
     def inpainting_unet(self) -> bool:
@@ -160,6 +172,7 @@ class InpaintPipeline(Image2ImagePipeline):
         batch_size: int | None = None,
         pag_scale: float = 0.0,
         pag_layers: str | Sequence[str] | None = None,
+        controls: Sequence[Control | Mapping[str, Any]] = (),
         progress: bool | None = None,
     ) -> GenerationResult:
         """Redraw the white part of ``mask`` in ``image`` following ``prompt``; the rest is kept pixel for pixel.
@@ -168,6 +181,8 @@ class InpaintPipeline(Image2ImagePipeline):
         of the blend ramp outside the mask. ``resize_mask``: stretch a mask of another size to the image's.
         The output has the image's size unless ``width``/``height`` are given (the image and mask are then resized);
         sides that are not multiples of 8 are generated padded to the next multiple and cropped back.
+        ``controls``: ControlNet inputs (:class:`~kolors.pipelines.controlnet.Control` or their parameter dicts)
+        that steer the redrawn part; with controls ``guidance`` defaults to 6.0.
         """
         picture, mask_image = open_image(image), open_mask(mask)
         if mask_image.size != picture.size and not resize_mask:
@@ -184,7 +199,7 @@ class InpaintPipeline(Image2ImagePipeline):
         return self._inpaint(prompt, picture, mask_image, negative_prompt, strength=strength, feather=feather,
                              extra=extra, width=width, height=height, steps=steps, guidance=guidance, seed=seed,
                              num_images=num_images, scheduler=scheduler, batch_size=batch_size,
-                             pag_scale=pag_scale, pag_layers=pag_layers, progress=progress)
+                             pag_scale=pag_scale, pag_layers=pag_layers, controls=controls, progress=progress)
 
     def outpaint(
         self,
@@ -225,15 +240,20 @@ class InpaintPipeline(Image2ImagePipeline):
     def _inpaint(self, prompt: str, picture: Image.Image, mask_image: Image.Image, negative_prompt: str | None, *,
                  strength: float, feather: int, extra: dict[str, Any], width: int | None, height: int | None,
                  steps: int | None, guidance: float | None, pag_scale: float,
-                 pag_layers: str | Sequence[str] | None, **kwargs: Any) -> GenerationResult:
+                 pag_layers: str | Sequence[str] | None, controls: Sequence[Control | Mapping[str, Any]] = (),
+                 **kwargs: Any) -> GenerationResult:
         """Generate into the masked region of ``picture``, then paste the kept pixels back."""
         if not 0.0 <= strength <= 1.0:
             raise InvalidParameterError(f"strength must be between 0 and 1, got {strength}")
         if not isinstance(feather, int) or feather < 0:
             raise InvalidParameterError(f"feather must be a whole number of pixels >= 0, got {feather}")
+        prepared = self._prepare_controls(controls) if controls else None
         if self.inpainting_unet:
             steps = INPAINTING_STEPS if steps is None else steps
             guidance = INPAINTING_GUIDANCE if guidance is None else guidance
+        if prepared is not None:
+            guidance = CONTROL_GUIDANCE if guidance is None else guidance
+            extra["controls"] = prepared.parameters()
         if feather:
             extra["feather"] = feather
 
@@ -247,6 +267,8 @@ class InpaintPipeline(Image2ImagePipeline):
             keep = np.zeros((padded[1], padded[0]), np.uint8)
             keep[: size[1], : size[0]] = np.asarray(mask_image.resize(size, Image.Resampling.BILINEAR))
             mask_image = Image.fromarray(keep)
+            if prepared is not None:  # control maps of the image's size are padded like it, not stretched
+                prepared.maps = [outpaint_canvas(m, (0, 0, 0, 0))[0] if m.size == size else m for m in prepared.maps]
 
         # The image in [-1, 1] and the binarised mask at the output size (diffusers' SDXL inpainting processing).
         image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
@@ -259,12 +281,13 @@ class InpaintPipeline(Image2ImagePipeline):
             mask, size=(height // self.vae_scale_factor, width // self.vae_scale_factor))
         region = KnownRegion(latent_mask, pixels * (mask < 0.5), extra_channels=self.inpainting_unet,
                              encode=self._encode_image)
+        steering = self._control_conditioners(prepared, width, height) if prepared is not None else []
 
         result = self._generate(
             prompt, negative_prompt, width=width, height=height, steps=steps, guidance=guidance,
             original_size=None, target_size=None, crop_coords=(0, 0),
             start=functools.partial(self._start_inpainting, pixels=pixels, strength=strength, region=region),
-            extra=extra, conditioners=[region], pag=pag_settings(pag_scale, pag_layers), **kwargs,
+            extra=extra, conditioners=[region, *steering], pag=pag_settings(pag_scale, pag_layers), **kwargs,
         )
 
         # Paste the kept pixels back (strength 0 redraws nothing).
