@@ -1,5 +1,8 @@
 """Full-size Kolors on a CPU machine: load a written folder in bf16 (optionally int8 text encoder), time a step.
 
+On a CPU without bf16 matmul instructions kolors keeps the weights in bf16 and computes each layer in fp32
+(kolors.performance.cpu); the table says which compute dtype ran.
+
 Usage (repo root, installed venv; about 18 GB of RAM and 20 GB of disk):
     .venv/bin/python benchmarks/cpu_full_size.py [--size 512] [--steps 2] [--text-encoder-quant int8]
 
@@ -74,7 +77,7 @@ total = time.perf_counter() - t1
 steps = [x for x in marks if not isinstance(x, tuple)]
 enc = sum(x[1] for x in marks if isinstance(x, tuple))
 per_step = (steps[-1] - steps[0]) / (len(steps) - 1) if len(steps) > 1 else float("nan")
-print("RESULT", json.dumps(dict(load=load, rss_load=rss_load,
+print("RESULT", json.dumps(dict(load=load, rss_load=rss_load, compute=str(pipe.dtype),
       rss_peak=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, encode=enc, per_step=per_step,
       total=total)))
 """
@@ -106,6 +109,7 @@ def main() -> None:
         ("folder on disk (GB, bf16 safetensors)", f"{size_gb:.1f}"),
         ("text encoder", f"bf16 + {args.text_encoder_quant} weights" if args.text_encoder_quant != "none"
          else "bf16"),
+        ("compute dtype", r["compute"].removeprefix("torch.")),
         ("process start -> loaded (s)", f"{r['load']:.1f}"),
         ("peak resident memory after load / after generating (GiB)", f"{r['rss_load']:.1f} / {r['rss_peak']:.1f}"),
         ("text encoding, prompt + negative (s)", f"{r['encode']:.1f}"),

@@ -23,6 +23,7 @@ from ..devices import dtype_name, move, resolve_device, resolve_dtype
 from ..errors import InvalidParameterError, KolorsError
 from ..loading import KolorsComponents, load_components, locate_model
 from ..performance import RunSettings, prepare_components, settings_for
+from ..performance.cpu import compute_dtype, compute_in_float32
 from ..schedulers import SCHEDULER_NAMES, make_scheduler
 from .conditioning import Conditioner, merge_unet_kwargs
 from .pag import PerturbedAttention, pag_settings, perturbed_self_attention, with_perturbed_rows
@@ -64,10 +65,12 @@ class Text2ImagePipeline:
     """A loaded Kolors model that turns prompts into images."""
 
     def __init__(self, components: KolorsComponents, *, device: torch.device, dtype: torch.dtype,
-                 model_name: str, offload: bool = False, settings: RunSettings | None = None) -> None:
+                 model_name: str, offload: bool = False, settings: RunSettings | None = None,
+                 weight_dtype: torch.dtype | None = None) -> None:
         self.components = components
         self.device = device
-        self.dtype = dtype
+        self.dtype = dtype  # what the denoising loop computes in
+        self.weight_dtype = weight_dtype or dtype  # what the weights were loaded as (the user's --dtype)
         self.model_name = model_name
         self.settings = settings or settings_for("exact", offload="model" if offload else None)
         self.offload = self.settings.weights_on_cpu  # adapters loaded later keep their weights on the CPU too
@@ -120,10 +123,16 @@ class Text2ImagePipeline:
                 text_encoder_head=False,
             )
             applied = prepare_components(components, settings, torch_device)
+            run_dtype = compute_dtype(torch_device, torch_dtype)
+            if run_dtype != torch_dtype:
+                compute_in_float32(components, torch_dtype, skip_text_encoder=settings.text_encoder_quant != "none")
+                applied.append(f"{dtype_name(torch_dtype)} weights computed in float32 layer by layer "
+                               f"(this CPU has no {dtype_name(torch_dtype)} matmul instructions)")
         if applied:
             logger.info("%s mode: %s", settings.mode, ", ".join(applied))
         name = str(model) if model is not None else os.environ.get("KOLORS_MODEL") or "built-in"
-        return cls(components, device=torch_device, dtype=torch_dtype, model_name=name, settings=settings)
+        return cls(components, device=torch_device, dtype=run_dtype, model_name=name, settings=settings,
+                   weight_dtype=torch_dtype)
 
     @property
     def is_builtin(self) -> bool:
@@ -216,7 +225,7 @@ class Text2ImagePipeline:
                 "prompt": prompt, "negative_prompt": negative_prompt, "width": width, "height": height,
                 "steps": steps, "guidance": guidance, "seed": s, "scheduler": scheduler, **micro_params,
                 **(pag.parameters() if pag else {}), **extra, **self.settings.parameters(),
-                "model": self.model_name, "device": self.device.type, "dtype": dtype_name(self.dtype),
+                "model": self.model_name, "device": self.device.type, "dtype": dtype_name(self.weight_dtype),
                 "kolors_version": _kolors_version(),
             }
             for s in seeds
