@@ -98,3 +98,18 @@ def test_bad_config_is_a_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err == f"kolors: error: {config}: unknown key 'learning_rate'\n" or (
         str(config) in err and "learning_rate" in err and err.count("\n") == 1)
+
+
+def test_full_finetune_with_8bit_adam(train_model, shapes_metadata, tmp_path):
+    pytest.importorskip("bitsandbytes")
+    out = tmp_path / "run"
+    code = main(_args(train_model, shapes_metadata, out, "--mode", "full", "--steps", "16", "--batch-size", "2",
+                      "--lr", "1e-3", "--set", "use_8bit_adam=true", "--set", "checkpoint_every=16"))
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["final_loss"] < summary["initial_loss"], summary
+    state = torch.load(out / "checkpoints" / "step-16" / "optimizer.bin", weights_only=False)["state"]
+    # bitsandbytes keeps its state in a nested dict when saved
+    states = [s.get("__bnb_optimizer_quant_state__", s) for s in state.values()]
+    dtypes = {v.dtype for s in states for k, v in s.items() if k in ("state1", "state2")}
+    assert torch.uint8 in dtypes  # the moments of the large tensors are kept in 8 bits
