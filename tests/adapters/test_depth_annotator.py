@@ -60,23 +60,19 @@ def test_without_annotator_dir_the_error_says_what_to_pass(photo):
         control_map("depth", photo, detect=True)
 
 
-def test_cli_detects_depth_with_the_annotator_and_records_it(tiny_kolors_diffusers, tiny_dpt, photo, tmp_path,
-                                                             capsys, monkeypatch):
-    from diffusers import ControlNetModel, UNet2DConditionModel
-
+def test_cli_detects_depth_with_the_annotator_and_records_it(tiny_kolors_diffusers, controlnet_dir, tiny_dpt, photo,
+                                                             tmp_path, capsys, monkeypatch):
     from kolors.adapters import preprocess
     from kolors.cli.main import main
     from kolors.metadata import read_parameters
 
-    unet = UNet2DConditionModel.from_pretrained(tiny_kolors_diffusers / "unet", variant="fp16")
-    ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32)).save_pretrained(tmp_path / "cn")
     photo.save(tmp_path / "photo.png")
     made = []
     real = preprocess._dpt_depth
     monkeypatch.setattr(preprocess, "_dpt_depth", lambda image, folder: made.append(folder) or real(image, folder))
     out = tmp_path / "d.png"
     code = main(["generate", "a room", "--model", str(tiny_kolors_diffusers), "--control",
-                 f"depth={tmp_path / 'photo.png'}", "--controlnet", f"depth={tmp_path / 'cn'}", "--detect", "depth",
+                 f"depth={tmp_path / 'photo.png'}", "--controlnet", f"depth={controlnet_dir}", "--detect", "depth",
                  "--annotators", str(tiny_dpt), "--steps", "2", "-o", str(out), "--quiet"])
     assert code == 0, capsys.readouterr().err
     assert made == [tiny_dpt / MIDAS_FOLDER]

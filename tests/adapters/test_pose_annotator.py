@@ -254,22 +254,18 @@ def test_without_onnxruntime_the_error_says_what_to_install(dwpose_dir, photo, m
     pose._cached_session.cache_clear()
 
 
-def test_cli_detects_pose_with_the_annotator_and_records_it(tiny_kolors_diffusers, dwpose_dir, photo, tmp_path,
-                                                            capsys, monkeypatch):
-    from diffusers import ControlNetModel, UNet2DConditionModel
-
+def test_cli_detects_pose_with_the_annotator_and_records_it(tiny_kolors_diffusers, controlnet_dir, dwpose_dir, photo,
+                                                            tmp_path, capsys, monkeypatch):
     from kolors.cli.main import main
     from kolors.metadata import read_parameters
 
-    unet = UNet2DConditionModel.from_pretrained(tiny_kolors_diffusers / "unet", variant="fp16")
-    ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32)).save_pretrained(tmp_path / "cn")
     photo.save(tmp_path / "photo.png")
     maps = []
     real = pose.dwpose_map
     monkeypatch.setattr(pose, "dwpose_map", lambda image, folder: maps.append(real(image, folder)) or maps[-1])
     out = tmp_path / "p.png"
     code = main(["generate", "a dancer", "--model", str(tiny_kolors_diffusers), "--control",
-                 f"pose={tmp_path / 'photo.png'}", "--controlnet", f"pose={tmp_path / 'cn'}", "--detect", "pose",
+                 f"pose={tmp_path / 'photo.png'}", "--controlnet", f"pose={controlnet_dir}", "--detect", "pose",
                  "--annotators", str(dwpose_dir), "--width", "32", "--height", "40", "--steps", "2", "-o", str(out),
                  "--quiet"])
     assert code == 0, capsys.readouterr().err
