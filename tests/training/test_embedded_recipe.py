@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from kolors.training.embedded import RecipeConfig, run
-from kolors.training.text_to_image import KOLORS_SCHEDULER_CONFIG, encode_text, tokenize
+from kolors.training.text_to_image import KOLORS_SCHEDULER_CONFIG, encode_text, sample_timesteps, tokenize
 
 
 @pytest.fixture(scope="module")
@@ -152,3 +152,14 @@ def test_init_from_carries_weights_across_tokenizers(tiny_run, tmp_path):
     assert torch.equal(new_rows[new_vocab[only_new]], fresh_rows[new_vocab[only_new]])
     layer = "encoder.layers.0.self_attention.query_key_value.weight"
     assert torch.equal(te.state_dict()[layer], old_te.state_dict()[layer].float())
+
+
+def test_timestep_shift_draws_the_noisier_half_more_often():
+    g = torch.Generator().manual_seed(0)
+    uniform = sample_timesteps(20000, 1100, generator=g)
+    shifted = sample_timesteps(20000, 1100, shift=3.0, generator=g)
+    for t in (uniform, shifted):
+        assert t.dtype == torch.int64 and int(t.min()) >= 0 and int(t.max()) <= 1099
+    assert abs(float((uniform >= 550).float().mean()) - 0.5) < 0.02
+    # shift 3 maps u to 3u / (1 + 2u): u = 1/4 lands at T/2, so three quarters of the draws are in the noisier half
+    assert abs(float((shifted >= 550).float().mean()) - 0.75) < 0.02

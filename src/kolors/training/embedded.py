@@ -132,6 +132,7 @@ class RecipeConfig:
     ema_decay: float | None = None
     caption_dropout: float = 0.1
     min_snr_gamma: float | None = 5.0
+    timestep_shift: float = 1.0
     time_budget_minutes: float | None = None
     checkpoint_minutes: float | None = None
     log_seconds: float | None = None
@@ -479,6 +480,7 @@ def run(config: RecipeConfig) -> RecipeResult:
         unet, te, image_size=cfg.image_size, device=device, lr=cfg.lr, lr_text_encoder=cfg.lr_text_encoder,
         warmup_steps=cfg.warmup_steps,
         amp_dtype=_amp_dtype(device), ema_decay=cfg.ema_decay, min_snr_gamma=cfg.min_snr_gamma,
+        timestep_shift=cfg.timestep_shift,
     )
     ckpt_file = work / "diffusion.pt"
     elapsed_before = 0.0
@@ -808,6 +810,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ema-decay", type=float, help="0 disables EMA")
     p.add_argument("--caption-dropout", type=float, default=0.1)
     p.add_argument("--min-snr-gamma", type=float, default=5.0, help="0 disables Min-SNR weighting")
+    p.add_argument("--timestep-shift", type=float, default=1.0,
+                   help="draw training timesteps shifted towards high noise (1: uniform; 3: three quarters in the noisier half)")
     p.add_argument("--time-budget-minutes", type=float, help="wall-clock limit of the whole run")
     p.add_argument("--checkpoint-minutes", type=float)
     p.add_argument("--log-seconds", type=float)
