@@ -21,10 +21,11 @@ from PIL import Image
 
 from ..errors import InvalidParameterError, KolorsError
 from ..defaults import CANNY_THRESHOLDS
+from .pose import DETECTOR_FILE, POSE_FILE
 
 MIDAS_FILE = "dpt_hybrid-midas-501f0c75.pt"  # the timm-format checkpoint controlnet_aux reads (not run here)
 MIDAS_FOLDER = "dpt-hybrid-midas"  # the same weights in the transformers layout, as Intel/dpt-hybrid-midas
-DWPOSE_FILES = ("dw-ll_ucoco_384.onnx", "yolox_l.onnx")  # kolors.adapters.pose.POSE_FILE, DETECTOR_FILE
+DWPOSE_FILES = (POSE_FILE, DETECTOR_FILE)
 ANNOTATOR_FILES = {"pose": DWPOSE_FILES}
 ANNOTATOR_NAMES = {"pose": "DWPose"}
 # What --annotators DIR must hold for each kind (the CLI's messages).
@@ -154,12 +155,11 @@ def check_annotator(kind: str, annotator_dir: str | os.PathLike | None) -> None:
     onnxruntime, raised before anything is loaded (nothing for kinds without an annotator)."""
     if kind == "depth":
         _require_dpt_folder(annotator_dir)
-    elif kind in ANNOTATOR_FILES:
-        annotator_files(kind, annotator_dir)
-        if kind == "pose":
-            from .pose import require_onnxruntime
+    elif kind == "pose":
+        from .pose import require_onnxruntime
 
-            require_onnxruntime()
+        annotator_files(kind, annotator_dir)
+        require_onnxruntime()
 
 
 def control_map(kind: str, image: Image.Image, *, detect: bool | None = None,

@@ -67,7 +67,7 @@ def load_components(
         text_encoder=load_text_encoder(folder / "text_encoder", device, dtype, file=text_encoder_file, variant=variant,
                                        head=text_encoder_head),
         unet=load_unet(folder / "unet", device, unet_dtype or dtype, file=unet_file,
-                       variant=variant if unet_dtype in (None, dtype) else _variant(unet_dtype)),
+                       variant=_variant(unet_dtype or dtype)),
         vae=load_vae(folder / "vae", device, dtype, variant=variant),
         scheduler=load_scheduler(folder / "scheduler"),
         folder=folder,
