@@ -97,6 +97,35 @@ def test_plus_matches_diffusers_load_ip_adapter(ours, tiny_kolors_diffusers, ada
                                                "image": str(reference_image)}
 
 
+def test_plus_with_perturbed_attention_guidance_matches_diffusers_pag_pipeline(ours, tiny_kolors_diffusers, adapters,
+                                                                              reference_image):
+    from diffusers import KolorsPAGPipeline
+
+    ref = KolorsPAGPipeline.from_pretrained(tiny_kolors_diffusers, variant="fp16", torch_dtype=torch.float32,
+                                            pag_applied_layers=["mid"])
+    ref.set_progress_bar_config(disable=True)
+    ref.scheduler = ref.scheduler.from_config(ours.components.scheduler.config)
+    ref.load_ip_adapter(str(adapters["plus"]), subfolder="", weight_name="ip_adapter_plus_general.bin",
+                        image_encoder_folder="image_encoder")
+    ref.set_ip_adapter_scale(0.5)
+    # diffusers' KolorsPAGPipeline (0.42) iterates the embeddings argument, not the ones it prepares from
+    # ip_adapter_image, and keeps a batch axis the UNet's resampler does not take: hand it 3-D embeddings.
+    embeds = [e.squeeze(1) for e in ref.prepare_ip_adapter_image_embeds(Image.open(reference_image), None, "cpu", 1,
+                                                                         True)]
+    want = ref(PROMPT, ip_adapter_image_embeds=embeds, num_inference_steps=STEPS, guidance_scale=5.0,
+               pag_scale=2.0, width=W, height=H, generator=torch.Generator("cpu").manual_seed(5),
+               output_type="np").images
+
+    load_ip_adapter(ours, adapters["plus"], reference_image, scale=0.5)
+    got = generate(ours, guidance=5.0, pag_scale=2.0)
+    plain = generate(ours, guidance=5.0)
+    difference = np.abs(got.pixels - want).max()
+    print(f"IP-Adapter-Plus + PAG parity: max pixel difference {difference:.2e}")
+    assert difference <= 1 / 255, f"max pixel difference {difference}"
+    assert np.abs(got.pixels - plain.pixels).max() > 0.02  # PAG acted
+    assert got.parameters[0]["pag_scale"] == 2.0 and got.parameters[0]["ip_adapter"]["scale"] == 0.5
+
+
 def test_plus_has_an_effect_scale_zero_is_off_and_unload_restores(ours, adapters, reference_image):
     unet = ours.components.unet
     before_keys = set(unet.state_dict())

@@ -208,3 +208,23 @@ def test_inpaint_with_a_control_keeps_the_unmasked_pixels_stores_and_replays(inp
     assert read_parameters(again)["controls"] == params["controls"]
     assert np.array_equal(pixels(again), got)
 
+
+
+def test_outpaint_with_a_control_keeps_the_original_stores_and_replays(model, inputs, controlnet_dir, tmp_path,
+                                                                      capsys):
+    out = tmp_path / "oc.png"
+    code, _, err = run(capsys, "outpaint", "群山", "--model", model, "--image", inputs / "photo.png",
+                       "--extend", "8,0,0,0", "--control", f"canny={inputs / 'photo.png'}", "--controlnet",
+                       f"canny={controlnet_dir}", *FAST, "-o", out)
+    assert code == 0, err
+    got = pixels(out)
+    assert got.shape == (H, W + 8, 3)
+    assert np.abs(got[:, 8:] - pixels(inputs / "photo.png")).max() <= 1
+    params = read_parameters(out)
+    assert params["controls"] == [{"type": "canny", "image": str(inputs / "photo.png"), "scale": 0.7, "start": 0.0,
+                                   "end": 0.9, "controlnet": str(controlnet_dir)}]
+    assert (params["extend"], params["guidance"]) == ([8, 0, 0, 0], 6.0)
+    again = tmp_path / "oc2.png"
+    code, _, err = run(capsys, "outpaint", "--from-image", out, "--quiet", "-o", again)
+    assert code == 0, err
+    assert np.array_equal(pixels(again), got)

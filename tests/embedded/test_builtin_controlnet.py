@@ -14,7 +14,7 @@ from kolors.adapters.controlnet import embedded_controlnet, load_controlnet
 from kolors.data.shapes import Scene, Shape, render
 from kolors.evaluation.control_eval import control_cases, evaluate_control
 from kolors.loading import EMBEDDED_MODEL_DIR
-from kolors.pipelines.controlnet import ControlNetPipeline
+from kolors.pipelines.controlnet import Control, ControlNetPipeline
 
 SHIPPED = EMBEDDED_MODEL_DIR.parent / "kolors-shapes-small-controlnet-canny"
 # Held-out cases (pair id, language) whose prompts do not name the position: only the control image tells where
@@ -115,3 +115,28 @@ def test_inpainting_with_a_canny_control_puts_the_shape_where_the_edges_are_insi
     assert len(drawn) > 500 and np.abs(drawn.mean(axis=0) - circle).max() < 8
     assert (_blue(plain) & inside).sum() < 50
 
+
+def test_outpainting_with_a_canvas_sized_canny_control_draws_the_shape_in_the_new_area():
+    """``InpaintPipeline.outpaint(controls=…)`` with the built-in model: a control drawn for the grown canvas puts
+    the circle into the new right half, where the control's circle is; the original left half is kept."""
+    from kolors.pipelines.inpaint import InpaintPipeline
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("KOLORS_MODEL", raising=False)
+        pipe = InpaintPipeline.from_pretrained(device="cpu")
+    pipe.add_controlnet("canny", embedded_controlnet("canny"))
+    source = Image.new("RGB", (64, 128), (255, 255, 255))
+    scene = render(Scene(shapes=(Shape(shape="circle", colour="blue", size="large", position="right"),)), 128)
+    steered = pipe.outpaint("a blue circle", source, (0, 0, 64, 0), steps=6, seed=0,
+                            controls=[Control("canny", scene)], progress=False)
+    out = np.asarray(steered.images[0], dtype=np.int16)
+    assert out.shape == (128, 128, 3) and np.abs(out[:, :64] - 255).max() <= 1
+    circle = np.argwhere(_blue(np.asarray(scene, dtype=np.int16))).mean(axis=0)
+    drawn = np.argwhere(_blue(out))
+    print(f"blue pixels: {len(drawn)}, centre {drawn.mean(axis=0) if len(drawn) else None} vs {circle}")
+    assert len(drawn) > 500 and np.abs(drawn.mean(axis=0) - circle).max() < 8
+    plain = np.asarray(pipe.outpaint("a blue circle", source, (0, 0, 64, 0), steps=6, seed=0, guidance=6.0,
+                                     progress=False).images[0], dtype=np.int16)
+    alone = np.argwhere(_blue(plain))
+    assert len(alone) < 500 or np.abs(alone.mean(axis=0) - circle).max() >= 8  # the control placed it (seed 0: a
+    # small circle at the top right without it)

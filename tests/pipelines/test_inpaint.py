@@ -17,7 +17,7 @@ from helpers.tiny_controlnet import save_controlnet, tiny_controlnet
 from helpers.tiny_kolors import write_tiny_kolors
 from kolors import KolorsError
 from kolors.pipelines.controlnet import Control
-from kolors.pipelines.inpaint import InpaintPipeline, outpaint_canvas
+from kolors.pipelines.inpaint import InpaintPipeline, outpaint_canvas, place_on_canvas
 from kolors.schedulers import make_scheduler
 
 STEPS = 4
@@ -281,3 +281,43 @@ def test_control_maps_of_an_odd_sized_image_are_padded_with_it(four, picture, ma
     inside = np.asarray(odd_mask) >= 128
     assert np.array_equal(pixels_of(got.images[0])[~inside], pixels_of(odd)[~inside])
 
+
+
+def test_place_on_canvas_puts_a_map_of_the_image_size_where_the_image_sits():
+    control_map = Image.new("RGB", (10, 8), (200, 100, 50))
+    placed = np.asarray(place_on_canvas(control_map, (10, 8), (1, 2, 5, 6)))
+    assert placed.shape == (16, 16, 3)
+    assert (placed[2:10, 1:11] == (200, 100, 50)).all()
+    assert placed.sum() == np.asarray(control_map, dtype=np.int64).sum()  # black everywhere else
+    canvas_sized = Image.new("L", (16, 16), 7)
+    assert place_on_canvas(canvas_sized, (10, 8), (1, 2, 5, 6)) is canvas_sized
+
+
+@pytest.mark.parametrize("kind", ["nine", "four"])
+def test_outpaint_with_a_control_places_its_map_and_keeps_the_original(request, kind, picture, canny_controlnet,
+                                                                       edges, monkeypatch):
+    ours = request.getfixturevalue(kind)
+    ours.add_controlnet("canny", canny_controlnet)
+    maps = []
+    real = ours._control_conditioners
+    monkeypatch.setattr(ours, "_control_conditioners",
+                        lambda prepared, w, h: maps.append(list(prepared.maps)) or real(prepared, w, h))
+    steered = ours.outpaint(PROMPT, picture, (8, 0, 0, 0), steps=STEPS, seed=1, controls=[Control("canny", edges)],
+                            progress=False)
+    plain = ours.outpaint(PROMPT, picture, (8, 0, 0, 0), steps=STEPS, seed=1, guidance=6.0, progress=False)
+
+    (placed,) = maps[0]
+    assert placed.size == (W + 8, H)
+    placed = np.asarray(placed.convert("L"))
+    assert placed[:, :8].max() == 0 and placed[:, 8:].max() == 255  # no edges in the new strip, the disc's in place
+    out = pixels_of(steered.images[0])
+    assert np.abs(out[:, 8:] - pixels_of(picture)).max() <= 1
+    assert np.abs(steered.pixels[0] - plain.pixels[0])[:, :8].mean() > 0.01  # the control changed the new strip
+    assert steered.parameters[0]["controls"][0]["type"] == "canny" and steered.parameters[0]["extend"] == [8, 0, 0, 0]
+
+    canvas_edges = Image.new("RGB", (W + 8, H), (20, 20, 20))
+    ImageDraw.Draw(canvas_edges).ellipse((0, 3, 20, 21), fill=(240, 240, 240))
+    ours.outpaint(PROMPT, picture, (8, 0, 0, 0), steps=1, seed=1, controls=[Control("canny", canvas_edges)],
+                  progress=False)
+    drawn = np.asarray(maps[1][0].convert("L"))
+    assert maps[1][0].size == (W + 8, H) and drawn[:, :8].max() == 255  # a canvas-sized map covers the new strip

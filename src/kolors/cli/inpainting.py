@@ -1,6 +1,6 @@
 """The ``kolors inpaint`` and ``kolors outpaint`` commands' own options (twins of ``InpaintPipeline`` /
 ``InpaintPipeline.outpaint``); the shared model/sampling/output options come from the parent parser, and
-``inpaint`` takes the ControlNet options of :mod:`kolors.cli.controls` (``--control TYPE=IMAGE[:SCALE]``, …)."""
+both take the ControlNet options of :mod:`kolors.cli.controls` (``--control TYPE=IMAGE[:SCALE]``, …)."""
 
 from __future__ import annotations
 
@@ -63,6 +63,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser, number: Callable[[st
     from . import controls
 
     controls.add_arguments(inpaint)
+    controls.add_arguments(outpaint)
     sides = outpaint.add_mutually_exclusive_group()
     sides.add_argument("--extend", type=_extend, metavar="L,T,R,B",
                        help="pixels to add on the left, top, right and bottom (grown to multiples of 8)")
@@ -121,4 +122,5 @@ def run(pipe: Any, args: argparse.Namespace, params: dict[str, Any], call: dict[
     if args.command == "inpaint":
         return pipe(params["prompt"], params["init_image"], params["mask"], **options,
                     resize_mask=bool(params.get("resize_mask")), controls=controls, **call, **kwargs)
-    return pipe.outpaint(params["prompt"], params["init_image"], list(params["extend"]), **options, **call, **kwargs)
+    return pipe.outpaint(params["prompt"], params["init_image"], list(params["extend"]), **options,
+                         controls=controls, **call, **kwargs)

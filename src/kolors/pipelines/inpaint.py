@@ -85,6 +85,18 @@ def outpaint_canvas(image: Image.Image, extend: Sequence[int], multiple: int = C
     return Image.fromarray(pixels), Image.fromarray(mask), (left, top, right, bottom)
 
 
+def place_on_canvas(control_map: Image.Image, image_size: tuple[int, int], grown: Sequence[int]) -> Image.Image:
+    """A control map made for the original image (of ``image_size``) where that image sits on the outpainting
+    canvas grown by ``grown`` = (left, top, right, bottom), black around it: no edges, no pose, farthest depth.
+    Maps of any other size are returned unchanged (they are stretched to the canvas like any control map)."""
+    if control_map.size != tuple(image_size):
+        return control_map
+    left, top, right, bottom = grown
+    canvas = Image.new(control_map.mode, (image_size[0] + left + right, image_size[1] + top + bottom))
+    canvas.paste(control_map, (left, top))
+    return canvas
+
+
 def blend_weights(mask: np.ndarray, feather: int) -> np.ndarray:
     """Per-pixel weight of the generated image: 1 inside ``mask`` (bool, H×W), falling linearly to 0 over
     ``feather`` pixels outside it."""
@@ -218,22 +230,29 @@ class InpaintPipeline(ControlNets, Image2ImagePipeline):
         batch_size: int | None = None,
         pag_scale: float = 0.0,
         pag_layers: str | Sequence[str] | None = None,
+        controls: Sequence[Control | Mapping[str, Any]] = (),
         progress: bool | None = None,
     ) -> GenerationResult:
         """Grow ``image`` by ``extend`` pixels (one number for every side, or left, top, right, bottom) and fill
-        the new area following ``prompt``; the original pixels are kept (``feather`` blends into them)."""
+        the new area following ``prompt``; the original pixels are kept (``feather`` blends into them).
+
+        ``controls``: ControlNet inputs as for ``__call__``. A map of the original image's size (a photo for
+        canny or ``detect``) is put where the image sits, black around it; one of any other size covers the whole
+        grown canvas (draw it for the canvas to steer the new area)."""
         sides = [extend] * 4 if isinstance(extend, int) else list(extend)
         if len(sides) != 4 or any(not isinstance(v, int) or v < 0 for v in sides) or not any(sides):
             raise InvalidParameterError(
                 f"extend must be 4 non-negative pixel counts (left, top, right, bottom), not all 0, got {extend}")
-        canvas, mask, grown = outpaint_canvas(open_image(image), sides)
+        original = open_image(image)
+        canvas, mask, grown = outpaint_canvas(original, sides)
         extra: dict[str, Any] = {"strength": strength, "extend": list(grown)}
         if not isinstance(image, Image.Image):
             extra["init_image"] = str(Path(image))
         return self._inpaint(prompt, canvas, mask, negative_prompt, strength=strength, feather=feather, extra=extra,
                              width=None, height=None, steps=steps, guidance=guidance, seed=seed,
                              num_images=num_images, scheduler=scheduler, batch_size=batch_size,
-                             pag_scale=pag_scale, pag_layers=pag_layers, progress=progress)
+                             pag_scale=pag_scale, pag_layers=pag_layers, controls=controls, progress=progress,
+                             place_maps=functools.partial(place_on_canvas, image_size=original.size, grown=grown))
 
     # -- the algorithm, step by step -------------------------------------------------------------
 
@@ -241,13 +260,17 @@ class InpaintPipeline(ControlNets, Image2ImagePipeline):
                  strength: float, feather: int, extra: dict[str, Any], width: int | None, height: int | None,
                  steps: int | None, guidance: float | None, pag_scale: float,
                  pag_layers: str | Sequence[str] | None, controls: Sequence[Control | Mapping[str, Any]] = (),
+                 place_maps: Callable[[Image.Image], Image.Image] | None = None,
                  **kwargs: Any) -> GenerationResult:
-        """Generate into the masked region of ``picture``, then paste the kept pixels back."""
+        """Generate into the masked region of ``picture``, then paste the kept pixels back (``place_maps``: how
+        outpainting puts the control maps on its canvas)."""
         if not 0.0 <= strength <= 1.0:
             raise InvalidParameterError(f"strength must be between 0 and 1, got {strength}")
         if not isinstance(feather, int) or feather < 0:
             raise InvalidParameterError(f"feather must be a whole number of pixels >= 0, got {feather}")
         prepared = self._prepare_controls(controls) if controls else None
+        if prepared is not None and place_maps is not None:
+            prepared.maps = [place_maps(m) for m in prepared.maps]
         if self.inpainting_unet:
             steps = INPAINTING_STEPS if steps is None else steps
             guidance = INPAINTING_GUIDANCE if guidance is None else guidance
