@@ -98,10 +98,14 @@ def test_inpainting_redraws_only_the_masked_region(source):
     before = np.asarray(source, dtype=np.int16)
     for prompt in ("a blue square in the top left corner", "左上角有一个蓝色的正方形"):
         blue = 0
-        for out in pipe(prompt, source, Image.fromarray(mask), feather=feather, seed=0, num_images=3,
+        for out in pipe(prompt, source, Image.fromarray(mask), feather=feather, seed=0, num_images=6,
                         progress=False).images:
             after = np.asarray(out, dtype=np.int16)
             assert np.abs(after[outside] - before[outside]).max() <= 1, prompt
             assert np.abs(after[:64, :64] - before[:64, :64]).mean() > 3, prompt  # the quarter was redrawn
-            blue += check_image(out).colour == "blue"
-        assert blue >= 2, (prompt, blue)  # a small model: most seeds, not every one
+            found = check_image(out).colour
+            assert found != "red", prompt  # the red square is gone
+            blue += found == "blue"
+        # a small model: most seeds, not every one (the others leave the quarter empty); seeds 0-7 gave 6/8 (en)
+        # and 7/8 (zh) with the shipped weights
+        assert blue >= 4, (prompt, blue)

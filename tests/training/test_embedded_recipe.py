@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -163,3 +164,51 @@ def test_timestep_shift_draws_the_noisier_half_more_often():
     assert abs(float((uniform >= 550).float().mean()) - 0.5) < 0.02
     # shift 3 maps u to 3u / (1 + 2u): u = 1/4 lands at T/2, so three quarters of the draws are in the noisier half
     assert abs(float((shifted >= 550).float().mean()) - 0.75) < 0.02
+
+
+def test_average_matches_embedding_rows_by_token_and_averages_the_rest(tiny_run, tmp_path, monkeypatch):
+    import shutil
+    import types
+
+    from safetensors.torch import load_file, save_file
+
+    import kolors.training.tokenizer as tokenizer_module
+    from kolors import KolorsError
+    from kolors.training.average import average_models, row_order
+
+    assert row_order({"a": 2, "b": 3}, {"a": 3, "b": 2}, 5).tolist() == [0, 1, 3, 2, 4]
+    with pytest.raises(KolorsError, match="token 'b' is missing"):
+        row_order({"a": 2, "b": 3}, {"a": 3}, 5)
+
+    def weights(folder, part):
+        return load_file(next((folder / part).glob("*.safetensors")))
+
+    # B: the tiny model with every UNet weight tripled, and a tokenizer that numbers "▁red" and "蓝" the other way
+    # round, its embedding rows swapped to match (and scaled by 5).
+    b = tmp_path / "b"
+    shutil.copytree(tiny_run.out, b)
+    save_file({k: v * 3 for k, v in weights(b, "unet").items()}, next((b / "unet").glob("*.safetensors")))
+    te = weights(b, "text_encoder")
+    vocab = tokenizer_module.load_tokenizer(b / "tokenizer").get_vocab()
+    red, blue = vocab["▁red"], vocab["蓝"]
+    rows = te["embedding.word_embeddings.weight"]
+    rows[[red, blue]] = rows[[blue, red]] * 5
+    save_file(te, next((b / "text_encoder").glob("*.safetensors")))
+    renumbered = types.SimpleNamespace(get_vocab=lambda: {**vocab, "▁red": blue, "蓝": red})
+    real = tokenizer_module.load_tokenizer
+    monkeypatch.setattr(tokenizer_module, "load_tokenizer",
+                        lambda folder: renumbered if Path(folder).parent == b else real(folder))
+
+    out = average_models([tiny_run.out, b], tmp_path / "soup", weights=[1, 1])
+    a_unet, got_unet = weights(tiny_run.out, "unet"), weights(out, "unet")
+    for name, value in a_unet.items():
+        assert torch.allclose(got_unet[name].float(), 2 * value.float(), rtol=1e-3, atol=1e-3), name
+    a_rows = weights(tiny_run.out, "text_encoder")["embedding.word_embeddings.weight"].float()
+    got_rows = weights(out, "text_encoder")["embedding.word_embeddings.weight"].float()
+    for k in (red, blue, vocab["▁blue"]):  # the token's own row: (1 + 5) / 2 = 3 times it for the swapped two
+        assert torch.allclose(got_rows[k], (3 if k in (red, blue) else 1) * a_rows[k], rtol=1e-3, atol=1e-3)
+    assert {p.name for p in out.iterdir()} == {p.name for p in tiny_run.out.iterdir()}
+    with pytest.raises(KolorsError, match="at least two"):
+        average_models([tiny_run.out], tmp_path / "x")
+    with pytest.raises(KolorsError, match="--weights needs 2 numbers"):
+        average_models([tiny_run.out, b], tmp_path / "x", weights=[1])
