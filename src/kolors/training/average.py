@@ -68,15 +68,19 @@ def average_models(folders: Sequence[str | Path], out: str | Path, weights: Sequ
             files = [_weights_file(f, part) for f in folders]
             states = [load_file(f) for f in files]
             averaged = {}
+            orders: dict[int, list[torch.Tensor]] = {}  # by row count: each folder's rows in the base's order
             for name, first in states[0].items():
                 total = torch.zeros(first.shape, dtype=torch.float32)
-                for state, vocab, w in zip(states, vocabs, weights):
+                for k, (state, w) in enumerate(zip(states, weights)):
                     if name not in state or state[name].shape != first.shape:
                         raise KolorsError(f"{part} tensor {name} differs in shape between the folders: "
                                           "average models of one architecture")
                     tensor = state[name].float()
                     if part == "text_encoder" and name in VOCABULARY_TENSORS:
-                        tensor = tensor[row_order(vocabs[0], vocab, first.shape[0])]
+                        rows = first.shape[0]
+                        if rows not in orders:
+                            orders[rows] = [row_order(vocabs[0], vocab, rows) for vocab in vocabs]
+                        tensor = tensor[orders[rows][k]]
                     total += w * tensor
                 averaged[name] = total.to(first.dtype)
             save_file(averaged, staging / part / files[0].name, metadata={"format": "pt"})
