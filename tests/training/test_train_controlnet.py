@@ -10,7 +10,7 @@ import pytest
 import torch
 from diffusers import ControlNetModel, UNet2DConditionModel
 from PIL import Image
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from kolors.adapters.controlnet import load_controlnet
 from kolors.cli.main import main
@@ -121,3 +121,31 @@ def test_data_without_conditioning_images_is_a_one_line_error(train_model, shape
     assert main(_args(train_model, shapes_control, tmp_path / "d", "--steps", "1",
                       "--set", "conditioning_channels=[8, 16, 32]")) == 2
     assert "'conditioning_channels' needs 2 widths" in _one_line(capsys)
+
+
+def test_controlnet_scale_trains_the_residuals_at_that_scale(train_model, light_run, shapes_control, tmp_path):
+    """Training at controlnet_scale s sees what scale 1.0 sees with the output convolutions multiplied by s."""
+    trained = light_run / "controlnet"
+    halved = tmp_path / "halved"
+    shutil.copytree(trained, halved)
+    weights = load_file(trained / WEIGHTS_FILE)
+    outputs = ("controlnet_down_blocks.", "controlnet_mid_block.")
+    save_file({k: v * 0.5 if k.startswith(outputs) else v for k, v in weights.items()}, str(halved / WEIGHTS_FILE))
+    (halved / FP16_WEIGHTS_FILE).unlink()
+
+    def initial_loss(folder, scale: float) -> float:
+        out = tmp_path / f"{folder.name}-{scale}"
+        assert main(_args(train_model, shapes_control, out, "--steps", "1", *LIGHT[2:6], "--set",
+                          f"controlnet_from={folder}", "--set", f"controlnet_scale={scale}")) == 0
+        return json.loads((out / "summary.json").read_text())["initial_loss"]
+
+    at_half, halved_at_one, full = initial_loss(trained, 0.5), initial_loss(halved, 1.0), initial_loss(trained, 1.0)
+    print(f"evaluation loss: scale 0.5 {at_half:.6f}, halved outputs at 1.0 {halved_at_one:.6f}, scale 1.0 {full:.6f}")
+    assert at_half == pytest.approx(halved_at_one, rel=1e-5)
+    assert abs(at_half - full) > 1e-3 * full
+
+
+def test_controlnet_scale_must_be_positive(train_model, shapes_control, tmp_path, capsys):
+    assert main(_args(train_model, shapes_control, tmp_path / "out", "--steps", "1",
+                      "--set", "controlnet_scale=0")) == 2
+    assert "'controlnet_scale' must be positive, got 0" in _one_line(capsys)

@@ -58,6 +58,9 @@ class TrainConfig:
     controlnet_blocks: str = "full"  # full: a copy of the UNet's encoder; light: no attention (training/controlnet.py)
     controlnet_from: str | None = None  # continue training this ControlNet folder instead of starting from the UNet
     conditioning_channels: list[int] | None = None  # control-image encoder widths; None: diffusers' (16, 32, 96, 256)
+    # the conditioning scale the ControlNet is trained at, and so the one at which it has its trained strength:
+    # 1.0 as diffusers' trainer; 0.7 for use at the Kolors default scale (kolors generate --control)
+    controlnet_scale: float = 1.0
     # data
     resolution: int | None = None  # target area is resolution²; None: the model's native size
     buckets: bool = True  # aspect-ratio bucketing (else centre-crop squares)
@@ -97,7 +100,7 @@ class TrainConfig:
                     "num_class_images", "sample_steps"):
             if getattr(self, key) < 1:
                 raise bad(key, f"must be at least 1, got {getattr(self, key)}")
-        for key in ("lr", "ema_decay", "adam_epsilon"):
+        for key in ("lr", "ema_decay", "adam_epsilon", "controlnet_scale"):
             if not getattr(self, key) > 0:
                 raise bad(key, f"must be positive, got {getattr(self, key)}")
         if not 0.0 <= self.caption_dropout < 1.0:

@@ -238,7 +238,7 @@ def _loss(cfg: TrainConfig, batch: dict, k: int, accelerator: Accelerator, *, un
         text = caches.text(captions, text_encoder, grad=cfg.train_text_encoder)
         noisy = scheduler.add_noise(latents, noise, timesteps)
         added = {"text_embeds": text.pooled, "time_ids": batch["time_ids"].to(device)}
-        control = _control(controlnet, batch, noisy, timesteps, text.tokens, added)
+        control = _control(controlnet, batch, noisy, timesteps, text.tokens, added, cfg.controlnet_scale)
         prediction = unet(noisy, timesteps, encoder_hidden_states=text.tokens, added_cond_kwargs=added,
                           **control).sample
     target = _target(scheduler, latents, noise, timesteps)
@@ -249,12 +249,12 @@ def _loss(cfg: TrainConfig, batch: dict, k: int, accelerator: Accelerator, *, un
 
 
 def _control(controlnet, batch: dict, noisy: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
-             added: dict) -> dict:
-    """The ControlNet's residuals for the UNet (ControlNet training), else nothing."""
+             added: dict, scale: float) -> dict:
+    """The ControlNet's residuals at conditioning ``scale`` for the UNet (ControlNet training), else nothing."""
     if controlnet is None:
         return {}
     image = batch["control"].to(noisy.device)
-    return controlnet_residuals(controlnet, noisy, timesteps, context, added, image)
+    return controlnet_residuals(controlnet, noisy, timesteps, context, added, image, scale=scale)
 
 
 def _row_draws(cfg: TrainConfig, scheduler: DDPMScheduler, shape: tuple[int, ...], k: int, row: int,
@@ -311,7 +311,7 @@ def _eval_loss(cfg: TrainConfig, dataset: ImageDataset, *, unet, text_encoder, v
         noisy = scheduler.add_noise(latents, noise, t)
         added = {"text_embeds": text.pooled, "time_ids": batch["time_ids"].to(device)}
         with caches.accelerator.autocast() if controlnet is not None else contextlib.nullcontext():
-            control = _control(controlnet, batch, noisy, t, text.tokens, added)
+            control = _control(controlnet, batch, noisy, t, text.tokens, added, cfg.controlnet_scale)
             prediction = unet(noisy, t, encoder_hidden_states=text.tokens, added_cond_kwargs=added, **control)
         target = _target(scheduler, latents, noise, t)
         losses.append(F.mse_loss(prediction.sample.float(), target.float()).item())
