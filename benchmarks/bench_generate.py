@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from full_size import build_full_size, count_parameters  # noqa: E402
 
 from kolors import Text2ImagePipeline  # noqa: E402
-from kolors.pipelines.prompt import encode_prompts  # noqa: E402
+from kolors.diffusion.prompt import encode_prompts  # noqa: E402
 
 PROMPT = "一张瓢虫的照片，微距，变焦，高质量，电影，拿着一个牌子，写着“可图”"
 

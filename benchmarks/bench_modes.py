@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from full_size import build_full_size  # noqa: E402
 
 from kolors.evaluation.image_metrics import psnr, ssim  # noqa: E402
-from kolors.pipelines.text_to_image import Text2ImagePipeline  # noqa: E402
+from kolors.pipelines.legacy import Text2ImagePipeline  # noqa: E402
 
 PROMPT = "一张瓢虫的照片，微距，变焦，高质量，电影，拿着一个牌子，写着“可图”"
 Row = tuple[str, str, str]
@@ -262,7 +262,7 @@ def bench_cold_start(b: Bench, folder: Path) -> None:
         "        if not hasattr(Bar, 'first'):\n"
         "            torch.cuda.synchronize() if torch.cuda.is_available() else None; Bar.first = time.perf_counter() - t0\n"
         "        return super().update(n)\n"
-        "import kolors.pipelines.text_to_image as m; m.tqdm = Bar\n"
+        "import kolors.pipelines.pipeline as m; m.tqdm = Bar\n"
         f"p('a', steps=2, width={b.args.size}, height={b.args.size}, seed=0, progress=False)\n"
         "print('RESULT', t_load, Bar.first)\n"
     )

@@ -55,8 +55,8 @@ t0 = time.perf_counter()
 import torch
 torch.set_num_threads({threads})
 from kolors import Text2ImagePipeline
-import kolors.pipelines.text_to_image as m
-from kolors.pipelines import prompt as prompt_module
+import kolors.pipelines.pipeline as m
+from kolors.diffusion import prompt as prompt_module
 pipe = Text2ImagePipeline.from_pretrained({folder!r}, device="cpu", dtype="bfloat16",
                                           text_encoder_quant={quant!r})
 load = time.perf_counter() - t0

@@ -24,7 +24,7 @@ import torch
 from kolors.evaluation import shapes_checker
 from kolors.evaluation.heldout_prompts import load_heldout_prompts
 from kolors.evaluation.image_metrics import psnr, ssim
-from kolors.pipelines.text_to_image import Text2ImagePipeline
+from kolors.pipelines.legacy import Text2ImagePipeline
 
 CONFIGS = {  # name -> from_pretrained keywords
     "exact": {},

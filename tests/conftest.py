@@ -36,3 +36,15 @@ def reference_pipeline(tiny_kolors_diffusers):
     pipe = KolorsPipeline.from_pretrained(tiny_kolors_diffusers, variant="fp16", dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+@pytest.fixture
+def controlnet_dir(tiny_kolors_diffusers, tmp_path):
+    """A tiny ControlNet for the tiny Kolors checkpoint, saved in the published Kolors-ControlNet layout."""
+    from diffusers import UNet2DConditionModel
+
+    from helpers.tiny_controlnet import save_controlnet, tiny_controlnet
+
+    unet = UNet2DConditionModel.from_pretrained(tiny_kolors_diffusers / "unet", variant="fp16")
+    save_controlnet(tiny_controlnet(unet, seed=0), tmp_path / "cn")
+    return tmp_path / "cn"

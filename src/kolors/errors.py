@@ -17,3 +17,7 @@ class ModelLayoutError(KolorsError):
 
 class InvalidParameterError(KolorsError, ValueError):
     """A generation or training parameter is out of range."""
+
+
+class GenerationCancelled(KolorsError):
+    """A generation was stopped before it finished (a cancelled job, an interrupt); raise it from ``on_step``."""

@@ -16,8 +16,8 @@ from PIL import Image, ImageDraw
 from helpers.tiny_controlnet import save_controlnet, tiny_controlnet
 from kolors import KolorsError
 from kolors.adapters.controlnet import ControlNetConditioner, load_controlnet
-from kolors.adapters.preprocess import DWPOSE_FILES, MIDAS_FILE, canny, control_map
-from kolors.pipelines.controlnet import Control, ControlNetPipeline
+from kolors.annotators.maps import DWPOSE_FILES, MIDAS_FILE, canny, control_map
+from kolors import Control, ControlNetPipeline
 
 STEPS = 4
 W, H = 32, 24
@@ -196,14 +196,15 @@ def test_offload_puts_the_controlnets_on_the_device_while_denoising(ours, photo,
     moved = []
 
     @contextlib.contextmanager
-    def on_device(module):
-        moved.append(module)
+    def using(*modules):
+        moved.extend(dict.fromkeys(modules))
         yield
 
-    monkeypatch.setattr(ours, "_on_device", on_device)
+    monkeypatch.setattr(ours.placement, "using", using)
     generate(ours, [Control("canny", photo), Control("depth", depth_picture), Control("canny", photo)], steps=1)
-    assert moved.count(ours.controlnets["canny"]) == 1 and moved.count(ours.controlnets["depth"]) == 1
-    assert moved.index(ours.controlnets["canny"]) < moved.index(ours.components.unet)
+    canny, depth = ours.controlnets.model("canny"), ours.controlnets.model("depth")
+    assert moved.count(canny) == 1 and moved.count(depth) == 1
+    assert moved.index(canny) < moved.index(ours.components.unet)
 
 
 def test_guidance_window_selects_steps():
@@ -235,7 +236,7 @@ def test_defaults_and_parameters_round_trip(ours, photo, tmp_path):
     assert result.images[0].size == (W, H)  # the control image's size
     assert params["guidance"] == 6.0
     assert params["controls"] == [{"type": "canny", "image": str(path), "scale": 0.7, "start": 0.0, "end": 0.9,
-                                   "controlnet": str(ours.controlnet_folders["canny"])}]
+                                   "controlnet": ours.controlnets.folder("canny")}]
     json.dumps(params)
     again = ours(PROMPT, controls=params["controls"], steps=2, seed=1, progress=False)
     assert np.array_equal(again.pixels, result.pixels)

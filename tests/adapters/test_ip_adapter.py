@@ -16,14 +16,14 @@ from helpers.tiny_ip_adapter import (
 )
 from helpers.tiny_kolors import TEXT_HIDDEN, UNET_CONFIG
 from kolors import KolorsError, load_pipeline
-from kolors.adapters.ip_adapter import (
-    FaceIDPlusProjection,
+from kolors.adapters.image_prompts import (
     load_face_id,
     load_ip_adapter,
     loaded_ip_adapters,
     set_ip_adapter_scale,
     unload_ip_adapter,
 )
+from kolors.adapters.ip_adapter import FaceIDPlusProjection
 from kolors.cli.main import main
 from kolors.metadata import PARAMETERS_CHUNK, read_parameters, read_png_text
 

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 
 import numpy as np
 import pytest
 import torch
 from diffusers import KolorsPipeline
 from diffusers.utils import convert_state_dict_to_diffusers, convert_state_dict_to_kohya
-from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
+from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
 from safetensors.torch import save_file
 
+from helpers.tiny_lora import peft_lora
 from kolors import KolorsError, load_pipeline
 from kolors.adapters.lora import (
     a1111_lora_hashes,
@@ -43,19 +43,6 @@ SGM_BLOCKS = {
 
 
 # --- tiny LoRAs --------------------------------------------------------------------------------------------
-def peft_lora(model: torch.nn.Module, targets: list[str], rank: int, seed: int) -> dict[str, torch.Tensor]:
-    """A random LoRA for ``model`` made with peft: its state dict in peft names (``<module>.lora_A.weight``)."""
-    model = inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=rank, target_modules=targets),
-                                    copy.deepcopy(model))
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_" in name:
-                fan_in = param[0].numel()
-                param.copy_(torch.randn(param.shape, generator=gen) * (0.6 / math.sqrt(fan_in)))
-    return {k: v.contiguous() for k, v in get_peft_model_state_dict(model).items()}
-
-
 def save_diffusers(folder, name, unet_sd, text_sd=None, *, peft_names=False):
     """What diffusers' trainers write: ``unet.<m>.lora.down.weight`` for attention layers and
     ``unet.<m>.lora_A.weight`` for the others (+ ``text_encoder.…lora_A.weight``); with ``peft_names``,

@@ -24,7 +24,7 @@ from PIL import Image
 from kolors.cli import main as cli
 from kolors.cli.main import main
 from kolors.metadata import format_parameters, read_parameters, save_png
-from kolors.pipelines.text_to_image import Text2ImagePipeline
+from kolors.pipelines.legacy import Text2ImagePipeline
 
 FAST = ["--steps", "2", "--width", "32", "--height", "24"]
 
@@ -208,7 +208,7 @@ def test_builtin_model_notice_is_printed_once(model, tmp_path, capsys, monkeypat
 
 def test_truncation_warning_names_the_dropped_tokens(model, tmp_path, capsys):
     from kolors.loading.components import load_tokenizer
-    from kolors.pipelines.prompt import MAX_TOKENS, count_dropped_tokens
+    from kolors.diffusion.prompt import MAX_TOKENS, count_dropped_tokens
 
     prompt = " ".join(["red circle blue square yellow triangle"] * 80)
     dropped = count_dropped_tokens(load_tokenizer(model / "tokenizer"), prompt)

@@ -12,7 +12,7 @@ from PIL import Image
 from helpers.tiny_kolors import write_tiny_kolors
 from kolors.cli.main import main
 from kolors.metadata import read_parameters, read_png_text
-from kolors.pipelines.text_to_image import Text2ImagePipeline
+from kolors.pipelines.legacy import Text2ImagePipeline
 
 W, H = 32, 24
 FAST = ["--steps", "2", "--seed", "4", "--quiet"]

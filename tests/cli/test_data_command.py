@@ -32,7 +32,7 @@ def test_refuses_a_folder_that_has_files(tmp_path, capsys):
 
 
 def test_control_canny_writes_the_edges_generation_would_make(tmp_path):
-    from kolors.adapters.preprocess import control_map
+    from kolors.annotators.maps import control_map
 
     out = tmp_path / "pairs"
     assert main(["data", "shapes", str(out), "-n", "4", "--seed", "2", "--control", "canny", "--quiet"]) == 0

@@ -13,7 +13,7 @@ from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
 from kolors.adapters.lora import fuse_lora, load_lora, unfuse_lora, unload_lora
 from kolors.data.shapes import Scene, Shape, render
 from kolors.evaluation.shapes_checker import check_image
-from kolors.pipelines.image_to_image import Image2ImagePipeline
+from kolors.pipelines.legacy import Image2ImagePipeline
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,7 @@ def test_lora_changes_the_image_unload_restores_it_and_fusing_keeps_it(tmp_path)
 def test_inpainting_redraws_only_the_masked_region(source):
     from PIL import Image
 
-    from kolors.pipelines.inpaint import InpaintPipeline
+    from kolors import InpaintPipeline
 
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("KOLORS_MODEL", raising=False)

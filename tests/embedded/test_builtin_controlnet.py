@@ -14,7 +14,7 @@ from kolors.adapters.controlnet import embedded_controlnet, load_controlnet
 from kolors.data.shapes import Scene, Shape, render
 from kolors.evaluation.control_eval import control_cases, evaluate_control
 from kolors.loading import EMBEDDED_MODEL_DIR
-from kolors.pipelines.controlnet import Control, ControlNetPipeline
+from kolors import Control, ControlNetPipeline
 
 SHIPPED = EMBEDDED_MODEL_DIR.parent / "kolors-shapes-small-controlnet-canny"
 # Held-out cases (pair id, language) whose prompts do not name the position: only the control image tells where
@@ -83,7 +83,7 @@ def test_inpainting_with_a_canny_control_puts_the_shape_where_the_edges_are_insi
     outside the mask do not change."""
     from kolors.cli.main import main
     from kolors.metadata import read_parameters
-    from kolors.pipelines.inpaint import InpaintPipeline
+    from kolors import InpaintPipeline
 
     monkeypatch.delenv("KOLORS_MODEL", raising=False)
     source = render(Scene(shapes=(Shape(shape="square", colour="red", size="large", position="top-left"),)), 128)
@@ -119,7 +119,7 @@ def test_inpainting_with_a_canny_control_puts_the_shape_where_the_edges_are_insi
 def test_outpainting_with_a_canvas_sized_canny_control_draws_the_shape_in_the_new_area():
     """``InpaintPipeline.outpaint(controls=…)`` with the built-in model: a control drawn for the grown canvas puts
     the circle into the new right half, where the control's circle is; the original left half is kept."""
-    from kolors.pipelines.inpaint import InpaintPipeline
+    from kolors import InpaintPipeline
 
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("KOLORS_MODEL", raising=False)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from kolors.performance import cpu
-from kolors.pipelines.text_to_image import Text2ImagePipeline
+from kolors.pipelines.legacy import Text2ImagePipeline
 
 FAST = dict(width=32, height=32, steps=3, seed=7, progress=False)
 

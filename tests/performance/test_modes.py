@@ -18,7 +18,7 @@ from kolors.metadata import read_parameters, read_png_text
 from kolors.performance import enable_vae_tiling, settings_for
 from kolors.performance.compile import fuse_attention
 from kolors.performance.offload import is_streamed, stream_layers
-from kolors.pipelines.text_to_image import Text2ImagePipeline
+from kolors.pipelines.legacy import Text2ImagePipeline
 
 FAST = dict(width=32, height=32, steps=3, seed=7, progress=False)
 
@@ -93,10 +93,14 @@ def test_fast_mode_walks_every_other_timestep_of_exact_mode(tiny_kolors_diffuser
     reference = make_scheduler("default", exact.components.scheduler)
     reference.set_timesteps(exact.defaults.steps)
     scheduler = make_scheduler("dpmpp_2m", pipe.components.scheduler)
+    from kolors import GenerationRequest
+    from kolors.pipelines.tasks import text_to_image
+
     steps = pipe.settings.default_steps(exact.defaults.steps)
-    _, timesteps = pipe._start_from_noise(scheduler, [torch.Generator().manual_seed(0)], steps, width=32, height=32)
+    plan = text_to_image(pipe, pipe.resolve(GenerationRequest("a", width=32, height=32)))
+    _, timesteps = plan.start(scheduler, [torch.Generator().manual_seed(0)], steps)
     assert timesteps.tolist() == reference.timesteps[::2].tolist()  # same first (noisiest) step as exact mode
-    _, own = pipe._start_from_noise(scheduler, [torch.Generator().manual_seed(0)], 3, width=32, height=32)
+    _, own = plan.start(scheduler, [torch.Generator().manual_seed(0)], 3)
     assert len(own) == 3  # a step count of the user's own: the sampler's own schedule
 
 

@@ -9,7 +9,7 @@ from diffusers import KolorsImg2ImgPipeline
 from PIL import Image
 
 from kolors import KolorsError
-from kolors.pipelines.image_to_image import Image2ImagePipeline
+from kolors.pipelines.legacy import Image2ImagePipeline
 from kolors.schedulers import make_scheduler
 
 STEPS = 6

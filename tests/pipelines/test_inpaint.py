@@ -16,8 +16,9 @@ from PIL import Image, ImageDraw
 from helpers.tiny_controlnet import save_controlnet, tiny_controlnet
 from helpers.tiny_kolors import write_tiny_kolors
 from kolors import KolorsError
-from kolors.pipelines.controlnet import Control
-from kolors.pipelines.inpaint import InpaintPipeline, outpaint_canvas, place_on_canvas
+from kolors import Control
+from kolors import InpaintPipeline
+from kolors.pipelines.inpainting import outpaint_canvas, place_on_canvas
 from kolors.schedulers import make_scheduler
 
 STEPS = 4
@@ -72,7 +73,7 @@ def reference(pipe: InpaintPipeline, scheduler: str) -> StableDiffusionXLInpaint
                                                    (0.999, "dpmpp_2m_karras")])
 def test_matches_diffusers_sdxl_inpainting_inside_the_mask(request, kind, strength, scheduler, picture, mask):
     ours = request.getfixturevalue(kind)
-    cond, uncond = ours._encode(PROMPT, "模糊", 5.0)
+    cond, uncond = ours.encode_prompt(PROMPT, "模糊")
     want = reference(ours, scheduler)(
         prompt_embeds=cond.tokens, pooled_prompt_embeds=cond.pooled, negative_prompt_embeds=uncond.tokens,
         negative_pooled_prompt_embeds=uncond.pooled, image=picture, mask_image=mask, width=W, height=H,
@@ -101,7 +102,7 @@ def test_unet_input_is_latents_mask_then_masked_image_latents(nine, picture, mas
     g = torch.Generator().manual_seed(11)
     torch.randn((1, 4, H // 2, W // 2), generator=g)
     image = torch.from_numpy(np.asarray(picture, np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
-    masked_latents = nine._encode_image(image * (latent_mask.new_tensor(np.asarray(mask) < 128)), [g])
+    masked_latents = nine.encode_pixels(image * (latent_mask.new_tensor(np.asarray(mask) < 128)), [g])
     for x in seen:
         for row in x:
             assert torch.equal(row[4:5], latent_mask[0])
@@ -193,7 +194,7 @@ def test_perturbed_attention_guidance_with_the_inpainting_unet(nine, picture, ma
 
 
 def test_inpainting_model_is_refused_for_text_to_image(inpainting_folder):
-    from kolors.pipelines.text_to_image import Text2ImagePipeline
+    from kolors.pipelines.legacy import Text2ImagePipeline
 
     pipe = Text2ImagePipeline.from_pretrained(inpainting_folder, device="cpu", dtype="float32")
     with pytest.raises(KolorsError, match="inpainting model .*kolors inpaint"):
@@ -270,10 +271,12 @@ def test_bad_controls_are_refused_before_generating(four, picture, mask, canny_c
 def test_control_maps_of_an_odd_sized_image_are_padded_with_it(four, picture, mask, canny_controlnet, edges,
                                                                monkeypatch):
     odd, odd_mask, odd_edges = (im.crop((0, 0, 30, 21)) for im in (picture, mask, edges))
+    from kolors.pipelines import tasks
+
     sizes = []
-    real = four._control_conditioners
-    monkeypatch.setattr(four, "_control_conditioners",
-                        lambda prepared, w, h: sizes.append([m.size for m in prepared.maps]) or real(prepared, w, h))
+    real = tasks.control_maps
+    monkeypatch.setattr(tasks, "control_maps",
+                        lambda *args: sizes.append([m.size for m in real(*args)]) or real(*args))
     got = four(PROMPT, odd, odd_mask, steps=2, seed=3, progress=False,
                controls=[Control("canny", odd_edges, controlnet=canny_controlnet)])
     assert sizes == [[(32, 24)]]  # padded to the generated size like the image, not stretched to it
@@ -298,10 +301,11 @@ def test_outpaint_with_a_control_places_its_map_and_keeps_the_original(request, 
                                                                        edges, monkeypatch):
     ours = request.getfixturevalue(kind)
     ours.add_controlnet("canny", canny_controlnet)
+    from kolors.pipelines import tasks
+
     maps = []
-    real = ours._control_conditioners
-    monkeypatch.setattr(ours, "_control_conditioners",
-                        lambda prepared, w, h: maps.append(list(prepared.maps)) or real(prepared, w, h))
+    real = tasks.control_maps
+    monkeypatch.setattr(tasks, "control_maps", lambda *args: maps.append(real(*args)) or real(*args))
     steered = ours.outpaint(PROMPT, picture, (8, 0, 0, 0), steps=STEPS, seed=1, controls=[Control("canny", edges)],
                             progress=False)
     plain = ours.outpaint(PROMPT, picture, (8, 0, 0, 0), steps=STEPS, seed=1, guidance=6.0, progress=False)

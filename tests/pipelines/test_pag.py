@@ -9,8 +9,8 @@ from diffusers import KolorsPAGPipeline
 from PIL import Image
 
 from kolors import KolorsError
-from kolors.pipelines.image_to_image import Image2ImagePipeline
-from kolors.pipelines.text_to_image import Text2ImagePipeline
+from kolors.pipelines.legacy import Image2ImagePipeline
+from kolors.pipelines.legacy import Text2ImagePipeline
 
 STEPS = 4
 W, H = 32, 24
@@ -78,7 +78,7 @@ def test_pag_with_ip_adapter_plus(tiny_kolors_diffusers, tmp_path):
     ``ip_adapter_image_embeds`` when only an image is given, and passes a tensor where its UNet wants a list.)
     """
     from helpers.tiny_ip_adapter import write_tiny_ip_adapter_plus
-    from kolors.adapters.ip_adapter import load_ip_adapter
+    from kolors.adapters.image_prompts import load_ip_adapter
 
     adapter = write_tiny_ip_adapter_plus(tmp_path)
     reference_image = Image.fromarray((np.random.RandomState(0).rand(30, 40, 3) * 255).astype(np.uint8))

@@ -33,7 +33,7 @@ def shapes_control(tmp_path_factory) -> Path:
 
     from PIL import Image
 
-    from kolors.adapters.preprocess import canny
+    from kolors.annotators.maps import canny
 
     folder = write_shapes(tmp_path_factory.mktemp("shapes") / "control", 12, "metadata")
     rows = [json.loads(line) for line in (folder / "metadata.jsonl").read_text(encoding="utf-8").splitlines()]

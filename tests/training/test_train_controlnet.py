@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 
 from kolors.adapters.controlnet import load_controlnet
 from kolors.cli.main import main
-from kolors.pipelines.controlnet import Control, ControlNetPipeline
+from kolors import Control, ControlNetPipeline
 from kolors.training.controlnet import FP16_WEIGHTS_FILE, WEIGHTS_FILE
 
 

@@ -1,8 +1,6 @@
-"""Adapters that extend a loaded Kolors model (ControlNet, LoRA, IP-Adapter, …).
-
-The names below are imported on first use, so that the CLI's parser can read adapter defaults without loading
-diffusers.
-"""
+"""Adapters a pipeline owns and applies per request: LoRAs (lora.py; file formats in lora_format.py), ControlNets
+(controlnet.py) and image prompts (image_prompts.py; the IP-Adapter files in ip_adapter.py). The older functional
+API is importable from here; names are imported on first use."""
 
 from __future__ import annotations
 
@@ -10,21 +8,11 @@ import importlib
 from typing import Any
 
 _LAZY = {
-    "LoadedLora": "lora",
-    "a1111_lora_hashes": "lora",
-    "fuse_lora": "lora",
-    "load_face_id": "ip_adapter",
-    "load_ip_adapter": "ip_adapter",
-    "load_lora": "lora",
-    "loaded_ip_adapters": "ip_adapter",
-    "loaded_loras": "lora",
-    "lora_parameters": "lora",
-    "parse_lora_spec": "lora",
-    "set_ip_adapter_scale": "ip_adapter",
-    "set_lora_weights": "lora",
-    "unfuse_lora": "lora",
-    "unload_ip_adapter": "ip_adapter",
-    "unload_lora": "lora",
+    "LoadedLora": "lora", "a1111_lora_hashes": "lora", "fuse_lora": "lora", "load_lora": "lora",
+    "loaded_loras": "lora", "lora_parameters": "lora", "parse_lora_spec": "lora", "set_lora_weights": "lora",
+    "unfuse_lora": "lora", "unload_lora": "lora",
+    "load_face_id": "image_prompts", "load_ip_adapter": "image_prompts", "loaded_ip_adapters": "image_prompts",
+    "set_ip_adapter_scale": "image_prompts", "unload_ip_adapter": "image_prompts",
 }
 
 
@@ -34,20 +22,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = [
-    "LoadedLora",
-    "a1111_lora_hashes",
-    "fuse_lora",
-    "load_face_id",
-    "load_ip_adapter",
-    "load_lora",
-    "loaded_ip_adapters",
-    "loaded_loras",
-    "lora_parameters",
-    "parse_lora_spec",
-    "set_ip_adapter_scale",
-    "set_lora_weights",
-    "unfuse_lora",
-    "unload_ip_adapter",
-    "unload_lora",
-]
+__all__ = sorted(_LAZY)

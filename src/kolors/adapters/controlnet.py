@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import inspect
 import os
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import torch
 from diffusers import ControlNetModel, UNet2DConditionModel
 
-from ..errors import KolorsError, ModelLayoutError
 from ..defaults import CONTROL_END, CONTROL_SCALE, CONTROL_START
+from ..diffusion.conditioning import Conditioner
+from ..errors import KolorsError, ModelLayoutError
 from ..loading.components import load_diffusers_model
-from ..loading.locate import locate_model, read_json
-from ..pipelines.conditioning import Conditioner
+from ..loading.locate import EMBEDDED_MODEL_DIR, locate_model, read_json
+
+MAX_LOADED = 4  # ControlNets kept loaded for requests that name a folder (registered ones come on top)
 
 # Settings of the official Kolors ControlNet scripts.
 DEFAULT_SCALE = CONTROL_SCALE
@@ -31,10 +34,86 @@ DEFAULT_END = CONTROL_END
 
 def embedded_controlnet(kind: str) -> Path | None:
     """The ControlNet shipped beside the built-in model for ``kind`` controls (``canny``), or None."""
-    from ..loading import locate
-
-    folder = locate.EMBEDDED_MODEL_DIR.parent / f"{locate.EMBEDDED_MODEL_DIR.name}-controlnet-{kind}"
+    folder = EMBEDDED_MODEL_DIR.parent / f"{EMBEDDED_MODEL_DIR.name}-controlnet-{kind}"
     return folder if (folder / "config.json").is_file() else None
+
+
+def conventional_folder(kind: str, model_folder: Path) -> Path | None:
+    """Where a ``kind`` ControlNet is found without being named: the one shipped beside the built-in model;
+    ``Kolors-ControlNet-<Type>`` beside the model folder; ``Kwai-Kolors/Kolors-ControlNet-<Type>`` in the local
+    Hugging Face cache; else None."""
+    name = f"Kolors-ControlNet-{kind.title()}"
+    if model_folder.resolve() == EMBEDDED_MODEL_DIR.resolve():
+        return embedded_controlnet(kind)
+    if (model_folder.parent / name / "config.json").is_file():
+        return model_folder.parent / name
+    try:
+        return locate_model(f"Kwai-Kolors/{name}")
+    except KolorsError:
+        return None
+
+
+class ControlNetSet:
+    """The ControlNets of one pipeline: one per control type to use by default (registered, or found where
+    :func:`conventional_folder` looks), and those requests name by folder; each folder is loaded once (a bounded
+    number of request ones are kept, least recently used dropped first)."""
+
+    def __init__(self, pipe: Any, max_loaded: int = MAX_LOADED) -> None:
+        self._pipe = pipe  # the owning pipeline: its device, dtype, UNet and model folder
+        self.max_loaded = max_loaded
+        self._registered: dict[str, ControlNetModel | Path] = {}
+        self._by_folder: OrderedDict[Path, ControlNetModel] = OrderedDict()
+
+    def register(self, kind: str, controlnet: str | os.PathLike | ControlNetModel) -> ControlNetModel:
+        """Use ``controlnet`` (a folder, Hub id in the local cache, or a loaded model) for ``kind`` controls."""
+        if isinstance(controlnet, ControlNetModel):
+            self._registered[kind] = controlnet
+            return controlnet
+        folder = controlnet_folder(controlnet)
+        model = self._load(folder, pinned=True)
+        self._registered[kind] = folder
+        return model
+
+    def folder(self, kind: str, folder: str | os.PathLike | None = None) -> str | None:
+        """The folder a ``kind`` control uses (``folder`` when given; None for a registered model object)."""
+        if folder is not None:
+            return str(controlnet_folder(folder).absolute())
+        registered = self._registered.get(kind)
+        if isinstance(registered, ControlNetModel):
+            return None
+        found = registered or conventional_folder(kind, self._pipe.components.folder)
+        if found is None:
+            raise KolorsError(
+                f"no ControlNet is loaded for '{kind}' controls: pass --controlnet {kind}=DIR (a "
+                f"Kwai-Kolors/Kolors-ControlNet-{kind.title()} folder; Python: controlnets={{'{kind}': DIR}} or "
+                f"Control(..., controlnet=DIR))")
+        return str(Path(found).absolute())
+
+    def model(self, kind: str, folder: str | os.PathLike | None = None) -> ControlNetModel:
+        """The loaded ControlNet for a ``kind`` control (``folder``: the one it names)."""
+        registered = self._registered.get(kind)
+        if folder is None and isinstance(registered, ControlNetModel):
+            return registered
+        path = Path(self.folder(kind, folder))
+        pinned = registered is not None and Path(registered).resolve() == path.resolve()
+        return self._load(path, pinned=pinned)
+
+    def _load(self, folder: Path, pinned: bool) -> ControlNetModel:
+        key = folder.resolve()
+        if key in self._by_folder:
+            self._by_folder.move_to_end(key)
+            return self._by_folder[key]
+        pipe = self._pipe
+        model = load_controlnet(folder, pipe.placement.storage, pipe.dtype, unet=pipe.components.unet,
+                                vae_scale_factor=pipe.vae_scale_factor)
+        self._by_folder[key] = model
+        pinned_keys = {Path(f).resolve() for f in self._registered.values() if not isinstance(f, ControlNetModel)}
+        if pinned:
+            pinned_keys.add(key)
+        unpinned = [k for k in self._by_folder if k not in pinned_keys and k != key]
+        while len(self._by_folder) - len(pinned_keys & set(self._by_folder)) > self.max_loaded and unpinned:
+            del self._by_folder[unpinned.pop(0)]
+        return model
 
 
 def controlnet_folder(folder: str | os.PathLike) -> Path:
@@ -147,6 +226,9 @@ class ControlNetConditioner(Conditioner):
               timesteps: torch.Tensor) -> None:
         self._steps = len(timesteps)
         self._image = self.image.to(latents.device, self.controlnet.dtype)
+
+    def modules(self) -> list[torch.nn.Module]:
+        return [self.controlnet]
 
     def active(self, step: int) -> bool:
         """Whether step ``step`` (0-based, of the steps this batch runs) is inside the guidance window."""

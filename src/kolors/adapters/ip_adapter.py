@@ -1,13 +1,5 @@
-"""Image prompts: Kolors-IP-Adapter-Plus (a reference image) and Kolors-IP-Adapter-FaceID-Plus (a face).
-
-```python
-from kolors.adapters.ip_adapter import load_ip_adapter, load_face_id, unload_ip_adapter
-load_ip_adapter(pipe, "Kolors-IP-Adapter-Plus", image="ref.png", scale=0.5)
-load_face_id(pipe, "Kolors-IP-Adapter-FaceID-Plus", face="face.png", scale=0.8)   # needs insightface
-load_face_id(pipe, "Kolors-IP-Adapter-FaceID-Plus", face="emb.npy", image="crop.png")  # a ready embedding
-result = pipe("一位穿红衣服的女士")     # every generation of ``pipe`` now uses them (also img2img, ControlNet)
-unload_ip_adapter(pipe)                 # the UNet as it was
-```
+"""Kolors-IP-Adapter-Plus (a reference image) and Kolors-IP-Adapter-FaceID-Plus (a face): their published files,
+the FaceID-Plus projection, and the face inputs. How a pipeline uses them: :mod:`kolors.adapters.image_prompts`.
 
 Published layouts (as loaded by the official Kolors scripts):
 
@@ -37,8 +29,6 @@ import math
 import os
 import pickle
 import re
-import weakref
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +37,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..defaults import FACE_ID_SCALE, IP_ADAPTER_SCALE
 from ..errors import InvalidParameterError, KolorsError, ModelLayoutError
-from ..pipelines.conditioning import Conditioner
+from ..images import open_image
 
 PLUS = "ip_adapter"
 FACE_ID = "face_id"
-DEFAULT_SCALES = {PLUS: 0.5, FACE_ID: 0.8}  # the official scripts' scales
+DEFAULT_SCALES = {PLUS: IP_ADAPTER_SCALE, FACE_ID: FACE_ID_SCALE}  # the official scripts' scales
 PLUS_FILES = ("ip_adapter_plus_general.bin", "ip_adapter_plus_general.safetensors", "ip_adapter_plus_genernal.bin")
 FACE_ID_FILES = ("ipa-faceid-plus.bin", "ipa-faceid-plus.safetensors")
 ENCODER_FOLDERS = {PLUS: ("image_encoder",), FACE_ID: ("clip-vit-large-patch14-336", "image_encoder")}
@@ -277,252 +268,12 @@ class _ThroughTextProjection(torch.nn.Module):
         return self._text_projection[0](tokens)
 
 
-# --- state of a pipeline ---------------------------------------------------------------------------------------
-@dataclass
-class ImagePromptAdapter:
-    """One loaded image-prompt adapter and its current input."""
-
-    kind: str  # PLUS or FACE_ID
-    weights: Path
-    encoder_folder: Path
-    state: dict[str, dict[str, torch.Tensor]] = field(repr=False)
-    encoder: Any = field(repr=False)  # CLIPVisionModelWithProjection
-    scale: float
-    image: Image.Image = field(repr=False)  # the reference image (PLUS) or the face crop (FACE_ID)
-    image_path: str | None = None
-    face_embedding: torch.Tensor | None = field(default=None, repr=False)  # (1, 512), FACE_ID
-    face_path: str | None = None
-    projection: FaceIDPlusProjection | None = field(default=None, repr=False)
-
-    def parameters(self) -> dict[str, Any]:
-        """The JSON-serialisable record of this adapter for the generation parameters."""
-        known = self.weights.name in (PLUS_FILES if self.kind == PLUS else FACE_ID_FILES)
-        params: dict[str, Any] = {"model": str(self.weights.parent if known else self.weights), "scale": self.scale}
-        if self.kind == PLUS:
-            params["image"] = self.image_path
-        else:
-            params["face"] = self.face_path
-            if self.image_path is not None and self.image_path != self.face_path:
-                params["image"] = self.image_path
-        return params
-
-
-@dataclass
-class _State:
-    adapters: dict[str, ImagePromptAdapter] = field(default_factory=dict)
-    processors: dict[str, Any] | None = None  # the UNet's attention processors before any adapter
-    text_projection: torch.nn.Module | None = None
-    hid_dim_type: str | None = None
-
-
-_STATES: weakref.WeakKeyDictionary[torch.nn.Module, _State] = weakref.WeakKeyDictionary()
-
-
-def _unet(pipe: Any) -> Any:
-    return pipe.components.unet
-
-
-def _check_scale(scale: float) -> float:
-    if not isinstance(scale, (int, float)) or not math.isfinite(scale) or not 0 <= scale <= 10:
-        raise InvalidParameterError(f"an IP-Adapter scale must be a number between 0 and 10, got {scale}")
-    return float(scale)
-
-
-def _load_encoder(folder: Path, pipe: Any) -> Any:
-    from transformers import CLIPVisionModelWithProjection
-    from transformers.utils import logging as hf_logging
-
-    device = torch.device("cpu") if getattr(pipe, "offload", False) else pipe.device
-    bar = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        encoder = CLIPVisionModelWithProjection.from_pretrained(folder, dtype=pipe.dtype)
-    except (OSError, ValueError, RuntimeError) as exc:
-        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
-        raise ModelLayoutError(f"cannot load the image encoder in {folder}: {reason}") from None
-    finally:
-        if bar:
-            hf_logging.enable_progress_bar()
-    return encoder.to(device).eval().requires_grad_(False)
-
-
-def _encoder_width(folder: Path) -> int:
-    """The hidden width of the CLIP image encoder in ``folder`` (from its config.json)."""
-    from ..loading.locate import read_json
-
-    config = read_json(folder / "config.json")
-    config = config.get("vision_config", config)  # a full CLIPModel config holds the vision part
-    if "hidden_size" not in config:
-        raise ModelLayoutError(f"{folder}/config.json does not describe a CLIP image encoder (no hidden_size)")
-    return int(config["hidden_size"])
-
-
-def _install(unet: Any, state: _State) -> None:
-    """Put the attention processors and image projections of ``state.adapters`` into the UNet (or none)."""
-    from diffusers.models.embeddings import MultiIPAdapterImageProjection
-
-    if state.processors is None:  # first adapter: remember the UNet as it is
-        state.processors = dict(unet.attn_processors)
-        state.hid_dim_type = unet.config.encoder_hid_dim_type
-        state.text_projection = unet.encoder_hid_proj
-    adapters = list(state.adapters.values())
-    if not adapters:
-        if hasattr(unet, "text_encoder_hid_proj"):
-            del unet.text_encoder_hid_proj
-        unet.encoder_hid_proj = state.text_projection  # first: the image projections hold attention layers too
-        unet.set_attn_processor(dict(state.processors))  # it empties the dict it is given
-        unet.config.encoder_hid_dim_type = state.hid_dim_type
-        state.processors = state.text_projection = state.hid_dim_type = None
-        return
-    if not hasattr(unet, "text_encoder_hid_proj"):  # keep the 4096->2048 text projection (diffusers' Kolors name)
-        unet.text_encoder_hid_proj = state.text_projection
-    unet.encoder_hid_proj = None
-    unet.set_attn_processor(dict(state.processors))  # it empties the dict it is given
-    # diffusers' conversion, with the state dicts in its format (FaceID-Plus layers read as such)
-    state_dicts = [{"image_proj": a.state["image_proj"], "ip_adapter": a.state["ip_adapter"]} for a in adapters]
-    processors = unet._convert_ip_adapter_attn_to_diffusers(state_dicts, low_cpu_mem_usage=False)
-    unet.set_attn_processor(processors)
-    layers = []
-    for adapter in adapters:
-        if adapter.kind == PLUS:
-            layers.append(unet._convert_ip_adapter_image_proj_to_diffusers(adapter.state["image_proj"],
-                                                                           low_cpu_mem_usage=False))
-        else:
-            layers.append(_ThroughTextProjection(state.text_projection))
-    unet.encoder_hid_proj = MultiIPAdapterImageProjection(layers)
-    unet.config.encoder_hid_dim_type = "ip_image_proj"
-    where = {"device": state.text_projection.weight.device, "dtype": state.text_projection.weight.dtype}
-    unet.encoder_hid_proj.to(**where).requires_grad_(False)
-    for proc in unet.attn_processors.values():  # only the new layers move: the UNet may be quantized
-        if isinstance(proc, torch.nn.Module):
-            proc.to(**where).requires_grad_(False)
-    _apply_scales(unet, state)
-
-
-def _apply_scales(unet: Any, state: _State) -> None:
-    from diffusers.models.attention_processor import IPAdapterAttnProcessor, IPAdapterAttnProcessor2_0
-
-    scales = [a.scale for a in state.adapters.values()]
-    tokens = [a.state["image_proj"]["latents"].shape[1] if a.kind == PLUS else a.projection.num_tokens
-              for a in state.adapters.values()]
-    for proc in unet.attn_processors.values():
-        if isinstance(proc, (IPAdapterAttnProcessor, IPAdapterAttnProcessor2_0)):
-            proc.scale = list(scales)
-            proc.num_tokens = tokens
-
-
-def _register(pipe: Any, adapter: ImagePromptAdapter) -> None:
-    unet = _unet(pipe)
-    if getattr(unet.config, "encoder_hid_dim_type", None) not in ("text_proj", "ip_image_proj"):
-        raise KolorsError("IP-Adapters need a Kolors UNet (with its 4096->2048 text projection)")
-    check_compatible(adapter.state, adapter.kind, unet, adapter.encoder.config.hidden_size, str(adapter.weights))
-    state = _STATES.setdefault(unet, _State())
-    previous = state.adapters.get(adapter.kind)
-    state.adapters[adapter.kind] = adapter
-    state.adapters = {k: state.adapters[k] for k in (PLUS, FACE_ID) if k in state.adapters}
-    try:
-        _install(unet, state)
-    except Exception:  # put back what was loaded before
-        if previous is None:
-            state.adapters.pop(adapter.kind)
-        else:
-            state.adapters[adapter.kind] = previous
-        _install(unet, state)
-        if not state.adapters:
-            _STATES.pop(unet, None)
-        raise
-
-
-# --- public API ------------------------------------------------------------------------------------------------
-def load_ip_adapter(pipe: Any, model: str | os.PathLike, image: str | os.PathLike | Image.Image,
-                    scale: float = DEFAULT_SCALES[PLUS]) -> ImagePromptAdapter:
-    """Load Kolors-IP-Adapter-Plus (folder or weight file) into ``pipe`` with ``image`` as the reference.
-
-    Replaces an IP-Adapter-Plus loaded before. Later generations of ``pipe`` use it until ``unload_ip_adapter``.
-    """
-    from ..pipelines.image_to_image import open_image
-
-    scale = _check_scale(scale)
-    picture = open_image(image)
-    weights, encoder_folder = find_adapter(model, PLUS)
-    state = read_adapter_file(weights)
-    check_compatible(state, PLUS, _unet(pipe), _encoder_width(encoder_folder), str(weights))
-    adapter = ImagePromptAdapter(
-        kind=PLUS, weights=weights, encoder_folder=encoder_folder, state=state,
-        encoder=_load_encoder(encoder_folder, pipe), scale=scale, image=picture,
-        image_path=None if isinstance(image, Image.Image) else str(Path(image)),
-    )
-    _register(pipe, adapter)
-    return adapter
-
-
-def load_face_id(pipe: Any, model: str | os.PathLike, face: str | os.PathLike | Image.Image | np.ndarray | torch.Tensor,
-                 scale: float = DEFAULT_SCALES[FACE_ID], *, image: str | os.PathLike | Image.Image | None = None,
-                 insightface_root: str | os.PathLike | None = None) -> ImagePromptAdapter:
-    """Load Kolors-IP-Adapter-FaceID-Plus into ``pipe`` for the face ``face``.
-
-    ``face``: a photo (the largest face is found, embedded and cropped by insightface's antelopev2), or a 512-d
-    face embedding (``.npy``/``.pt`` file, array or tensor) together with ``image``, the face crop whose CLIP
-    features complete it. With a photo, ``image`` (if given) replaces the automatic crop.
-    """
-    from ..pipelines.image_to_image import open_image
-
-    scale = _check_scale(scale)
-    weights, encoder_folder = find_adapter(model, FACE_ID)
-    embedding, crop, face_path = _face_inputs(face, image, insightface_root, weights.parent)
-    state = read_adapter_file(weights)
-    check_compatible(state, FACE_ID, _unet(pipe), _encoder_width(encoder_folder), str(weights))
-    projection = FaceIDPlusProjection.from_state_dict(state["image_proj"])
-    if embedding.numel() != projection.id_dim:
-        raise KolorsError(f"the face embedding has {embedding.numel()} values, this FaceID-Plus adapter takes "
-                          f"{projection.id_dim} (an insightface antelopev2 embedding)")
-    picture = open_image(crop)
-    image_path = face_path if image is None else (None if isinstance(image, Image.Image) else str(Path(image)))
-    device = torch.device("cpu") if getattr(pipe, "offload", False) else pipe.device
-    adapter = ImagePromptAdapter(
-        kind=FACE_ID, weights=weights, encoder_folder=encoder_folder, state=state,
-        encoder=_load_encoder(encoder_folder, pipe), scale=scale, image=picture, image_path=image_path,
-        face_embedding=embedding.reshape(1, -1).float(), face_path=face_path,
-        projection=projection.to(device, pipe.dtype),
-    )
-    _register(pipe, adapter)
-    return adapter
-
-
-def set_ip_adapter_scale(pipe: Any, scale: float, kind: str = PLUS) -> None:
-    """Change the scale of a loaded adapter (``kind``: "ip_adapter" or "face_id"); 0 switches it off."""
-    state = _STATES.get(_unet(pipe))
-    if state is None or kind not in state.adapters:
-        raise KolorsError(f"no {NAMES.get(kind, kind)} is loaded")
-    state.adapters[kind].scale = _check_scale(scale)
-    _apply_scales(_unet(pipe), state)
-
-
-def loaded_ip_adapters(pipe: Any) -> list[ImagePromptAdapter]:
-    """The image-prompt adapters loaded into ``pipe`` (IP-Adapter-Plus first)."""
-    state = _STATES.get(_unet(pipe))
-    return list(state.adapters.values()) if state else []
-
-
-def unload_ip_adapter(pipe: Any, kind: str | None = None) -> None:
-    """Remove the adapter ``kind`` (default: all); the UNet is then exactly as before loading."""
-    unet = _unet(pipe)
-    state = _STATES.get(unet)
-    if state is None:
-        return
-    for k in [kind] if kind else list(state.adapters):
-        state.adapters.pop(k, None)
-    _install(unet, state)
-    if not state.adapters:
-        _STATES.pop(unet, None)
-
-
 # --- inputs ----------------------------------------------------------------------------------------------------
 def parse_image_spec(spec: str, default_scale: float) -> tuple[str, float]:
     """``IMAGE[:SCALE]`` (the CLI's ``--ip-adapter`` / ``--face-id``) as ``(image, scale)``."""
     head, sep, tail = spec.rpartition(":")
     if sep and head and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", tail.strip()):
-        return head, _check_scale(float(tail))
+        return head, check_scale(float(tail))
     return spec, default_scale
 
 
@@ -550,7 +301,7 @@ def read_face_embedding(path: str | os.PathLike) -> torch.Tensor:
     return data.float().reshape(-1)
 
 
-def _face_inputs(face: Any, image: Any, root: Any, adapter_folder: Path) -> tuple[torch.Tensor, Any, str | None]:
+def face_inputs(face: Any, image: Any, root: Any, adapter_folder: Path) -> tuple[torch.Tensor, Any, str | None]:
     """(embedding, face-crop image, recorded face path) from a photo or an embedding (+ image)."""
     if isinstance(face, (np.ndarray, torch.Tensor)):
         if image is None:
@@ -562,9 +313,7 @@ def _face_inputs(face: Any, image: Any, root: Any, adapter_folder: Path) -> tupl
         if image is None:
             raise KolorsError(f"the face embedding {face} needs the face image too: --face-image IMAGE")
         return embedding, image, str(Path(face))
-    from ..pipelines.image_to_image import open_image
-
-    photo = open_image(face)
+    photo = open_image(face, "face image")
     embedding, crop = detect_face(photo, root, adapter_folder)
     return embedding, (crop if image is None else image), None if isinstance(face, Image.Image) else str(Path(face))
 
@@ -608,66 +357,39 @@ def detect_face(photo: Image.Image, root: Any = None,
     return torch.as_tensor(np.asarray(face["embedding"], dtype=np.float32)), crop
 
 
-# --- generation ------------------------------------------------------------------------------------------------
-class ImagePromptConditioner(Conditioner):
-    """Passes each adapter's image tokens to the UNet (``added_cond_kwargs["image_embeds"]``).
-
-    ``embeds``: per adapter, (negative, positive) tensors of shape (1, 1, tokens, width). Rows follow the loop's
-    batch order: ``[negative…, positive…]`` with guidance, positive only without.
-    """
-
-    def __init__(self, embeds: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        self.embeds = embeds
-        self._n = 1
-
-    def begin(self, scheduler: Any, generators: list[torch.Generator], latents: torch.Tensor,
-              timesteps: torch.Tensor) -> None:
-        self._n = len(generators)
-
-    def unet_kwargs(self, model_in: torch.Tensor, t: torch.Tensor, progress: float, context: torch.Tensor,
-                    added: dict[str, torch.Tensor]) -> dict[str, Any]:
-        n, rows = self._n, model_in.shape[0]
-        out = []
-        for negative, positive in self.embeds:
-            parts = [negative.expand(n, *negative.shape[1:])] if rows == 2 * n else []
-            parts.append(positive.expand(n, *positive.shape[1:]))
-            out.append(torch.cat(parts).to(model_in.device))
-        return {"added_cond_kwargs": {"image_embeds": out}}
 
 
-def _clip_pixels(adapter: ImagePromptAdapter) -> torch.Tensor:
-    from transformers import CLIPImageProcessor
-
-    size = adapter.encoder.config.image_size
-    processor = CLIPImageProcessor(size=size, crop_size=size)  # as diffusers and the official scripts build it
-    return processor(adapter.image, return_tensors="pt").pixel_values
-
-
-@torch.no_grad()
-def _embeds(pipe: Any, adapter: ImagePromptAdapter) -> tuple[torch.Tensor, torch.Tensor]:
-    encoder = adapter.encoder
-    dtype = next(encoder.parameters()).dtype
-    with pipe._on_device(encoder):
-        pixels = _clip_pixels(adapter).to(pipe.device, dtype)
-        positive = encoder(pixels, output_hidden_states=True).hidden_states[-2]
-        if adapter.kind == PLUS:
-            negative = encoder(torch.zeros_like(pixels), output_hidden_states=True).hidden_states[-2]
-    if adapter.kind == PLUS:
-        return negative[None], positive[None]
-    features = positive
-    proj = adapter.projection
-    with pipe._on_device(proj):
-        face = adapter.face_embedding.to(pipe.device, pipe.dtype)
-        positive = proj(face, features)
-        negative = proj(torch.zeros_like(face), torch.zeros_like(features))  # the official negative
-    return negative[None], positive[None]
+# --- checks and the image encoder -----------------------------------------------------------------------------
+def check_scale(scale: float) -> float:
+    if not isinstance(scale, (int, float)) or not math.isfinite(scale) or not 0 <= scale <= 10:
+        raise InvalidParameterError(f"an IP-Adapter scale must be a number between 0 and 10, got {scale}")
+    return float(scale)
 
 
-def image_prompt_conditioners(pipe: Any) -> tuple[list[Conditioner], dict[str, Any]]:
-    """The conditioner for the adapters loaded into ``pipe`` and their parameter records (nothing without)."""
-    state = _STATES.get(_unet(pipe))
-    if not state or not state.adapters:
-        return [], {}
-    _apply_scales(_unet(pipe), state)
-    embeds = [_embeds(pipe, a) for a in state.adapters.values()]
-    return [ImagePromptConditioner(embeds)], {a.kind: a.parameters() for a in state.adapters.values()}
+def load_encoder(folder: Path, device: torch.device, dtype: torch.dtype) -> Any:
+    """The CLIP image encoder in ``folder`` (CLIPVisionModelWithProjection), frozen."""
+    from transformers import CLIPVisionModelWithProjection
+    from transformers.utils import logging as hf_logging
+
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        encoder = CLIPVisionModelWithProjection.from_pretrained(folder, dtype=dtype)
+    except (OSError, ValueError, RuntimeError) as exc:
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise ModelLayoutError(f"cannot load the image encoder in {folder}: {reason}") from None
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()
+    return encoder.to(device).eval().requires_grad_(False)
+
+
+def encoder_width(folder: Path) -> int:
+    """The hidden width of the CLIP image encoder in ``folder`` (from its config.json)."""
+    from ..loading.locate import read_json
+
+    config = read_json(folder / "config.json")
+    config = config.get("vision_config", config)  # a full CLIPModel config holds the vision part
+    if "hidden_size" not in config:
+        raise ModelLayoutError(f"{folder}/config.json does not describe a CLIP image encoder (no hidden_size)")
+    return int(config["hidden_size"])

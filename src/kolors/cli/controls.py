@@ -1,6 +1,6 @@
 """The CLI's ControlNet options: ``--control TYPE=IMAGE[:SCALE]`` (repeatable), ``--controlnet TYPE=DIR``, …
 
-Twins of :class:`kolors.pipelines.controlnet.Control` (``type``, ``image``, ``scale``, ``start``, ``end``,
+Twins of :class:`kolors.request.Control` (``type``, ``image``, ``scale``, ``start``, ``end``,
 ``controlnet``, ``thresholds``). The controls are stored in the PNG parameters (``controls``) and replayed by
 ``--from-image`` (``--control`` options given win; ``--controlnet`` / ``--control-start`` / ``--control-end``
 change the stored ones).
@@ -114,7 +114,7 @@ def _conventional_folder(kind: str, model: str | None) -> Path | None:
 def specs(args: argparse.Namespace, stored: dict[str, Any], model: str | None) -> list[dict[str, Any]]:
     """The controls to use (``Control.from_dict`` records with absolute paths and a ControlNet folder each),
     from the options, else from ``stored``; checked before the model loads."""
-    from ..pipelines.controlnet import Control
+    from ..request import Control
 
     folders = _folders(args)
     if args.control:
@@ -127,7 +127,7 @@ def specs(args: argparse.Namespace, stored: dict[str, Any], model: str | None) -
         if not any(c["type"] == kind for c in controls):
             raise KolorsError(f"--controlnet {kind}=… goes with --control {kind}=IMAGE")
     for kind in args.detect:
-        from ..adapters.preprocess import ANNOTATOR_HINTS, check_annotator
+        from ..annotators.maps import ANNOTATOR_HINTS, check_annotator
 
         if not any(c["type"] == kind for c in controls):
             raise KolorsError(f"--detect {kind} goes with --control {kind}=PHOTO")

@@ -77,7 +77,7 @@ def specs(args: argparse.Namespace, stored: dict[str, Any]) -> dict[str, dict[st
 
 def apply(pipe: Any, wanted: dict[str, dict[str, Any]]) -> None:
     """Load the adapters of ``wanted`` (from :func:`specs`) into ``pipe``."""
-    from ..adapters.ip_adapter import FACE_ID, PLUS, load_face_id, load_ip_adapter
+    from ..adapters.image_prompts import FACE_ID, PLUS, load_face_id, load_ip_adapter
 
     if PLUS in wanted:
         s = wanted[PLUS]

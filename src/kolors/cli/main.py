@@ -445,16 +445,16 @@ def _lora_record(pipe: Any) -> dict[str, Any]:
 def _check_early(args: argparse.Namespace, params: dict[str, Any], loras: list[tuple[Path, float]]) -> None:
     """Reject bad sizes, step counts and missing files before spending time on loading the model."""
     from ..devices import resolve_device, resolve_dtype
-    from ..pipelines.text_to_image import _validate
+    from ..request import GenerationRequest
 
     resolve_dtype(params.get("dtype", "auto"), resolve_device(params.get("device", "auto")))
-    _validate(params.get("width", 8), params.get("height", 8), params.get("steps", 1), params.get("guidance", 1.0),
-              args.num_images, params.get("scheduler", "default"), params.get("seed"))
+    GenerationRequest(params.get("prompt", ""), width=params.get("width"), height=params.get("height"),
+                      steps=params.get("steps"), guidance=params.get("guidance"), num_images=args.num_images,
+                      scheduler=params.get("scheduler"), seed=params.get("seed")).validate()
     if "strength" in params and not 0.0 <= params["strength"] <= 1.0:
         raise KolorsError(f"strength must be between 0 and 1, got {params['strength']}")
-    from ..pipelines.pag import pag_settings
-
-    pag_settings(params.get("pag_scale"), params.get("pag_layers"))
+    GenerationRequest(params.get("prompt", ""), pag_scale=params.get("pag_scale") or 0.0,
+                      pag_layers=params.get("pag_layers") if params.get("pag_scale") else None).validate()
     if args.pag_layers and not params.get("pag_scale"):
         raise KolorsError("--pag-layers goes with --pag-scale F (e.g. --pag-scale 3)")
     files = [("--unet file", args.unet), ("--text-encoder file", args.text_encoder),
@@ -472,8 +472,7 @@ def _check_early(args: argparse.Namespace, params: dict[str, Any], loras: list[t
 
 
 def _load(args: argparse.Namespace, params: dict[str, Any], controlnet: bool = False):
-    from ..pipelines.image_to_image import Image2ImagePipeline
-    from ..pipelines.text_to_image import Text2ImagePipeline
+    from ..pipelines.legacy import Image2ImagePipeline, Text2ImagePipeline
 
     model = params.get("model")
     if model is None:
@@ -482,9 +481,9 @@ def _load(args: argparse.Namespace, params: dict[str, Any], controlnet: bool = F
             model = str(Path(env).expanduser().absolute())
     cls = Image2ImagePipeline if args.command == "img2img" else Text2ImagePipeline
     if args.command in ("inpaint", "outpaint"):  # takes controls itself
-        from ..pipelines.inpaint import InpaintPipeline as cls
+        from ..pipelines.legacy import InpaintPipeline as cls
     elif controlnet:
-        from ..pipelines.controlnet import ControlNetPipeline as cls
+        from ..pipelines.legacy import ControlNetPipeline as cls
     return cls.from_pretrained(model, device=params.get("device", "auto"), dtype=params.get("dtype", "auto"),
                                unet_file=args.unet, text_encoder_file=args.text_encoder, offload=args.offload,
                                mode=params.get("mode", "exact"), text_encoder_quant=params.get("text_encoder_quant"),
@@ -628,7 +627,7 @@ class _OneLineFormatter(logging.Formatter):
 
 
 def _version() -> str:
-    from .. import __version__
+    from ..version import __version__
 
     return __version__
 

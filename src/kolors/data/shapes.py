@@ -528,7 +528,7 @@ def write_imagefolder(
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     if control is not None:
-        from ..adapters.preprocess import control_map
+        from ..annotators.maps import control_map
 
         (out / "conditioning").mkdir(exist_ok=True)
     rng = np.random.default_rng(seed)

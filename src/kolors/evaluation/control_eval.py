@@ -57,7 +57,8 @@ def evaluate_control(pipe, cases: list[dict], *, control: bool, kind: str = "can
     """The position-match report of ``pipe`` (a ControlNetPipeline with a ``kind`` ControlNet) on ``cases``,
     generating with the control image (``control=True``) or without it (the baseline)."""
     from ..adapters.controlnet import DEFAULT_SCALE
-    from ..pipelines.controlnet import DEFAULT_GUIDANCE, Control
+    from ..defaults import CONTROL_GUIDANCE as DEFAULT_GUIDANCE
+    from ..request import Control
 
     scale = DEFAULT_SCALE if scale is None else scale
     guidance = DEFAULT_GUIDANCE if guidance is None else guidance
@@ -141,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from ..adapters.controlnet import embedded_controlnet
     from ..errors import KolorsError
-    from ..pipelines.controlnet import ControlNetPipeline
+    from ..pipelines.legacy import ControlNetPipeline
 
     try:
         pipe = ControlNetPipeline.from_pretrained(args.model, device=args.device)

@@ -79,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from ..errors import KolorsError
-    from ..pipelines.text_to_image import Text2ImagePipeline
+    from ..pipelines.legacy import Text2ImagePipeline
 
     try:
         pipe = Text2ImagePipeline.from_pretrained(args.model, device=args.device)

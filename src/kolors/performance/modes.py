@@ -19,10 +19,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+from ..defaults import MODES, TEXT_ENCODER_QUANTS
 from ..errors import InvalidParameterError
 
-MODES = ("exact", "fast", "low-memory", "sequential")
-TEXT_ENCODER_QUANTS = ("none", "int8", "int4")
 OFFLOADS = ("none", "model", "sequential")
 
 FAST_SCHEDULER = "dpmpp_2m"

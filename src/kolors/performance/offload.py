@@ -6,6 +6,9 @@ after, the next one prefetched on a side CUDA stream, so the device holds about 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 
 
@@ -22,3 +25,34 @@ def is_streamed(module: torch.nn.Module) -> bool:
     from diffusers.hooks.group_offloading import _is_group_offload_enabled
 
     return _is_group_offload_enabled(module)
+
+
+class Placement:
+    """Where a pipeline's models compute: ``device``, with ``offload`` keeping every model in CPU memory and
+    moving each to the device only while it runs (streamed models move layer by layer by themselves)."""
+
+    def __init__(self, device: torch.device, offload: bool = False) -> None:
+        self.device = device
+        self.offload = offload
+
+    @property
+    def storage(self) -> torch.device:
+        """Where models live between uses (what adapters are loaded onto)."""
+        return torch.device("cpu") if self.offload else self.device
+
+    @contextlib.contextmanager
+    def using(self, *modules: torch.nn.Module) -> Iterator[None]:
+        """``modules`` on the compute device inside this block (and back in CPU memory after it, with offload)."""
+        from ..devices import move
+
+        moving = self.offload and self.device.type != "cpu"
+        moved = [m for m in dict.fromkeys(modules) if moving and not is_streamed(m)]
+        try:
+            for module in moved:
+                move(module, self.device)
+            yield
+        finally:
+            for module in moved:
+                move(module, "cpu")
+            if moved and self.device.type == "cuda":
+                torch.cuda.empty_cache()

@@ -28,7 +28,7 @@ from ..adapters.controlnet import controlnet_residuals
 from ..errors import KolorsError
 from ..devices import move
 from ..loading import KolorsComponents, load_components, locate_model
-from ..pipelines.prompt import PromptEmbeddings, encode_tokens, tokenize_prompts
+from ..diffusion.prompt import PromptEmbeddings, encode_tokens, tokenize_prompts
 from . import controlnet as controlnet_utils
 from . import lora as lora_utils
 from .checkpoint import checkpoint_step, complete_checkpoints, find_checkpoint, save_checkpoint
@@ -387,7 +387,7 @@ def _class_examples(cfg: TrainConfig, model: KolorsComponents, accelerator: Acce
         folder.mkdir(parents=True, exist_ok=True)
         have = len([p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp")])
         if have < cfg.num_class_images:
-            from ..pipelines.text_to_image import Text2ImagePipeline
+            from ..pipelines.legacy import Text2ImagePipeline
 
             pipe = Text2ImagePipeline(model, device=accelerator.device, dtype=torch.float32,
                                       model_name=str(model.folder))
@@ -548,7 +548,7 @@ def _samples(cfg: TrainConfig, model: KolorsComponents, accelerator: Accelerator
     if accelerator.distributed_type.name == "FSDP" or cfg.mode == "controlnet":
         return
     if accelerator.is_main_process:
-        from ..pipelines.text_to_image import Text2ImagePipeline
+        from ..pipelines.legacy import Text2ImagePipeline
 
         pipe = Text2ImagePipeline(model, device=accelerator.device, dtype=torch.float32, model_name=str(model.folder))
         folder = output / "samples"

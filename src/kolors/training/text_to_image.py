@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DConditionModel
 
 from ..models.chatglm import ChatGLMModel, ChatGLMTokenizer, chatglm3_config, init_chatglm_weights
-from ..pipelines.prompt import encode_tokens, tokenize_prompts
+from ..diffusion.prompt import encode_tokens, tokenize_prompts
 
 __all__ = [
     "KOLORS_SCHEDULER_CONFIG",

@@ -6,7 +6,7 @@ made from a photo when the user has the annotator's weights locally:
 - depth: MiDaS (DPT-Hybrid, as the official scripts use) run through transformers' DPT classes, from the
   transformers layout (``Intel/dpt-hybrid-midas``: ``config.json`` + weights);
 - pose: DWPose, its two ONNX files (``yolox_l.onnx`` and ``dw-ll_ucoco_384.onnx``) run with onnxruntime
-  (``pip install "kolors[annotators]"``) and drawn as an OpenPose map (:mod:`kolors.adapters.pose`).
+  (``pip install "kolors[annotators]"``) and drawn as an OpenPose map (:mod:`kolors.annotators.pose`).
 
 Missing weights, unreadable weight files and a missing onnxruntime are named in a one-line error.
 """

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from kolors.adapters.preprocess import MIDAS_FILE, MIDAS_FOLDER, control_map
+from kolors.annotators.maps import MIDAS_FILE, MIDAS_FOLDER, control_map
 from kolors.errors import KolorsError
 
 
@@ -62,7 +62,7 @@ def test_without_annotator_dir_the_error_says_what_to_pass(photo):
 
 def test_cli_detects_depth_with_the_annotator_and_records_it(tiny_kolors_diffusers, controlnet_dir, tiny_dpt, photo,
                                                              tmp_path, capsys, monkeypatch):
-    from kolors.adapters import preprocess
+    from kolors.annotators import maps as preprocess
     from kolors.cli.main import main
     from kolors.metadata import read_parameters
 

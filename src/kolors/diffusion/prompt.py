@@ -67,14 +67,16 @@ def encode_prompts(
     *,
     device: torch.device,
     max_tokens: int = MAX_TOKENS,
+    what: str = "prompt",
 ) -> PromptEmbeddings:
-    """Kolors text conditioning for each prompt; warns when a prompt is cut at ``max_tokens``."""
+    """Kolors text conditioning for each prompt; warns when a prompt (``what``: "prompt", "negative prompt") is cut
+    at ``max_tokens``."""
     for prompt in dict.fromkeys(prompts):
         dropped = count_dropped_tokens(tokenizer, prompt, max_tokens)
         if dropped:
             logger.warning(
-                "prompt is longer than the %d-token context: the last %d tokens are dropped (%r…)",
-                max_tokens, dropped, prompt[:40],
+                "%s is longer than the %d-token context: the last %d tokens are dropped (%r…)",
+                what, max_tokens, dropped, prompt[:40],
             )
     inputs = tokenize_prompts(tokenizer, prompts, max_tokens=max_tokens)
     return encode_tokens(text_encoder, **{k: v.to(device) for k, v in inputs.items()})

@@ -1,14 +1,27 @@
-"""Extra conditioning that plugs into the denoising loop (ControlNet, IP-Adapter, inpainting, …).
+"""Conditioners: what ControlNets, inpainting, IP-Adapters and perturbed-attention guidance add to the denoising
+loop (:func:`kolors.pipelines.denoise.denoise`).
 
-Each conditioner sees the loop at three points; the defaults leave it unchanged. Batches hold the
-unconditional half first when classifier-free guidance is on (``[uncond…, cond…]``).
+A conditioner sees the loop at fixed points; every hook defaults to "no change". Batches hold the unconditional
+rows first when classifier-free guidance is on (``[uncond…, cond…]``); a conditioner may append rows of its own
+(:meth:`Conditioner.extra_rows`) and read their predictions back (:meth:`Conditioner.guide`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from collections.abc import Iterator
+from typing import Any, NamedTuple
 
 import torch
+
+
+class UNetInputs(NamedTuple):
+    """One UNet call: the (scaled) latents, the text tokens, the added conditioning and extra keyword arguments."""
+
+    sample: torch.Tensor
+    context: torch.Tensor
+    added: dict[str, Any]
+    kwargs: dict[str, Any]
 
 
 class Conditioner:
@@ -27,9 +40,26 @@ class Conditioner:
         """Extra keyword arguments for this UNet call; ``progress`` is the step's fraction in [0, 1)."""
         return {}
 
+    def extra_rows(self, inputs: UNetInputs, n: int) -> UNetInputs:
+        """The UNet call with rows of this conditioner's own appended (``n``: images in the batch)."""
+        return inputs
+
+    def guide(self, noise: torch.Tensor, prediction: torch.Tensor, n: int) -> torch.Tensor:
+        """The guided noise after classifier-free guidance, given the UNet's whole ``prediction`` (all rows)."""
+        return noise
+
     def after_step(self, latents: torch.Tensor, t: torch.Tensor, next_t: torch.Tensor | None) -> torch.Tensor:
         """The latents after a scheduler step (e.g. re-imposing known regions when inpainting)."""
         return latents
+
+    def modules(self) -> list[torch.nn.Module]:
+        """Models this conditioner runs, which must be on the compute device while the loop runs (offload)."""
+        return []
+
+    @contextlib.contextmanager
+    def attached(self, unet: torch.nn.Module) -> Iterator[None]:
+        """A change to the UNet that lasts while the loop runs (e.g. attention processors), undone afterwards."""
+        yield
 
 
 def merge_unet_kwargs(parts: list[dict[str, Any]]) -> dict[str, Any]:

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kolors.adapters import pose
-from kolors.adapters.preprocess import DWPOSE_FILES, check_annotator, control_map
+from kolors.annotators import pose
+from kolors.annotators.maps import DWPOSE_FILES, check_annotator, control_map
 from kolors.errors import KolorsError
 
 pytest.importorskip("onnxruntime")
@@ -276,7 +276,7 @@ def test_cli_detects_pose_with_the_annotator_and_records_it(tiny_kolors_diffuser
 def test_cli_names_a_missing_pose_file_before_loading_the_model(tiny_kolors_diffusers, photo, tmp_path, capsys,
                                                                  monkeypatch):
     from kolors.cli.main import main
-    from kolors.pipelines.text_to_image import Text2ImagePipeline
+    from kolors.pipelines.legacy import Text2ImagePipeline
 
     monkeypatch.setattr(Text2ImagePipeline, "from_pretrained",
                         classmethod(lambda cls, *a, **k: pytest.fail("the model was loaded")))
