@@ -1,6 +1,6 @@
 """Run modes on CPU: what each one switches on, that the exact levers keep the math, and how modes are recorded.
 
-The GPU-only parts (fp8, torch.compile, layer streaming to a device) are measured by benchmarks/bench_modes.py.
+The GPU-only parts (fp8, torch.compile, layer streaming to a device) are measured by benchmarks/gpu_all.py.
 """
 
 from __future__ import annotations
