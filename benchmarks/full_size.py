@@ -2,11 +2,13 @@
 
 The shapes are the published ones (../shared/KOLORS_LAYOUTS.md); the values are random, which does not change
 speed or memory. The tokenizer is a small SentencePiece model: only the 256-token padded length matters here.
+``scale="tiny"`` builds the same layout at toy sizes (the benchmarks' ``--smoke`` runs on a CPU).
 """
 
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 
 import torch
@@ -39,6 +41,19 @@ SCHEDULER_CONFIG = dict(
     num_train_timesteps=1100, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.014,
     prediction_type="epsilon", timestep_spacing="leading", steps_offset=1,
 )
+# The same layout at toy sizes: three UNet levels with transformer blocks, ChatGLM3's attention scheme, a
+# factor-8 VAE; every linear dimension a multiple of 16 (as the fp8 layers need).
+TINY_CONFIGS = {
+    "unet": dict(UNET_CONFIG, sample_size=8, layers_per_block=1, block_out_channels=(32, 32, 64),
+                 transformer_layers_per_block=(1, 1, 1), attention_head_dim=(2, 2, 4), cross_attention_dim=32,
+                 encoder_hid_dim=64, addition_time_embed_dim=8, projection_class_embeddings_input_dim=6 * 8 + 64,
+                 norm_num_groups=8),
+    "vae": dict(VAE_CONFIG, layers_per_block=1, block_out_channels=(16, 16, 32, 32), norm_num_groups=8,
+                sample_size=64),
+    "text_encoder": dict(CHATGLM3_CONFIG, num_layers=2, padded_vocab_size=512, hidden_size=64, ffn_hidden_size=128,
+                         kv_channels=16, num_attention_heads=4, seq_length=256),
+}
+CONFIGS = {"full": {"unet": UNET_CONFIG, "vae": VAE_CONFIG, "text_encoder": CHATGLM3_CONFIG}, "tiny": TINY_CONFIGS}
 PROMPT_SENTENCES = [
     "一张瓢虫的照片，微距，变焦，高质量，电影，拿着一个牌子，写着“可图”",
     "a photo of a ladybug, macro, zoom, high quality, film, holding a sign that says Kolors",
@@ -61,16 +76,18 @@ def small_tokenizer(folder: Path) -> ChatGLMTokenizer:
 
 
 @torch.no_grad()
-def build_full_size(workdir: Path, device: str = "cuda", dtype: torch.dtype = torch.float16) -> KolorsComponents:
-    """Random-weight full-size Kolors components, built directly on ``device`` in ``dtype``."""
+def build_full_size(workdir: Path, device: str = "cuda", dtype: torch.dtype = torch.float16,
+                    scale: str = "full") -> KolorsComponents:
+    """Random-weight Kolors components (``scale`` "full" or "tiny"), built directly on ``device`` in ``dtype``."""
+    configs = CONFIGS[scale]
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
         with torch.device(device):
             torch.manual_seed(0)
-            unet = UNet2DConditionModel.from_config(UNET_CONFIG)
-            vae = AutoencoderKL.from_config(VAE_CONFIG)
-            text_encoder = ChatGLMModel(ChatGLMConfig(**CHATGLM3_CONFIG), empty_init=False)
+            unet = UNet2DConditionModel.from_config(configs["unet"])
+            vae = AutoencoderKL.from_config(configs["vae"])
+            text_encoder = ChatGLMModel(ChatGLMConfig(**configs["text_encoder"]), empty_init=False)
             init_chatglm_weights(text_encoder)
     finally:
         torch.set_default_dtype(previous)
@@ -80,6 +97,30 @@ def build_full_size(workdir: Path, device: str = "cuda", dtype: torch.dtype = to
         tokenizer=small_tokenizer(workdir / "tokenizer"), text_encoder=text_encoder, unet=unet, vae=vae,
         scheduler=EulerDiscreteScheduler(**SCHEDULER_CONFIG), folder=workdir,
     )
+
+
+def write_folder(components: KolorsComponents, folder: Path) -> float:
+    """Write ``components`` as a diffusers-layout Kolors folder (fp16 weights as the fp16 variant); seconds taken."""
+    from diffusers import KolorsPipeline
+
+    c = components
+    pipe = KolorsPipeline(vae=c.vae, text_encoder=c.text_encoder, tokenizer=c.tokenizer, unet=c.unet,
+                          scheduler=c.scheduler)
+    variant = "fp16" if c.unet.dtype == torch.float16 else None
+    t0 = time.perf_counter()
+    pipe.save_pretrained(folder, variant=variant, safe_serialization=True)
+    return time.perf_counter() - t0
+
+
+def write_full_size(work: Path) -> Path:
+    """Full-size random Kolors written once under ``work`` (fp16 variant on the GPU); reused by later commands."""
+    folder = work / "kolors-random-full"
+    if not (folder / "model_index.json").is_file():
+        seconds = write_folder(build_full_size(work), folder)
+        print(f"wrote {folder} in {seconds:.0f} s", flush=True)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return folder
 
 
 def count_parameters(module: torch.nn.Module) -> int:

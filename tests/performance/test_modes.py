@@ -1,6 +1,6 @@
 """Run modes on CPU: what each one switches on, that the exact levers keep the math, and how modes are recorded.
 
-The GPU-only parts (fp8, torch.compile, layer streaming to a device) are measured by benchmarks/bench_modes.py.
+The GPU-only parts (fp8, torch.compile, layer streaming to a device) are measured by benchmarks/gpu_all.py.
 """
 
 from __future__ import annotations
@@ -128,6 +128,19 @@ def test_fusion_is_skipped_when_adapters_are_loaded(tiny_kolors_diffusers, tmp_p
     pipe.components.unet.add_adapter(LoraConfig(r=2, target_modules=["to_q", "to_k", "to_v"]))
     assert not fuse_attention(pipe.components.unet)
     assert not any(hasattr(m, "to_qkv") for m in pipe.components.unet.modules())
+
+
+def test_fusion_is_skipped_when_weights_are_quantised(tiny_kolors_diffusers):
+    # fast mode's fp8 layers (torchao tensors) cannot be concatenated into a fused projection; int8 is the same
+    # kind of weight and runs on a CPU
+    from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+    pipe = Text2ImagePipeline.from_pretrained(tiny_kolors_diffusers, device="cpu")
+    attention = lambda m, fqn: isinstance(m, torch.nn.Linear) and ".attn1.to_" in f".{fqn}"  # noqa: E731
+    quantize_(pipe.components.unet, Int8WeightOnlyConfig(), filter_fn=attention)
+    assert not fuse_attention(pipe.components.unet)
+    assert not any(hasattr(m, "to_qkv") for m in pipe.components.unet.modules())
+    assert pipe("a red circle", **FAST).pixels.shape == (1, 32, 32, 3)
 
 
 def test_tiled_decoding_runs_only_above_the_tile_size(exact, monkeypatch):

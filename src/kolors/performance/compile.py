@@ -40,13 +40,16 @@ def fuse_attention(unet: torch.nn.Module) -> bool:
     """Fuse each attention layer's q/k/v (and k/v for cross-attention) projections into one matmul.
 
     Skipped (returns False) when any attention layer has a non-default processor or adapter layers (LoRA,
-    IP-Adapter, PAG), whose weights a fused copy would not follow.
+    IP-Adapter, PAG), whose weights a fused copy would not follow, or quantised weights (fast mode's fp8 layers:
+    torchao tensors, which cannot be concatenated).
     """
     from diffusers.models.attention_processor import AttnProcessor2_0
 
     processors = unet.attn_processors.values()
     has_adapters = any(hasattr(m, "lora_A") for m in unet.modules())
-    if has_adapters or not all(type(p) is AttnProcessor2_0 for p in processors):
+    quantised = any(isinstance(m, torch.nn.Linear) and type(m.weight) not in (torch.nn.Parameter, torch.Tensor)
+                    for m in unet.modules())
+    if has_adapters or quantised or not all(type(p) is AttnProcessor2_0 for p in processors):
         return False
     unet.fuse_qkv_projections()
     return True
