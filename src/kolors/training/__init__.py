@@ -1,11 +1,12 @@
-"""Training: the recipe of the embedded default model (``python -m kolors.training.embedded``).
+"""`kolors train`: fine-tuning (full, LoRA, DreamBooth) and ControlNet training of Kolors models.
 
 Modules, by job:
 
-* ``tokenizer``      SentencePiece BPE trained on captions, saved as a ChatGLM tokenizer folder
-* ``vae``            a small AutoencoderKL, its scaling factor and fp16 check
-* ``text_to_image``  ChatGLM-style text encoder + SDXL-style UNet trained with the Kolors conditioning
-* ``data``           the pre-rendered pool of synthetic shape scenes with tokenized bilingual captions
-* ``evaluate``       held-out generation with diffusers' KolorsPipeline, scored by the shapes checker
-* ``embedded``       the whole recipe: stages, checkpoints, time budget, export, defaults, README
+* ``config``      run settings: YAML/TOML file + ``--set`` overrides, errors naming file and key
+* ``dataset``     image folders (metadata.jsonl or .txt captions, conditioning images), aspect buckets, batch order
+* ``finetune``    the accelerate training loop of every mode
+* ``loss``        the diffusion loss with Min-SNR-γ weighting (also the built-in model's recipe's, ``kolors.recipe``)
+* ``lora``        peft LoRA layers, saved in diffusers' LoRA format
+* ``controlnet``  the ControlNet that trains and its saved folder
+* ``checkpoint``  atomic step-N checkpoints, ``--resume latest``, pruning
 """

@@ -34,6 +34,7 @@ from . import lora as lora_utils
 from .checkpoint import checkpoint_step, complete_checkpoints, find_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .dataset import BatchPlan, ImageDataset, LocalBatches, collate, read_examples
+from .loss import diffusion_loss
 
 logger = logging.getLogger("kolors")
 
@@ -241,11 +242,9 @@ def _loss(cfg: TrainConfig, batch: dict, k: int, accelerator: Accelerator, *, un
         control = _control(controlnet, batch, noisy, timesteps, text.tokens, added, cfg.controlnet_scale)
         prediction = unet(noisy, timesteps, encoder_hidden_states=text.tokens, added_cond_kwargs=added,
                           **control).sample
-    target = _target(scheduler, latents, noise, timesteps)
-    per_row = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
-    if cfg.snr_gamma:
-        per_row = per_row * _snr_weight(scheduler, timesteps, cfg.snr_gamma)
-    return per_row.mean()
+    return diffusion_loss(prediction, _target(scheduler, latents, noise, timesteps), timesteps,
+                          alphas_cumprod=scheduler.alphas_cumprod, snr_gamma=cfg.snr_gamma,
+                          prediction_type=scheduler.config.prediction_type)
 
 
 def _control(controlnet, batch: dict, noisy: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
@@ -281,14 +280,6 @@ def _target(scheduler: DDPMScheduler, latents: torch.Tensor, noise: torch.Tensor
     if kind == "sample":
         return latents
     raise KolorsError(f"cannot train a model with prediction_type '{kind}' (scheduler config)")
-
-
-def _snr_weight(scheduler: DDPMScheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Min-SNR-γ weights (for v-prediction: divided by SNR + 1)."""
-    alphas = scheduler.alphas_cumprod.to(timesteps.device)[timesteps]
-    snr = alphas / (1 - alphas)
-    weight = torch.clamp(snr, max=gamma)
-    return weight / (snr + 1) if scheduler.config.prediction_type == "v_prediction" else weight / snr
 
 
 @torch.no_grad()

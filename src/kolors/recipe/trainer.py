@@ -8,152 +8,31 @@ Everything the denoiser sees is produced exactly as ``KolorsPipeline`` produces 
 * SDXL micro-conditioning ``time_ids = original_size + (0, 0) + target_size`` at the native resolution;
 * the noise schedule of the Kolors scheduler config (1100 steps, scaled-linear betas 0.00085…0.014, epsilon);
 * caption dropout to the empty prompt "" (inference encodes the empty negative prompt, it does not zero it).
+
+The loss is `kolors train`'s (``kolors.training.loss``): epsilon MSE with Min-SNR-γ weighting.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DConditionModel
 
-from ..models.chatglm import ChatGLMModel, ChatGLMTokenizer, chatglm3_config, init_chatglm_weights
+from ..models.chatglm import ChatGLMModel, ChatGLMTokenizer
 from ..diffusion.prompt import encode_tokens, tokenize_prompts
+from ..training.loss import diffusion_loss
+from .architecture import KOLORS_SCHEDULER_CONFIG, MAX_TOKENS
 
 __all__ = [
-    "KOLORS_SCHEDULER_CONFIG",
-    "MAX_TOKENS",
-    "TextEncoderSpec",
-    "UNetSpec",
-    "build_text_encoder",
-    "build_unet",
     "tokenize",
     "encode_text",
     "time_ids",
+    "sample_timesteps",
     "noise_scheduler",
     "EMA",
     "DiffusionTrainer",
 ]
-
-MAX_TOKENS = 256
-
-# The scheduler config of the published Kolors folders (EulerDiscreteScheduler).
-KOLORS_SCHEDULER_CONFIG = {
-    "_class_name": "EulerDiscreteScheduler",
-    "beta_end": 0.014,
-    "beta_schedule": "scaled_linear",
-    "beta_start": 0.00085,
-    "clip_sample": False,
-    "dynamic_thresholding_ratio": 0.995,
-    "interpolation_type": "linear",
-    "num_train_timesteps": 1100,
-    "prediction_type": "epsilon",
-    "rescale_betas_zero_snr": False,
-    "sample_max_value": 1.0,
-    "set_alpha_to_one": False,
-    "skip_prk_steps": True,
-    "steps_offset": 1,
-    "thresholding": False,
-    "timestep_spacing": "leading",
-    "timestep_type": "discrete",
-    "trained_betas": None,
-    "use_karras_sigmas": False,
-}
-
-
-@dataclass
-class TextEncoderSpec:
-    """A ChatGLM3-shaped encoder (RMSNorm, rotary, multi-query attention with qkv bias, SwiGLU), scaled down."""
-
-    num_layers: int = 3
-    hidden_size: int = 192
-    ffn_hidden_size: int = 512
-    kv_channels: int = 32
-    num_attention_heads: int = 6
-    multi_query_group_num: int = 2
-    seq_length: int = MAX_TOKENS
-
-
-@dataclass
-class UNetSpec:
-    """An SDXL-shaped UNet (no attention at the first level, linear projections, text_proj + text_time)."""
-
-    block_out_channels: tuple[int, ...] = (64, 96, 128)
-    layers_per_block: int = 2
-    transformer_layers_per_block: tuple[int, ...] = (1, 1, 1)
-    head_dim: int = 32
-    cross_attention_dim: int = 128
-    addition_time_embed_dim: int = 16
-    norm_num_groups: int = 32
-
-
-def build_text_encoder(spec: TextEncoderSpec, vocab_size: int, *, seed: int = 0) -> ChatGLMModel:
-    """A ChatGLMModel with every parameter initialised here (its constructor leaves them uninitialised)."""
-    if spec.num_layers < 2:
-        raise ValueError("the text encoder needs at least 2 layers (Kolors reads hidden_states[-2])")
-    if spec.seq_length < MAX_TOKENS:
-        raise ValueError(f"seq_length must be at least {MAX_TOKENS}")
-    config = chatglm3_config(
-        num_layers=spec.num_layers,
-        padded_vocab_size=vocab_size,
-        hidden_size=spec.hidden_size,
-        ffn_hidden_size=spec.ffn_hidden_size,
-        kv_channels=spec.kv_channels,
-        num_attention_heads=spec.num_attention_heads,
-        multi_query_group_num=spec.multi_query_group_num,
-        seq_length=spec.seq_length,
-        use_cache=False,
-        architectures=["ChatGLMModel"],
-    )
-    model = ChatGLMModel(config)
-    fork = torch.random.fork_rng(devices=[])
-    with fork:
-        torch.manual_seed(seed)
-        init_chatglm_weights(model, std=0.02, embedding_std=1.0)
-        with torch.no_grad():
-            # Residual-branch outputs start smaller so the stack begins close to the identity.
-            scale = 1.0 / math.sqrt(2 * spec.num_layers)
-            for name, param in model.named_parameters():
-                if name.endswith("self_attention.dense.weight") or name.endswith("mlp.dense_4h_to_h.weight"):
-                    param.mul_(scale)
-    return model
-
-
-def build_unet(spec: UNetSpec, *, text_hidden_size: int, image_size: int, seed: int = 0) -> UNet2DConditionModel:
-    """The Kolors UNet layout: text_proj of the token embeddings, text_time added conditioning."""
-    n = len(spec.block_out_channels)
-    down = ("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1)
-    up = ("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",)
-    # diffusers' attention_head_dim is the number of heads (Kolors: [5, 10, 20] for 64-wide heads).
-    heads = tuple(max(1, c // spec.head_dim) for c in spec.block_out_channels)
-    fork = torch.random.fork_rng(devices=[])
-    with fork:
-        torch.manual_seed(seed)
-        unet = UNet2DConditionModel(
-            sample_size=image_size // 8,
-            in_channels=4,
-            out_channels=4,
-            down_block_types=down,
-            up_block_types=up,
-            block_out_channels=tuple(spec.block_out_channels),
-            layers_per_block=spec.layers_per_block,
-            transformer_layers_per_block=tuple(spec.transformer_layers_per_block),
-            attention_head_dim=heads,
-            cross_attention_dim=spec.cross_attention_dim,
-            encoder_hid_dim=text_hidden_size,
-            encoder_hid_dim_type="text_proj",
-            addition_embed_type="text_time",
-            addition_time_embed_dim=spec.addition_time_embed_dim,
-            projection_class_embeddings_input_dim=6 * spec.addition_time_embed_dim + text_hidden_size,
-            use_linear_projection=True,
-            norm_num_groups=spec.norm_num_groups,
-            act_fn="silu",
-            flip_sin_to_cos=True,
-            freq_shift=0,
-        )
-    return unet
 
 
 def tokenize(tokenizer: ChatGLMTokenizer, prompts: list[str]) -> dict[str, torch.Tensor]:
@@ -319,12 +198,8 @@ class DiffusionTrainer:
                 encoder_hidden_states=tokens,
                 added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids(b, self.image_size, device=latents.device)},
             ).sample
-        per_sample = F.mse_loss(pred.float(), noise.float(), reduction="none").mean(dim=(1, 2, 3))
-        if weighted and self.min_snr_gamma:
-            a = self.alphas_cumprod[timesteps]
-            snr = a / (1 - a)
-            per_sample = per_sample * torch.clamp(snr, max=self.min_snr_gamma) / snr
-        return per_sample.mean()
+        return diffusion_loss(pred, noise, timesteps, alphas_cumprod=self.alphas_cumprod,
+                              snr_gamma=self.min_snr_gamma if weighted else None)
 
     def step(self, latents, input_ids, attention_mask, position_ids, *, progress: float) -> tuple[float, float]:
         """One AdamW step; returns (loss, lr)."""

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
-from .data import LANGUAGES, scene_captions, shapes_module
+from .pool import LANGUAGES, scene_captions, shapes_module
 
-__all__ = ["EvalSpec", "heldout_prompts", "generate", "evaluate", "check_images"]
+__all__ = ["EvalSpec", "heldout_prompts", "generate", "evaluate", "check_images", "reconstruction_check", "parse_grid",
+           "evaluate_folder"]
 
 
 @dataclass
@@ -148,3 +149,61 @@ def evaluate(
     if log is not None:
         log("eval " + result.line() + f" in {result.seconds:.0f}s")
     return result
+
+
+@torch.no_grad()
+def reconstruction_check(vae, *, split: str, image_size: int, seed: int, device: torch.device, n: int = 128) -> dict:
+    """Checker accuracy on VAE reconstructions of held-out renders: the ceiling the diffusion model works under."""
+    from .autoencoder import to_model_range
+
+    try:
+        shapes = shapes_module()
+        rng = np.random.default_rng([seed, 99])
+        images, _caps, scenes = shapes.batch(rng, n, split, image_size)
+        x = to_model_range(torch.from_numpy(images).to(device))
+        vae.to(device).eval()
+        rec = vae.decode(vae.encode(x).latent_dist.mean).sample
+        rec = ((rec.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        checks = check_images(rec, scenes)
+    except ImportError:
+        return {}
+    return {"n": n, "colour": float(checks[:, 0].mean()), "shape": float(checks[:, 1].mean())}
+
+
+def parse_grid(text: str) -> list[tuple[int, float]]:
+    """``"20x5,30x7.5"`` → [(20, 5.0), (30, 7.5)]: (steps, guidance) points."""
+    grid = []
+    for item in text.split(","):
+        s, g = item.strip().split("x")
+        grid.append((int(s), float(g)))
+    return grid
+
+
+def evaluate_folder(folder, spec: EvalSpec, grid: list[tuple[int, float]], *, final_pairs: int | None,
+                    device: torch.device, log: Callable[[str], None] | None = None):
+    """The held-out grid on a folder loaded with diffusers' KolorsPipeline; returns (best, every result).
+
+    The best point is the highest score, among scores within half a point the fewest steps; it is measured again
+    on ``final_pairs`` pairs when that is more than ``spec.pairs``.
+    """
+    from diffusers import KolorsPipeline
+
+    pipe = KolorsPipeline.from_pretrained(str(folder), variant="fp16", dtype=torch.float32).to(device)
+    results = []
+    for steps, guidance in grid:
+        try:
+            results.append(evaluate(pipe, spec, steps=steps, guidance=guidance, device=device, log=log))
+        except ImportError as exc:  # the checker is missing: nothing to choose defaults with
+            if log is not None:
+                log(f"eval skipped: {exc}")
+            return None, results
+    top = max(r.score for r in results)
+    best = min((r for r in results if r.score >= top - 0.005), key=lambda r: (r.steps, -r.score))
+    if log is not None:
+        log("eval best of the grid: " + best.line())
+    if final_pairs and final_pairs > spec.pairs:
+        best = evaluate(pipe, replace(spec, pairs=final_pairs), steps=best.steps, guidance=best.guidance,
+                        device=device, log=log)
+        best.final = True
+        results.append(best)
+    return best, results

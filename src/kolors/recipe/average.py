@@ -1,6 +1,6 @@
-"""Weight averaging ("model soup") of model folders that the embedded-model recipe exported from one lineage.
+"""Weight averaging ("model soup") of model folders that the built-in model's recipe exported from one lineage.
 
-    python -m kolors.training.average --out DIR FOLDER_A FOLDER_B [...] [--weights 0.5,0.5]
+    python -m kolors.recipe.average --out DIR FOLDER_A FOLDER_B [...] [--weights 0.5,0.5]
 
 The UNet and text-encoder weights are averaged tensor by tensor. The folders' tokenizers may number the same tokens
 differently (each recipe run trains its own), so the rows of the text encoder's vocabulary-sized tensors are
@@ -93,7 +93,7 @@ def average_models(folders: Sequence[str | Path], out: str | Path, weights: Sequ
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m kolors.training.average", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m kolors.recipe.average", description=__doc__.split("\n\n")[0])
     p.add_argument("folders", nargs="+", type=Path, help="model folders exported by the recipe")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--weights", help="comma-separated weights, one per folder (default: equal)")

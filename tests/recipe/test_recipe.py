@@ -1,4 +1,4 @@
-"""The embedded-model recipe end to end at toy size: every stage runs, the folder loads in diffusers."""
+"""The built-in model's recipe end to end at toy size: every stage runs, the folder loads in diffusers."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from kolors.training.embedded import RecipeConfig, run
-from kolors.training.text_to_image import KOLORS_SCHEDULER_CONFIG, encode_text, sample_timesteps, tokenize
+from kolors.recipe.architecture import KOLORS_SCHEDULER_CONFIG
+from kolors.recipe.run import run
+from kolors.recipe.settings import RecipeConfig
+from kolors.recipe.trainer import encode_text, sample_timesteps, tokenize
 
 
 @pytest.fixture(scope="module")
@@ -125,10 +127,10 @@ def test_init_from_carries_weights_across_tokenizers(tiny_run, tmp_path):
     from diffusers import UNet2DConditionModel
 
     from kolors.models.chatglm import ChatGLMModel
-    from kolors.training.data import caption_corpus
-    from kolors.training.embedded import ARCHITECTURES, initialise_from
-    from kolors.training.text_to_image import build_text_encoder, build_unet
-    from kolors.training.tokenizer import load_tokenizer, padded_vocab_size, train_tokenizer
+    from kolors.recipe.architecture import ARCHITECTURES, build_text_encoder, build_unet
+    from kolors.recipe.initialise import initialise_from
+    from kolors.recipe.pool import caption_corpus
+    from kolors.recipe.tokenizer import load_tokenizer, padded_vocab_size, train_tokenizer
 
     # A tokenizer of another corpus and size: ids of the same token differ between the two.
     new_tok = train_tokenizer(caption_corpus(200, seed=7), tmp_path / "tok", vocab_size=450)
@@ -172,9 +174,9 @@ def test_average_matches_embedding_rows_by_token_and_averages_the_rest(tiny_run,
 
     from safetensors.torch import load_file, save_file
 
-    import kolors.training.tokenizer as tokenizer_module
+    import kolors.recipe.tokenizer as tokenizer_module
     from kolors import KolorsError
-    from kolors.training.average import average_models, row_order
+    from kolors.recipe.average import average_models, row_order
 
     assert row_order({"a": 2, "b": 3}, {"a": 3, "b": 2}, 5).tolist() == [0, 1, 3, 2, 4]
     with pytest.raises(KolorsError, match="token 'b' is missing"):

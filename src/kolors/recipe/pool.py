@@ -1,4 +1,4 @@
-"""Training data for the embedded model: a pre-rendered pool of synthetic shape scenes with bilingual captions.
+"""Training data of the built-in model: a pre-rendered pool of synthetic shape scenes with bilingual captions.
 
 The pool is rendered once, in parallel worker processes, and reused by every stage: the VAE trains on its
 images, the diffusion stage on their cached latents. Each scene gets ``captions_per_language`` captions in
@@ -59,7 +59,7 @@ class Pool:
 
 
 def _tokenize_np(tokenizer, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    from .text_to_image import tokenize
+    from .trainer import tokenize
 
     enc = tokenize(tokenizer, texts)
     return (
@@ -127,7 +127,7 @@ class CaptionTokens:
     """The pool's tokenized captions on the training device, plus the empty prompt for caption dropout."""
 
     def __init__(self, tokenizer, pool: Pool | dict, *, device: torch.device):
-        from .text_to_image import tokenize
+        from .trainer import tokenize
 
         get = (lambda k: getattr(pool, k)) if isinstance(pool, Pool) else pool.__getitem__
         self.input_ids = torch.as_tensor(get("input_ids")).to(device)

@@ -1,0 +1,183 @@
+"""Stage "export": the trained components as a diffusers Kolors folder (fp16 variant) with its README.
+
+The folder is written beside its destination and renamed into place only when complete, so an interrupted export
+never leaves a half-written model; :func:`verify_on_cpu` then loads it with diffusers' own ``KolorsPipeline``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .architecture import KOLORS_SCHEDULER_CONFIG
+
+__all__ = ["export_folder", "render_readme", "init_note", "verify_on_cpu", "hardware_description", "folder_size",
+           "count_params"]
+
+
+def export_folder(
+    out: Path,
+    *,
+    tokenizer,
+    vae,
+    text_encoder,
+    unet,
+    defaults: dict,
+    info: dict,
+) -> None:
+    """Write the diffusers Kolors layout (fp16 variant) into ``out``, replacing what was there only when complete."""
+    import copy
+
+    from diffusers import EulerDiscreteScheduler, KolorsPipeline
+
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    scheduler = EulerDiscreteScheduler.from_config(KOLORS_SCHEDULER_CONFIG)
+    pipe = KolorsPipeline(
+        vae=copy.deepcopy(vae).cpu().half(),
+        text_encoder=copy.deepcopy(text_encoder).cpu().half(),
+        tokenizer=tokenizer,
+        unet=copy.deepcopy(unet).cpu().half(),
+        scheduler=scheduler,
+        force_zeros_for_empty_prompt=False,
+    )
+    pipe.save_pretrained(str(tmp), variant="fp16", safe_serialization=True)
+    (tmp / "kolors_defaults.json").write_text(json.dumps(defaults, indent=2) + "\n", encoding="utf-8")
+    info = dict(info, defaults=defaults, size_mb=(folder_size(tmp) + 4096) / 1e6)
+    (tmp / "README.md").write_text(render_readme(info), encoding="utf-8")
+    old = out.with_name(out.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def folder_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def count_params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def render_readme(info: dict) -> str:
+    ev = info.get("eval") or {}
+    lines = [
+        "# Kolors-shapes: the embedded default model",
+        "",
+        "A small model of the Kolors architecture (ChatGLM-style text encoder, SDXL-style UNet with Kolors",
+        "conditioning, AutoencoderKL), every component trained from scratch by this project's recipe",
+        "(`python -m kolors.recipe`) on its synthetic bilingual (Chinese/English) shapes dataset. It draws simple",
+        "coloured shapes; it is a working default and a test fixture, not a general image model.",
+        "",
+        "Folder layout: the diffusers Kolors layout (`model_index.json`, `scheduler/`, `text_encoder/`, `tokenizer/`,",
+        "`unet/`, `vae/`, fp16 weights as the `fp16` variant); it loads with `KolorsPipeline.from_pretrained(folder,",
+        'variant="fp16")` and with this project\'s loader.',
+        "",
+        "| | |",
+        "| --- | --- |",
+        f"| native resolution | {info['width']}×{info['height']} px |",
+        f"| defaults | {info['defaults']['steps']} steps, guidance {info['defaults']['guidance']:g} "
+        "(`kolors_defaults.json`) |",
+        f"| parameters | text encoder {info['params']['text_encoder']:,}, UNet {info['params']['unet']:,}, "
+        f"VAE {info['params']['vae']:,} |",
+        f"| folder size | {info.get('size_mb', 0):.1f} MB |",
+        "| licence | Apache-2.0 (same as the project) |",
+        f"| data | synthetic: {info.get('pool_size', 0):,} `kolors.data.shapes` training scenes rendered by the recipe, "
+        f"captions in English and Chinese (random language per sample, {info.get('caption_dropout', 0.1):.0%} empty) |",
+        f"| training | {info['status']}: {info['steps_diffusion']:,} diffusion steps × batch {info['batch_size']}, "
+        f"VAE {info['steps_vae']:,} steps × batch {info['batch_size_vae']} |",
+        f"| training time | {info['minutes']:.1f} min wall clock (all stages and the evaluation) |",
+        f"| hardware | {info['hardware']} |",
+        "",
+        "Training command:",
+        "",
+        "```",
+        info["command"],
+        "```",
+        "",
+    ]
+    init = info.get("init_from")
+    if init:
+        lines += [
+            "That run started from a model this recipe had trained before (`--init-from`), whose own training was:",
+            "",
+            "| | |",
+            "| --- | --- |",
+            *init["rows"],
+            "",
+        ]
+        if init.get("command"):
+            lines += ["```", init["command"], "```", ""]
+    if ev:
+        pairs = max((v.get("n", 0) for v in ev["per_language"].values()), default=0) // max(1, ev.get("seeds", 1))
+        lines += [
+            f"Held-out evaluation: {pairs} prompt pairs (the same scene in English and Chinese; colour/shape/size/"
+            "position combinations and wordings never seen in training), "
+            f"{ev.get('seeds', 2)} seeds each, scored by the automatic checker (`kolors.evaluation.shapes_checker`):",
+            "",
+            "| language | colour right | shape right | both | images |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for lang, v in ev["per_language"].items():
+            lines.append(f"| {lang} | {v['colour']:.1%} | {v['shape']:.1%} | {v.get('both', 0):.1%} | {v['n']} |")
+        lines.append("")
+        lines.append(f"(at {ev['steps']} steps, guidance {ev['guidance']:g})")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def init_note(folder: Path | None) -> dict | None:
+    """What the README says of the model a run started from: its own README's training lines."""
+    if folder is None:
+        return None
+    readme = Path(folder) / "README.md"
+    lines = readme.read_text(encoding="utf-8").splitlines() if readme.is_file() else []
+    keep = [ln for ln in lines if ln.startswith(("| training", "| hardware"))]
+    command = next((lines[i + 1] for i, ln in enumerate(lines[:-1]) if ln.startswith("```") and i + 1 < len(lines)
+                    and lines[i + 1].startswith("python")), None)
+    return {"folder": str(folder), "rows": keep, "command": command}
+
+
+@torch.no_grad()
+def verify_on_cpu(folder: Path) -> dict:
+    """Load ``folder`` with diffusers' reference KolorsPipeline on CPU in fp32 and generate one image."""
+    from diffusers import KolorsPipeline
+
+    t0 = time.monotonic()
+    pipe = KolorsPipeline.from_pretrained(str(folder), variant="fp16", dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    image = pipe("一个红色的圆形", num_inference_steps=4, output_type="np",
+                 generator=torch.Generator().manual_seed(0)).images
+    if not np.isfinite(image).all():
+        raise RuntimeError(f"the exported model in {folder} generates non-finite pixels")
+    return {"shape": tuple(image.shape), "seconds": time.monotonic() - t0}
+
+
+def hardware_description(device: torch.device) -> str:
+    cores = os.cpu_count() or 1
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    text = f"{cores} CPU cores ({cpu})"
+    if device.type == "cuda":
+        text = f"1× {torch.cuda.get_device_name(device)}, " + text
+    return text + f", torch {torch.__version__}"

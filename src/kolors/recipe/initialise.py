@@ -1,0 +1,53 @@
+"""``--init-from``: start a run from a model the recipe exported before, across tokenizers.
+
+Each run trains its own tokenizer, which may number the same token differently or add tokens; the text encoder's
+embedding rows are therefore carried over by token text, and rows of new tokens keep their fresh initialisation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+__all__ = ["initialise_from", "weights_variant"]
+
+
+def weights_variant(component_dir: Path) -> dict:
+    """``variant="fp16"`` when the component folder has only fp16 weight files (as this recipe exports them)."""
+    names = [p.name for p in Path(component_dir).iterdir()]
+    plain = any(n in ("diffusion_pytorch_model.safetensors", "model.safetensors") for n in names)
+    return {} if plain or not any(".fp16." in n for n in names) else {"variant": "fp16"}
+
+
+@torch.no_grad()
+def initialise_from(folder: Path, tokenizer, text_encoder, unet) -> dict:
+    """Copy a saved model's UNet and text encoder into freshly built ones of the same architecture.
+
+    The tokenizers may differ: each embedding row is carried over when the new tokenizer has a token of the same
+    text; rows of new tokens keep their fresh initialisation.
+    """
+    from diffusers import UNet2DConditionModel
+
+    from ..models.chatglm import ChatGLMModel
+    from .tokenizer import load_tokenizer
+
+    folder = Path(folder)
+    old_unet = UNet2DConditionModel.from_pretrained(str(folder / "unet"), **weights_variant(folder / "unet"))
+    unet.load_state_dict({k: v.float() for k, v in old_unet.state_dict().items()})
+    old_te = ChatGLMModel.from_pretrained(str(folder / "text_encoder"), **weights_variant(folder / "text_encoder"))
+    old_state = {k: v.float() for k, v in old_te.state_dict().items()}
+    emb_key = "embedding.word_embeddings.weight"
+    new_emb = text_encoder.state_dict()[emb_key].clone()
+    old_vocab = load_tokenizer(folder / "tokenizer").get_vocab()
+    carried = 0
+    for token, new_id in tokenizer.get_vocab().items():
+        old_id = old_vocab.get(token)
+        if old_id is not None and old_id < old_state[emb_key].shape[0] and new_id < new_emb.shape[0]:
+            new_emb[new_id] = old_state[emb_key][old_id]
+            carried += 1
+    old_state[emb_key] = new_emb
+    # The LM head is unused by Kolors; it keeps the new vocabulary's shape.
+    old_state["output_layer.weight"] = text_encoder.state_dict()["output_layer.weight"]
+    text_encoder.load_state_dict(old_state)
+    return {"rows": len(tokenizer.get_vocab()), "rows_carried": carried}

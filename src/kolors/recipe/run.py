@@ -1,0 +1,424 @@
+"""The recipe of the built-in model, stage by stage: ``python -m kolors.recipe --out DIR [...]``.
+
+:class:`RecipeRun` runs the stages in order; each leaves its result in the work folder, so ``--resume`` picks up
+where a run stopped:
+
+1. tokenizer   SentencePiece BPE on training captions of both languages, saved as a ChatGLM tokenizer
+2. pool        the synthetic bilingual scenes rendered once, their captions tokenized (parallel workers)
+3. autoencoder AutoencoderKL (factor 8, 4 latent channels) + its scaling factor, or the ``--init-from`` model's;
+               the pool encoded to latents
+4. diffusion   ChatGLM-style text encoder + SDXL-style UNet trained jointly with the Kolors conditioning,
+               exported periodically (a partial model to look at while it trains)
+5. finish      the final export, the held-out evaluation grid (→ ``kolors_defaults.json``), a diffusers load
+               check, the README
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .architecture import ARCHITECTURES, build_text_encoder, build_unet
+from .autoencoder import (
+    build_vae,
+    check_fp16_decode,
+    encode_images,
+    measure_scaling_factor,
+    pool_to_tensor,
+    train_vae,
+)
+from .evaluate import EvalSpec, evaluate_folder, parse_grid, reconstruction_check
+from .export import count_params, export_folder, folder_size, hardware_description, init_note, render_readme, \
+    verify_on_cpu
+from .initialise import initialise_from, weights_variant
+from .pool import LANGUAGES, CaptionTokens, Pool, caption_corpus, render_pool
+from .settings import RecipeConfig, config_from_args, parse_language_weights
+from .tokenizer import load_tokenizer, padded_vocab_size, train_tokenizer
+from .trainer import DiffusionTrainer
+
+__all__ = ["RecipeResult", "RecipeRun", "run", "main"]
+
+
+class Log:
+    """Timestamped lines on stdout (flushed: a background run's log is read while it runs), tqdm bars on a tty."""
+
+    def __init__(self, start: float):
+        self.start = start
+        self.tty = sys.stdout.isatty()
+
+    def __call__(self, msg: str) -> None:
+        t = time.monotonic() - self.start
+        print(f"[{int(t // 60):3d}:{t % 60:04.1f}] {msg}", flush=True)
+
+    def bar(self, total: int, desc: str):
+        if not self.tty:
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, dynamic_ncols=True, leave=False)
+
+
+@dataclass
+class RecipeResult:
+    out: Path
+    history: list[dict] = field(default_factory=list)  # diffusion log points: step, loss, fixed_loss, lr
+    eval: list[dict] = field(default_factory=list)
+    defaults: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+
+
+@dataclass
+class Latents:
+    """The pool as the diffusion stage reads it: posterior mean/std of every scene and its caption tokens."""
+
+    means: torch.Tensor
+    stds: torch.Tensor
+    tokens: dict[str, torch.Tensor]
+    scaling_factor: float
+
+
+class RecipeRun:
+    """One run of the recipe: its settings, clock, log and work folder, and the stages as methods."""
+
+    def __init__(self, config: RecipeConfig):
+        self.start = time.monotonic()
+        self.cfg = config.resolved()
+        self.log = Log(self.start)
+        self.device = torch.device(self.cfg.device)
+        self.arch = ARCHITECTURES[self.cfg.architecture]
+        self.work = self.cfg.work_dir
+        budget = self.cfg.time_budget_minutes
+        self.budget = budget * 60 if budget else None
+        # Time kept back at the end of the budget for the final export and the evaluation.
+        self.reserve = 0.0
+        if self.budget:
+            keep = 10.0 if self.cfg.skip_eval else (60.0 if self.device.type == "cuda" else 0.15 * self.budget)
+            self.reserve = min(0.25 * self.budget, keep)
+        self.result = RecipeResult(out=self.cfg.out)
+        self.vae_info: dict = {}
+        self.elapsed_before = 0.0  # training time of the run this one resumes
+        self.status = "complete"
+        self.preliminary_defaults = {"width": self.cfg.image_size, "height": self.cfg.image_size, "steps": 25,
+                                     "guidance": 5.0}
+
+    def run(self) -> RecipeResult:
+        cfg = self.cfg
+        self.work.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(cfg.seed)
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+            torch.backends.cudnn.benchmark = True
+        self.log(f"device {self.device}, architecture {cfg.architecture}, work dir {self.work}, out {cfg.out}")
+        tokenizer = self.tokenizer_stage()
+        resumable = (cfg.resume and (self.work / "latents.pt").is_file()
+                     and (self.work / "vae" / "config.json").is_file())
+        pool = None if resumable else self.pool_stage()
+        vae, latents = self.autoencoder_stage(pool)
+        del pool  # the images are not needed any more
+        trainer = self.diffusion_stage(tokenizer, vae, latents)
+        return self.finish_stage(tokenizer, vae, trainer)
+
+    # 1. tokenizer -----------------------------------------------------------------------------------------------
+    def tokenizer_stage(self):
+        cfg, folder = self.cfg, self.work / "tokenizer"
+        if cfg.resume and (folder / "tokenizer.model").is_file():
+            self.log(f"tokenizer: resumed from {folder}")
+            return load_tokenizer(folder)
+        corpus = caption_corpus(cfg.tokenizer_scenes, seed=cfg.seed)
+        tokenizer = train_tokenizer(corpus, folder, vocab_size=cfg.vocab_size,
+                                    han_characters=not cfg.merge_han_characters)
+        self.log(f"tokenizer: {len(tokenizer)} ids (SentencePiece BPE, byte fallback) from {len(corpus)} captions "
+                 f"→ {folder}")
+        return tokenizer
+
+    # 2. pool ----------------------------------------------------------------------------------------------------
+    def pool_stage(self) -> Pool:
+        cfg, t0 = self.cfg, time.monotonic()
+        pool = render_pool(cfg.pool_size, tokenizer_dir=self.work / "tokenizer", split="train", size=cfg.image_size,
+                           seed=cfg.seed, captions_per_language=cfg.captions_per_language, workers=cfg.workers)
+        self.log(f"pool: {len(pool)} scenes rendered, {len(LANGUAGES)}×{cfg.captions_per_language} captions each "
+                 f"tokenized, in {time.monotonic() - t0:.1f}s")
+        return pool
+
+    # 3. autoencoder ---------------------------------------------------------------------------------------------
+    def autoencoder_stage(self, pool: Pool | None) -> tuple[torch.nn.Module, Latents]:
+        """The VAE (resumed, kept from ``--init-from``, or trained here) and the pool's latents."""
+        from diffusers import AutoencoderKL
+
+        cfg, vae_dir = self.cfg, self.work / "vae"
+        if pool is None:
+            vae = AutoencoderKL.from_pretrained(str(vae_dir))
+            info_file = self.work / "vae_info.json"
+            self.vae_info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+            self.log(f"vae: resumed from {vae_dir}")
+        elif cfg.init_from is not None:
+            folder = Path(cfg.init_from) / "vae"
+            vae = AutoencoderKL.from_pretrained(str(folder), **weights_variant(folder)).float()
+            means, stds = self._encode_pool(vae, pool_to_tensor(pool.images))
+            self.vae_info = {"steps": 0, "initialised_from": str(cfg.init_from),
+                             "scaling_factor": float(vae.config.scaling_factor)}
+            self.log(f"vae: kept from {cfg.init_from} (scaling_factor {vae.config.scaling_factor}); pool encoded")
+            self._save_autoencoder_stage(vae, means, stds, pool)
+        else:
+            vae = build_vae(self.arch["vae"], cfg.image_size)
+            images = pool_to_tensor(pool.images)
+            self._train_autoencoder(vae, images)
+            means, stds = self._encode_pool(vae, images)
+            self._calibrate_autoencoder(vae, means, stds)
+            self._save_autoencoder_stage(vae, means, stds, pool)
+        vae = vae.float().cpu().eval()
+        cache = torch.load(self.work / "latents.pt", weights_only=False)
+        tokens = {k: cache[k] for k in ("input_ids", "attention_mask", "position_ids")}
+        return vae, Latents(cache["means"], cache["stds"], tokens, float(vae.config.scaling_factor))
+
+    def _train_autoencoder(self, vae, images: torch.Tensor) -> None:
+        cfg, log = self.cfg, self.log
+        if self.device.type == "cuda":
+            images = images.to(self.device)
+        bar = log.bar(cfg.steps_vae, "vae")
+        last_print = [time.monotonic()]
+
+        def vae_log(step: int, m: dict) -> None:
+            if bar is not None:
+                bar.n = step
+                bar.set_postfix(l1=f"{m['l1']:.4f}", psnr=f"{m['psnr']:.1f}")
+                bar.refresh()
+            elif time.monotonic() - last_print[0] >= cfg.log_seconds or step == cfg.steps_vae:
+                last_print[0] = time.monotonic()
+                log(f"vae step {step}/{cfg.steps_vae}: l1 {m['l1']:.4f} psnr {m['psnr']:.2f} kl {m['kl']:.3f}")
+
+        t0 = time.monotonic()
+        metrics = train_vae(
+            vae, images, steps=cfg.steps_vae, batch_size=cfg.batch_size_vae, lr=cfg.lr_vae, kl_weight=cfg.kl_weight,
+            foreground_weight=cfg.vae_foreground_weight, device=self.device, amp_dtype=self._amp_dtype(),
+            generator=torch.Generator().manual_seed(cfg.seed + 1),
+            deadline=self.start + 0.25 * self.budget if self.budget else None, log=vae_log,
+            log_every=max(1, min(50, cfg.steps_vae // 10)),
+        )
+        if bar is not None:
+            bar.close()
+        self.vae_info = {"steps": metrics["steps"], "seconds": time.monotonic() - t0, "l1": metrics["l1"],
+                         "psnr": metrics["psnr"]}
+        log(f"vae: {metrics['steps']} steps in {self.vae_info['seconds']:.0f}s, l1 {metrics['l1']:.4f}, "
+            f"psnr {metrics['psnr']:.2f} dB")
+
+    def _encode_pool(self, vae, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return encode_images(vae, images, device=self.device, batch_size=256 if self.device.type == "cuda" else 32)
+
+    def _calibrate_autoencoder(self, vae, means: torch.Tensor, stds: torch.Tensor) -> None:
+        """The scaling factor and the fp16 check into the VAE's config; the checker on its reconstructions."""
+        cfg, log = self.cfg, self.log
+        sf = measure_scaling_factor(means, stds)
+        vae.register_to_config(scaling_factor=sf)
+        probe = means[:8].float() + stds[:8].float() * torch.randn(means[:8].shape)
+        fp16 = check_fp16_decode(vae, probe, device=self.device)
+        vae.register_to_config(force_upcast=not fp16["safe"])
+        self.vae_info.update(scaling_factor=sf, fp16=fp16)
+        log(f"vae: scaling_factor {sf}, latent mean {float(means.float().mean()):.3f}; fp16 decode: peak activation "
+            f"{fp16['peak_activation']:.1f}, max diff {fp16['max_abs_diff_fp16']} → force_upcast {not fp16['safe']}")
+        rc = reconstruction_check(vae, split=cfg.eval_split, image_size=cfg.image_size, seed=cfg.seed,
+                                  device=self.device)
+        self.vae_info["reconstruction_check"] = rc
+        if rc:
+            log(f"vae: checker on reconstructions of {rc['n']} held-out renders: colour {rc['colour']:.1%}, "
+                f"shape {rc['shape']:.1%}")
+
+    def _save_autoencoder_stage(self, vae, means: torch.Tensor, stds: torch.Tensor, pool: Pool) -> None:
+        """The VAE, its notes and the pool's latents + tokens: what ``--resume`` needs to skip stages 2 and 3."""
+        vae.cpu().save_pretrained(str(self.work / "vae"))
+        (self.work / "vae_info.json").write_text(json.dumps(self.vae_info, indent=2))
+        torch.save({"means": means, "stds": stds, "input_ids": torch.from_numpy(pool.input_ids),
+                    "attention_mask": torch.from_numpy(pool.attention_mask),
+                    "position_ids": torch.from_numpy(pool.position_ids)}, self.work / "latents.pt")
+
+    # 4. diffusion -----------------------------------------------------------------------------------------------
+    def diffusion_stage(self, tokenizer, vae, latents: Latents) -> DiffusionTrainer:
+        trainer = self._build_trainer(tokenizer, vae)
+        self._train_diffusion(trainer, tokenizer, vae, latents)
+        return trainer
+
+    def _build_trainer(self, tokenizer, vae) -> DiffusionTrainer:
+        """Fresh (or ``--init-from``) text encoder and UNet in a trainer, at the checkpoint's step on ``--resume``."""
+        cfg, arch, log = self.cfg, self.arch, self.log
+        te = build_text_encoder(arch["text_encoder"], padded_vocab_size(tokenizer), seed=cfg.seed + 2)
+        unet = build_unet(arch["unet"], text_hidden_size=arch["text_encoder"].hidden_size, image_size=cfg.image_size,
+                          seed=cfg.seed + 3)
+        checkpoint = self.work / "diffusion.pt"
+        resuming = cfg.resume and checkpoint.is_file()
+        if cfg.init_from is not None and not resuming:
+            carried = initialise_from(Path(cfg.init_from), tokenizer, te, unet)
+            log(f"diffusion: UNet and text encoder initialised from {cfg.init_from} ({carried['rows_carried']}/"
+                f"{carried['rows']} embedding rows carried over by token text)")
+        self.params = {"text_encoder": count_params(te), "unet": count_params(unet), "vae": count_params(vae)}
+        log("parameters: " + ", ".join(f"{k} {v / 1e6:.2f} M ({2 * v / 1e6:.1f} MB fp16)"
+                                       for k, v in self.params.items()))
+        trainer = DiffusionTrainer(
+            unet, te, image_size=cfg.image_size, device=self.device, lr=cfg.lr, lr_text_encoder=cfg.lr_text_encoder,
+            warmup_steps=cfg.warmup_steps, amp_dtype=self._amp_dtype(), ema_decay=cfg.ema_decay,
+            min_snr_gamma=cfg.min_snr_gamma, timestep_shift=cfg.timestep_shift,
+        )
+        if resuming:
+            state = torch.load(checkpoint, map_location=self.device, weights_only=False)
+            trainer.load_state_dict(state["trainer"])
+            self.result.history = state.get("history", [])
+            self.elapsed_before = state.get("elapsed", 0.0)
+            log(f"diffusion: resumed at step {trainer.step_count}")
+        return trainer
+
+    def _train_diffusion(self, trainer: DiffusionTrainer, tokenizer, vae, latents: Latents) -> None:
+        """Steps until ``steps_diffusion`` or the time budget; logs, checkpoints and partial exports on the way."""
+        cfg, log, device = self.cfg, self.log, self.device
+        table = CaptionTokens(tokenizer, latents.tokens, device=device)
+        lat_mean, lat_std = latents.means.to(device), latents.stds.to(device)
+        sf = latents.scaling_factor
+        n_items = lat_mean.shape[0]
+        self.pool_size = n_items
+        g = torch.Generator(device=device).manual_seed(cfg.seed + 4 + trainer.step_count)
+        # A fixed validation batch: the first items, languages alternating, no dropout.
+        k = min(64, n_items)
+        val_items = torch.arange(k, device=device)
+        val = {"latents": lat_mean[:k].float() * sf,
+               **table.lookup(val_items, val_items % len(LANGUAGES), torch.zeros_like(val_items))}
+        language_weights = parse_language_weights(cfg.language_weights)
+        steps_total = cfg.steps_diffusion
+        deadline = self.start + self.budget - self.reserve if self.budget else None
+        t_diff = last_ckpt = last_print = time.monotonic()
+        run_loss, run_n = torch.zeros((), device=device), 0
+        bar = log.bar(steps_total, "diffusion")
+        if bar is not None:
+            bar.update(trainer.step_count)
+        log(f"diffusion: {steps_total} steps × batch {cfg.batch_size}"
+            + (f", stopping by {(deadline - self.start) / 60:.1f} min" if deadline else ""))
+        log_every, first_step = 10, trainer.step_count
+        while trainer.step_count < steps_total:
+            now = time.monotonic()
+            if deadline is not None and now > deadline:
+                self.status = "stopped by the time budget"
+                break
+            progress = trainer.step_count / steps_total
+            if self.budget:
+                progress = max(progress, (now - self.start) / (self.budget - self.reserve))
+            items = torch.randint(0, n_items, (cfg.batch_size,), generator=g, device=device)
+            lat = (lat_mean[items].float() + lat_std[items].float() * torch.randn(
+                (cfg.batch_size, *lat_mean.shape[1:]), generator=g, device=device)) * sf
+            tokens = table.sample(items, dropout=cfg.caption_dropout, generator=g, language_weights=language_weights)
+            loss, lr = trainer.step(lat, tokens["input_ids"], tokens["attention_mask"], tokens["position_ids"],
+                                    progress=progress)
+            run_loss += loss
+            run_n += 1
+            step = trainer.step_count
+            if bar is not None:
+                bar.update(1)
+            if step % log_every == 0 or step == steps_total:
+                now = time.monotonic()
+                if now - last_print >= cfg.log_seconds or step == steps_total or step == log_every:
+                    mean_loss = float(run_loss) / max(1, run_n)
+                    run_loss.zero_()
+                    run_n = 0
+                    fixed = trainer.fixed_loss(val)
+                    rate = (step - first_step) / max(1e-6, now - t_diff)
+                    self.result.history.append({"step": step, "loss": mean_loss, "fixed_loss": fixed, "lr": lr,
+                                                "seconds": now - t_diff})
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{mean_loss:.4f}", fixed=f"{fixed:.4f}")
+                    else:
+                        log(f"diffusion step {step}/{steps_total}: loss {mean_loss:.4f} fixed {fixed:.4f} "
+                            f"lr {lr:.2e} ({rate:.2f} steps/s)")
+                    last_print = now
+                if now - last_ckpt >= cfg.checkpoint_minutes * 60:
+                    self._save_checkpoint(trainer, tokenizer, vae, final=False)
+                    last_ckpt = time.monotonic()
+                    log(f"checkpoint at step {step} → {cfg.out}")
+        if bar is not None:
+            bar.close()
+        seconds = time.monotonic() - t_diff
+        fixed = trainer.fixed_loss(val)
+        self.result.history.append({"step": trainer.step_count, "loss": float(run_loss) / run_n if run_n else None,
+                                    "fixed_loss": fixed, "lr": None, "seconds": seconds})
+        log(f"diffusion: {self.status} at step {trainer.step_count} after {seconds:.0f}s "
+            f"({(trainer.step_count - first_step) / max(seconds, 1e-6):.2f} steps/s this run), fixed loss {fixed:.4f}")
+        self._save_checkpoint(trainer, tokenizer, vae, final=True)
+
+    def _save_checkpoint(self, trainer: DiffusionTrainer, tokenizer, vae, *, final: bool) -> None:
+        """The trainer's state for ``--resume``; before the end also a partial model folder to look at."""
+        file = self.work / "diffusion.pt"
+        torch.save({"trainer": trainer.state_dict(), "history": self.result.history,
+                    "elapsed": self.elapsed_before + time.monotonic() - self.start}, file.with_suffix(".tmp"))
+        file.with_suffix(".tmp").replace(file)
+        if not final:
+            unet, te = trainer.ema_copies()
+            info = self.info(trainer, f"partial (checkpoint at step {trainer.step_count})", self.preliminary_defaults)
+            export_folder(self.cfg.out, tokenizer=tokenizer, vae=vae, text_encoder=te, unet=unet,
+                          defaults=self.preliminary_defaults, info=info)
+
+    # 5. export, evaluation, README ------------------------------------------------------------------------------
+    def finish_stage(self, tokenizer, vae, trainer: DiffusionTrainer) -> RecipeResult:
+        cfg, log, result = self.cfg, self.log, self.result
+        unet, te = trainer.ema_copies()
+        trainer.optimizer = None  # free the optimizer state before evaluating
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        defaults = self.preliminary_defaults
+        export_folder(cfg.out, tokenizer=tokenizer, vae=vae, text_encoder=te, unet=unet, defaults=defaults,
+                      info=self.info(trainer, self.status, defaults))
+        ev = None
+        if not cfg.skip_eval:
+            spec = EvalSpec(pairs=cfg.eval_pairs, seeds=tuple(range(cfg.eval_seeds)), split=cfg.eval_split,
+                            batch_size=cfg.eval_batch)
+            best, evals = evaluate_folder(cfg.out, spec, parse_grid(cfg.eval_grid), final_pairs=cfg.eval_final_pairs,
+                                          device=self.device, log=log)
+            result.eval = [e.as_dict() for e in evals]
+            if best is not None:
+                defaults = {"width": cfg.image_size, "height": cfg.image_size, "steps": best.steps,
+                            "guidance": best.guidance}
+                ev = dict(best.as_dict(), seeds=cfg.eval_seeds)
+        verify = verify_on_cpu(cfg.out)
+        log(f"verified: diffusers KolorsPipeline.from_pretrained(variant='fp16') loads the folder and generates on CPU "
+            f"in fp32 ({verify['shape']}, {verify['seconds']:.1f}s)")
+        info = self.info(trainer, self.status, defaults, ev)
+        # Rewrite only the small files: the weights in the folder are already the final ones.
+        (cfg.out / "kolors_defaults.json").write_text(json.dumps(defaults, indent=2) + "\n", encoding="utf-8")
+        info["size_mb"] = folder_size(cfg.out) / 1e6
+        (cfg.out / "README.md").write_text(render_readme(info), encoding="utf-8")
+        info["size_mb"] = folder_size(cfg.out) / 1e6
+        (self.work / "result.json").write_text(json.dumps({"info": info, "eval": result.eval,
+                                                           "history": result.history}, indent=2, default=str))
+        result.defaults, result.info = defaults, info
+        log(f"done in {(time.monotonic() - self.start) / 60:.1f} min: {cfg.out} ({info['size_mb']:.1f} MB), "
+            f"defaults {defaults}")
+        return result
+
+    def info(self, trainer: DiffusionTrainer, status: str, defaults: dict, ev: dict | None = None) -> dict:
+        """What the model's README states of this run."""
+        cfg = self.cfg
+        return {
+            "width": cfg.image_size, "height": cfg.image_size, "defaults": defaults, "params": self.params,
+            "status": status, "steps_diffusion": trainer.step_count, "batch_size": cfg.batch_size,
+            "steps_vae": self.vae_info.get("steps", cfg.steps_vae), "batch_size_vae": cfg.batch_size_vae,
+            "minutes": (time.monotonic() - self.start + self.elapsed_before) / 60,
+            "hardware": hardware_description(self.device),
+            "command": cfg.command or "python -m kolors.recipe --out OUT", "eval": ev,
+            "vae": self.vae_info, "pool_size": self.pool_size, "caption_dropout": cfg.caption_dropout,
+            "init_from": init_note(cfg.init_from),
+        }
+
+    def _amp_dtype(self) -> torch.dtype | None:
+        if self.device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def run(config: RecipeConfig) -> RecipeResult:
+    """Run every stage of the recipe with ``config``."""
+    return RecipeRun(config).run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    run(config_from_args(argv))
+    return 0

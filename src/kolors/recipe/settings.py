@@ -1,0 +1,193 @@
+"""The recipe's settings: every option of ``python -m kolors.recipe``, with defaults by device."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .architecture import ARCHITECTURES
+from .pool import LANGUAGES
+
+__all__ = ["DEVICE_DEFAULTS", "RecipeConfig", "parse_language_weights", "build_parser", "config_from_args"]
+
+# Step counts and sizes by device; every one can be overridden on the command line.
+DEVICE_DEFAULTS = {
+    "cuda": {
+        "pool_size": 60000,
+        "steps_vae": 1500,
+        "batch_size_vae": 128,
+        "lr_vae": 1e-3,
+        "steps_diffusion": 30000,
+        "batch_size": 256,
+        "lr": 5e-4,
+        "ema_decay": 0.9995,
+        "checkpoint_minutes": 1.5,
+        "log_seconds": 15.0,
+        "eval_pairs": 96,
+        "eval_final_pairs": 252,
+        "eval_grid": "20x3,20x5,30x5,30x7.5",
+        "eval_batch": 256,
+    },
+    "cpu": {
+        "pool_size": 8000,
+        "steps_vae": 1500,
+        "batch_size_vae": 16,
+        "lr_vae": 1e-3,
+        "steps_diffusion": 12000,
+        "batch_size": 16,
+        "lr": 3e-4,
+        "ema_decay": 0.999,
+        "checkpoint_minutes": 10.0,
+        "log_seconds": 60.0,
+        "eval_pairs": 48,
+        "eval_final_pairs": 252,
+        "eval_grid": "20x5,30x5,30x7.5",
+        "eval_batch": 32,
+    },
+}
+
+
+@dataclass
+class RecipeConfig:
+    out: Path
+    work_dir: Path | None = None
+    device: str = "auto"
+    architecture: str = "full"
+    seed: int = 0
+    image_size: int = 128
+    workers: int | None = None
+    pool_size: int | None = None
+    captions_per_language: int = 2
+    tokenizer_scenes: int = 20000
+    vocab_size: int | None = None
+    merge_han_characters: bool = False
+    steps_vae: int | None = None
+    batch_size_vae: int | None = None
+    lr_vae: float | None = None
+    kl_weight: float = 1e-5
+    vae_foreground_weight: float = 4.0
+    steps_diffusion: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    lr_text_encoder: float | None = None
+    language_weights: str | None = None
+    warmup_steps: int = 200
+    ema_decay: float | None = None
+    caption_dropout: float = 0.1
+    min_snr_gamma: float | None = 5.0
+    timestep_shift: float = 1.0
+    time_budget_minutes: float | None = None
+    checkpoint_minutes: float | None = None
+    log_seconds: float | None = None
+    eval_pairs: int | None = None
+    eval_final_pairs: int | None = None
+    eval_seeds: int = 2
+    eval_grid: str | None = None
+    eval_batch: int | None = None
+    eval_split: str = "heldout"
+    skip_eval: bool = False
+    resume: bool = False
+    init_from: Path | None = None
+    command: str = ""
+
+    def resolved(self) -> RecipeConfig:
+        """A copy with every None filled from the device defaults."""
+        from ..devices import resolve_device
+
+        dev = resolve_device(self.device)
+        defaults = DEVICE_DEFAULTS["cuda" if dev.type == "cuda" else "cpu"]
+        arch = ARCHITECTURES[self.architecture]
+        values = {k: (defaults[k] if getattr(self, k) is None and k in defaults else getattr(self, k))
+                  for k in self.__dataclass_fields__}
+        values["device"] = str(dev)
+        if values["vocab_size"] is None:
+            values["vocab_size"] = arch["vocab_size"]
+        if values["work_dir"] is None:
+            values["work_dir"] = Path(str(self.out).rstrip("/") + ".work")
+        values["out"] = Path(self.out)
+        values["work_dir"] = Path(values["work_dir"])
+        return RecipeConfig(**values)
+
+
+def parse_language_weights(text: str | None) -> tuple[float, ...] | None:
+    """``"en=1,zh=3"`` → weights in ``LANGUAGES`` order (missing languages 0); None → None (uniform)."""
+    if not text:
+        return None
+    given = {}
+    for part in text.split(","):
+        lang, _, value = part.partition("=")
+        if lang.strip() not in LANGUAGES or not value:
+            raise ValueError(f"--language-weights: expected e.g. en=1,zh=3 (languages {', '.join(LANGUAGES)}), "
+                             f"got {text!r}")
+        given[lang.strip()] = float(value)
+    weights = tuple(given.get(lang, 0.0) for lang in LANGUAGES)
+    if sum(weights) <= 0 or min(weights) < 0:
+        raise ValueError(f"--language-weights must be non-negative with a positive sum, got {text!r}")
+    return weights
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m kolors.recipe",
+        description="Train the built-in Kolors-shapes model (all stages) and save it in the diffusers Kolors layout.",
+    )
+    p.add_argument("--out", required=True, type=Path, help="output model folder")
+    p.add_argument("--work-dir", type=Path, help="checkpoints and caches (default: OUT.work)")
+    p.add_argument("--device", default="auto", help="cuda, cpu or auto")
+    p.add_argument("--architecture", default="full", choices=sorted(ARCHITECTURES))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--image-size", type=int, default=128)
+    p.add_argument("--workers", type=int, help="processes rendering the pool (default: all cores)")
+    p.add_argument("--pool-size", type=int, help="scenes rendered once and reused")
+    p.add_argument("--captions-per-language", type=int, default=2, help="wordings kept per scene and language")
+    p.add_argument("--tokenizer-scenes", type=int, default=20000, help="scenes captioned to train the tokenizer")
+    p.add_argument("--vocab-size", type=int)
+    p.add_argument("--merge-han-characters", action="store_true",
+                   help="let BPE merge Han characters into multi-character pieces (the recipe before 2026-11-24)")
+    p.add_argument("--steps-vae", type=int)
+    p.add_argument("--batch-size-vae", type=int)
+    p.add_argument("--lr-vae", type=float)
+    p.add_argument("--kl-weight", type=float, default=1e-5)
+    p.add_argument("--vae-foreground-weight", type=float, default=4.0,
+                   help="extra weight of shape pixels in the VAE reconstruction loss")
+    p.add_argument("--steps-diffusion", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--lr-text-encoder", type=float, help="peak learning rate of the text encoder (default: --lr)")
+    p.add_argument("--language-weights", metavar="en=W,zh=W",
+                   help="how often each caption language is drawn (default: equally)")
+    p.add_argument("--warmup-steps", type=int, default=200)
+    p.add_argument("--ema-decay", type=float, help="0 disables EMA")
+    p.add_argument("--caption-dropout", type=float, default=0.1)
+    p.add_argument("--min-snr-gamma", type=float, default=5.0, help="0 disables Min-SNR weighting")
+    p.add_argument("--timestep-shift", type=float, default=1.0,
+                   help="draw training timesteps shifted towards high noise (1: uniform; 3: three quarters in the noisier half)")
+    p.add_argument("--time-budget-minutes", type=float, help="wall-clock limit of the whole run")
+    p.add_argument("--checkpoint-minutes", type=float)
+    p.add_argument("--log-seconds", type=float)
+    p.add_argument("--eval-pairs", type=int, help="held-out prompt pairs (en + zh) per grid point")
+    p.add_argument("--eval-final-pairs", type=int, help="pairs of the final evaluation at the chosen settings")
+    p.add_argument("--eval-seeds", type=int, default=2)
+    p.add_argument("--eval-grid", help='STEPSxGUIDANCE list, e.g. "20x5,30x7.5"')
+    p.add_argument("--eval-batch", type=int)
+    p.add_argument("--eval-split", default="heldout")
+    p.add_argument("--skip-eval", action="store_true")
+    p.add_argument("--resume", action="store_true", help="reuse finished stages and the diffusion checkpoint")
+    p.add_argument("--init-from", type=Path, metavar="FOLDER",
+                   help="start from a model this recipe exported: its VAE is kept (no VAE stage), its UNet and "
+                        "text encoder are trained on (embedding rows carried over by token text)")
+    return p
+
+
+def config_from_args(argv: list[str] | None = None) -> RecipeConfig:
+    args = build_parser().parse_args(argv)
+    values = vars(args)
+    if values.get("ema_decay") == 0:
+        values["ema_decay"] = 0.0
+    if values.get("min_snr_gamma") == 0:
+        values["min_snr_gamma"] = None
+    argv_used = sys.argv[1:] if argv is None else argv
+    values["command"] = "python -m kolors.recipe " + " ".join(argv_used)
+    return RecipeConfig(**values)

@@ -1,0 +1,31 @@
+"""The diffusion loss: mean squared error of the UNet's prediction, per row, optionally Min-SNR-γ weighted.
+
+One function for `kolors train` (every mode) and for the built-in model's recipe (``kolors.recipe``), so that both
+weigh timesteps the same way (Hang et al., "Efficient Diffusion Training via Min-SNR Weighting Strategy", 2023).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["min_snr_weight", "diffusion_loss"]
+
+
+def min_snr_weight(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, gamma: float,
+                   prediction_type: str = "epsilon") -> torch.Tensor:
+    """Per-row weights min(SNR, γ) / SNR (for v-prediction: min(SNR, γ) / (SNR + 1)) at ``timesteps``."""
+    alphas = alphas_cumprod.to(timesteps.device)[timesteps]
+    snr = alphas / (1 - alphas)
+    weight = torch.clamp(snr, max=gamma)
+    return weight / (snr + 1) if prediction_type == "v_prediction" else weight / snr
+
+
+def diffusion_loss(prediction: torch.Tensor, target: torch.Tensor, timesteps: torch.Tensor, *,
+                   alphas_cumprod: torch.Tensor, snr_gamma: float | None = None,
+                   prediction_type: str = "epsilon") -> torch.Tensor:
+    """The batch's mean of per-row MSE (in fp32), each row weighted by Min-SNR-γ when ``snr_gamma`` is set."""
+    per_row = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=tuple(range(1, target.ndim)))
+    if snr_gamma:
+        per_row = per_row * min_snr_weight(alphas_cumprod, timesteps, snr_gamma, prediction_type)
+    return per_row.mean()
