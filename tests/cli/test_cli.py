@@ -21,7 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
-from kolors.cli import main as cli
+from kolors.cli import generate
 from kolors.cli.main import main
 from kolors.metadata import format_parameters, read_parameters, save_png
 from kolors.pipelines.legacy import Text2ImagePipeline
@@ -98,7 +98,7 @@ def test_generate_into_a_folder_with_numbered_names_and_metadata(model, tmp_path
 
 def test_numbered_names_skip_files_that_appear_meanwhile(model, tmp_path, capsys, monkeypatch):
     (tmp_path / "00000-5.png").write_bytes(b"someone else's")
-    monkeypatch.setattr(cli._OutputPlan, "_next_number", lambda self: 0)  # as if the file appeared after the scan
+    monkeypatch.setattr(generate._OutputPlan, "_next_number", lambda self: 0)  # as if the file appeared after the scan
     code, out, err = run(capsys, "generate", "a cat", "--model", model, *FAST, "--seed", 5, "-o", tmp_path)
     assert code == 0, err
     assert out.strip() == str(tmp_path / "00001-5.png")

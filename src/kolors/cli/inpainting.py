@@ -5,11 +5,11 @@ both take the ControlNet options of :mod:`kolors.cli.controls` (``--control TYPE
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..errors import KolorsError
+from .common import number
 
 COMMANDS = ("inpaint", "outpaint")
 MICRO = ("original_size", "crop_coords", "target_size")
@@ -36,7 +36,7 @@ def _expand(text: str) -> list[int]:
     return [_pixels(text)] * 4
 
 
-def add_commands(sub: Any, common: argparse.ArgumentParser, number: Callable[[str], float]) -> None:
+def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add the ``inpaint`` and ``outpaint`` sub-commands to ``sub`` (an argparse subparsers object)."""
     from ..defaults import INPAINT_STRENGTH as DEFAULT_STRENGTH
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from .common import note, number, positive_int
 
 # command-line flag -> TrainConfig key (flags given win over --set, which wins over the config file)
 FLAGS = {"model": "model", "data": "data", "output": "output", "mode": "mode", "steps": "steps",
@@ -14,12 +14,12 @@ FLAGS = {"model": "model", "data": "data", "output": "output", "mode": "mode", "
          "mixed_precision": "mixed_precision", "seed": "seed"}
 
 
-def add_command(sub: Any, positive_int: Callable[[str], int], number: Callable[[str], float]) -> None:
+def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add ``kolors train`` to the ``kolors`` subcommands."""
     from ..training.config import MIXED_PRECISION, MODES
 
     train = sub.add_parser(
-        "train", help="fine-tune a Kolors model on captioned images (full, LoRA, DreamBooth, ControlNet)",
+        "train", parents=[common], help="fine-tune a Kolors model on captioned images (full, LoRA, DreamBooth, ControlNet)",
         description="Fine-tune a Kolors model on an image folder with captions (metadata.jsonl with file_name/text, "
                     "or a .txt beside each image), or train a ControlNet for it (metadata.jsonl with a "
                     "conditioning_image column too). Settings come from --config FILE (YAML or TOML), then --set "
@@ -41,8 +41,6 @@ def add_command(sub: Any, positive_int: Callable[[str], int], number: Callable[[
     train.add_argument("--seed", type=int, metavar="N", help="seed of data order, noise and LoRA initialisation")
     train.add_argument("--resume", metavar="latest|DIR", help="continue from the newest checkpoint of --output, "
                                                              "or from a checkpoint folder")
-    train.add_argument("--quiet", "-q", action="store_true", help="no progress bar or notes")
-    train.add_argument("--debug", action="store_true", help="show tracebacks and library warnings")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,9 +53,8 @@ def run(args: argparse.Namespace) -> int:
         flags["progress"] = False
     cfg = load_config(args.config, args.overrides, **flags)
     result = train(cfg)
-    if not args.quiet:
-        losses = ""
-        if result.initial_loss is not None and result.final_loss is not None:
-            losses = f"; evaluation loss {result.initial_loss:.4f} -> {result.final_loss:.4f}"
-        print(f"kolors: trained {result.steps} steps: {result.weights}{losses}", file=sys.stderr, flush=True)
+    losses = ""
+    if result.initial_loss is not None and result.final_loss is not None:
+        losses = f"; evaluation loss {result.initial_loss:.4f} -> {result.final_loss:.4f}"
+    note(args, f"trained {result.steps} steps: {result.weights}{losses}")
     return 0

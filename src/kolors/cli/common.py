@@ -1,0 +1,60 @@
+"""What the command modules share: the one-line argument parser, argument types, exit codes and stderr notes.
+
+Importing this module imports neither torch nor diffusers (``kolors --help`` and usage errors stay fast).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import NoReturn
+
+EXIT_ERROR = 2
+EXIT_UNEXPECTED = 1
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_ERROR, f"kolors: error: {message} (see '{self.prog} --help')\n")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if value < -1:  # -1: random, as in A1111
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer (or -1 for random), got {text}")
+    return value
+
+
+def number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+
+
+def error(message: str) -> None:
+    """Print ``kolors: error: message`` on one line of stderr."""
+    message = " ".join(message.split()) if "\n" in message else message
+    print(f"kolors: error: {message}", file=sys.stderr, flush=True)
+
+
+def note(args: argparse.Namespace, message: str) -> None:
+    """Print ``kolors: message`` on stderr unless ``--quiet``."""
+    if not args.quiet:
+        print(f"kolors: {message}", file=sys.stderr, flush=True)

@@ -1,0 +1,31 @@
+"""``kolors convert``: rewrite a model folder as fp16 safetensors (-> loading/convert.py)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from .common import note
+
+
+def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add ``kolors convert`` to the ``kolors`` subcommands."""
+    conv = sub.add_parser("convert", parents=[common],
+                          help="rewrite a model folder as fp16 safetensors (fast, safe loading)",
+                          description="Rewrite a Kolors model folder (either published layout) as fp16 safetensors, "
+                                      "shard for shard; the pickle .bin text encoder is read with weights_only.")
+    conv.add_argument("source", metavar="SOURCE", help="model folder, or Hub id already in the local cache")
+    conv.add_argument("destination", type=Path, metavar="DEST", help="new folder to write")
+    conv.add_argument("--overwrite", action="store_true", help="replace DEST if it exists")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Convert ``args.source`` into ``args.destination``."""
+    from ..loading.convert import convert_model
+
+    report = convert_model(args.source, args.destination, overwrite=args.overwrite,
+                           on_file=lambda path: note(args, f"converting {path.parent.name}/{path.name}"))
+    parts = ", ".join(f"{name} {c['tensors']} tensors in {c['shards']} file(s)" for name, c in report.components.items())
+    note(args, f"wrote {report.folder} ({report.bytes / 2**30:.2f} GiB of fp16 weights: {parts})")
+    return 0
