@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 from pathlib import Path
 from typing import Any
 
@@ -159,62 +158,20 @@ def save_png(image: Image.Image, path: str | os.PathLike, params: dict[str, Any]
              overwrite: bool = True) -> Path:
     """Write ``image`` to ``path`` as a PNG with ``params`` embedded, atomically; returns ``path``.
 
-    The PNG is written to a hidden temporary file in the same folder and renamed into place, so ``path`` is
-    either absent or complete, and nothing is left behind on failure. With ``overwrite=False`` an existing
-    ``path`` is kept and ``FileExistsError`` is raised (the check and the rename are one atomic step where the
-    file system has hard links). Other failures raise a one-line ``KolorsError`` naming the path.
+    The PNG is written to a hidden temporary file in the same folder and renamed into place
+    (:func:`kolors.files.atomic_file`), so ``path`` is either absent or complete, and nothing is left behind on
+    failure, Ctrl-C or SIGTERM. With ``overwrite=False`` an existing ``path`` is kept and ``FileExistsError`` is
+    raised. Other failures raise a one-line ``KolorsError`` naming the path.
     """
+    from .files import atomic_file
+
     path = Path(path)
     info = PngImagePlugin.PngInfo()
     info.add_itxt(PARAMETERS_CHUNK, format_parameters(params))
     info.add_itxt(JSON_CHUNK, json.dumps(params, ensure_ascii=False, sort_keys=True, default=str))
-    fd, tmp = _create_temporary(path)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            image.save(f, format="PNG", pnginfo=info)
-            f.flush()
-            os.fsync(f.fileno())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            _rename_no_replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and not isinstance(exc, FileExistsError):
-            raise KolorsError(f"cannot write {path}: {exc.strerror or exc}") from None
-        raise
+    with atomic_file(path, overwrite=overwrite) as tmp, open(tmp, "wb") as f:
+        image.save(f, format="PNG", pnginfo=info)
     return path
-
-
-def _create_temporary(path: Path) -> tuple[int, Path]:
-    """A new hidden file beside ``path``, created with the usual permissions (0666 less the umask)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    for _ in range(100):
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            return os.open(tmp, flags, 0o666), tmp
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            folder = path.parent
-            if not folder.exists():
-                raise KolorsError(f"cannot write {path}: the folder {folder} does not exist") from None
-            raise KolorsError(f"cannot write {path}: {exc.strerror or exc}") from None
-    raise KolorsError(f"cannot write {path}: no free temporary file name in {path.parent}")
-
-
-def _rename_no_replace(tmp: Path, path: Path) -> None:
-    """Move ``tmp`` to ``path`` unless ``path`` exists (then FileExistsError)."""
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        raise
-    except OSError:  # no hard links on this file system: check, then rename (a small race)
-        if path.exists():
-            raise FileExistsError(17, "File exists", str(path)) from None
-        os.replace(tmp, path)
-        return
-    tmp.unlink(missing_ok=True)
 
 
 def read_png_text(path: str | os.PathLike) -> dict[str, str]:

@@ -6,12 +6,13 @@ Importing this module imports neither torch nor diffusers (``kolors --help`` and
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import NoReturn
 
 EXIT_ERROR = 2
 EXIT_UNEXPECTED = 1
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+MAX_THREADS = 1024
 
 
 class Parser(argparse.ArgumentParser):
@@ -31,6 +32,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
 def seed(text: str) -> int:
     try:
         value = int(text)
@@ -41,11 +52,25 @@ def seed(text: str) -> int:
     return value
 
 
+def threads(text: str) -> int:
+    value = positive_int(text)
+    if value > MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_THREADS} threads, got {text}")
+    return value
+
+
 def number(text: str) -> float:
     try:
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+
+
+def finite_number(text: str) -> float:
+    value = number(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got '{text}'")
+    return value
 
 
 def error(message: str) -> None:

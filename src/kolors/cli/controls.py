@@ -5,10 +5,11 @@ Twins of :class:`kolors.request.Control` (``type``, ``image``, ``scale``, ``star
 ``--from-image`` (``--control`` options given win; ``--controlnet`` / ``--control-start`` / ``--control-end``
 change the stored ones).
 
-A type's ControlNet folder: ``--controlnet TYPE=DIR``, else the one stored with the control, else a folder
-``Kolors-ControlNet-<Type>`` next to the model folder (for the built-in model: the ControlNet shipped beside it,
-``kolors-shapes-small-controlnet-canny``), else ``Kwai-Kolors/Kolors-ControlNet-<Type>`` in the local Hugging Face
-cache.
+A type's ControlNet folder: ``--controlnet TYPE=DIR``, else the one stored with the control, else for the
+built-in model the ControlNet shipped beside it (``kolors-shapes-small-controlnet-canny``), else a folder
+``controlnet-<type>`` inside the model folder (where ``kolors convert`` puts a model's ControlNets), else
+``Kolors-ControlNet-<Type>`` next to the model folder, else ``Kwai-Kolors/Kolors-ControlNet-<Type>`` in the local
+Hugging Face cache.
 """
 
 from __future__ import annotations
@@ -46,9 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         f"(edges are computed), depth/pose a ready map (or a photo with --detect); scale default "
                         f"{DEFAULT_SCALE}; guidance defaults to 6.0 with a control")
     g.add_argument("--controlnet", action="append", default=[], metavar="TYPE=DIR",
-                   help="ControlNet folder for TYPE (default: Kolors-ControlNet-<Type> beside the model folder, "
-                        "the shipped canny ControlNet with the built-in model, else "
-                        "Kwai-Kolors/Kolors-ControlNet-<Type> in the local Hugging Face cache)")
+                   help="ControlNet folder for TYPE (default: the shipped canny ControlNet with the built-in "
+                        "model, else controlnet-<type> inside the model folder, else Kolors-ControlNet-<Type> beside "
+                        "it, else Kwai-Kolors/Kolors-ControlNet-<Type> in the local Hugging Face cache)")
     g.add_argument("--control-start", type=float, metavar="F",
                    help=f"fraction of the steps after which the controls act (default {DEFAULT_START})")
     g.add_argument("--control-end", type=float, metavar="F",
@@ -103,6 +104,9 @@ def _conventional_folder(kind: str, model: str | None) -> Path | None:
     builtin = base is not None and base.resolve() == EMBEDDED_MODEL_DIR.resolve()
     if builtin and embedded_controlnet(kind) is not None:
         return embedded_controlnet(kind)
+    own = base / f"controlnet-{kind}" if base is not None else None
+    if own is not None and (own / "config.json").is_file():  # carried inside the folder (kolors convert)
+        return own
     if base is not None and not builtin and (base.parent / name).is_dir():
         return base.parent / name
     try:

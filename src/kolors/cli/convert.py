@@ -15,16 +15,20 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                           help="rewrite a model folder as fp16 safetensors (fast, safe loading)",
                           description="Rewrite a Kolors model folder (either published layout) as fp16 safetensors, "
                                       "shard for shard; the pickle .bin text encoder is read with weights_only.")
-    conv.add_argument("source", metavar="SOURCE", help="model folder, or Hub id already in the local cache")
-    conv.add_argument("destination", type=Path, metavar="DEST", help="new folder to write")
-    conv.add_argument("--overwrite", action="store_true", help="replace DEST if it exists")
+    conv.add_argument("source", metavar="SOURCE",
+                      help="model folder, Hub id already in the local cache, or built-in (with its ControlNets)")
+    conv.add_argument("destination", type=Path, metavar="DEST", help="new folder to write (not inside SOURCE)")
+    conv.add_argument("--overwrite", action="store_true",
+                      help="replace DEST if an earlier kolors convert wrote it (nothing else is ever replaced)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Convert ``args.source`` into ``args.destination``."""
+    from ..loading import EMBEDDED_MODEL_DIR
     from ..loading.convert import convert_model
 
-    report = convert_model(args.source, args.destination, overwrite=args.overwrite,
+    source = EMBEDDED_MODEL_DIR if args.source == "built-in" else args.source
+    report = convert_model(source, args.destination, overwrite=args.overwrite,
                            on_file=lambda path: note(args, f"converting {path.parent.name}/{path.name}"))
     parts = ", ".join(f"{name} {c['tensors']} tensors in {c['shards']} file(s)" for name, c in report.components.items())
     note(args, f"wrote {report.folder} ({report.bytes / 2**30:.2f} GiB of fp16 weights: {parts})")

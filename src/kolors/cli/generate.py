@@ -224,9 +224,9 @@ def _from_image_checks(args: argparse.Namespace, params: dict[str, Any]) -> None
 
 def _lora_specs(args: argparse.Namespace, stored: list[dict[str, Any]]) -> list[tuple[Path, float]]:
     """The LoRAs to load: --lora options, else those stored in --from-image's PNG (when their files are here)."""
-    from ..adapters.lora import parse_lora_spec
-
     if args.lora:
+        from ..adapters.lora import parse_lora_spec
+
         specs = [parse_lora_spec(spec) for spec in args.lora]
         return [(Path(path).expanduser().absolute(), weight) for path, weight in specs]
     specs = []

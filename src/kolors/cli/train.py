@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .common import note, number, positive_int
+from .common import finite_number, note, positive_int
 
 # command-line flag -> TrainConfig key (flags given win over --set, which wins over the config file)
 FLAGS = {"model": "model", "data": "data", "output": "output", "mode": "mode", "steps": "steps",
@@ -35,9 +35,10 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                        help="full UNet, LoRA, DreamBooth (LoRA + instance/class prompts), or a ControlNet")
     train.add_argument("--steps", type=positive_int, metavar="N", help="optimizer steps")
     train.add_argument("--batch-size", type=positive_int, metavar="B", help="images per process per micro-step")
-    train.add_argument("--lr", type=number, metavar="F", help="learning rate")
+    train.add_argument("--lr", type=finite_number, metavar="F", help="learning rate")
     train.add_argument("--rank", type=positive_int, metavar="R", help="LoRA rank")
-    train.add_argument("--mixed-precision", choices=MIXED_PRECISION, help="autocast dtype (default no)")
+    train.add_argument("--mixed-precision", choices=MIXED_PRECISION,
+                       help="autocast dtype (default auto: bf16 on GPUs, fp16 on GPUs without bf16, no on a CPU)")
     train.add_argument("--seed", type=int, metavar="N", help="seed of data order, noise and LoRA initialisation")
     train.add_argument("--resume", metavar="latest|DIR", help="continue from the newest checkpoint of --output, "
                                                              "or from a checkpoint folder")

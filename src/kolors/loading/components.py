@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -16,6 +18,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from ..devices import move
 from ..errors import ModelLayoutError
 from ..models.chatglm import ChatGLMConfig, ChatGLMModel, ChatGLMTokenizer
+from .configs import DEFAULTS, SCHEDULER, TEXT_ENCODER, UNET, VAE, Rules, check_config
 from .locate import check_model_folder, read_json
 from .weights import find_weight_files, read_state_dict, read_weight_file
 
@@ -25,6 +28,7 @@ LDM_UNET_PREFIX = "model.diffusion_model."
 CHATGLM_PREFIX = "transformer."
 CHATGLM_HEAD = "output_layer.weight"
 ModelT = TypeVar("ModelT", bound=torch.nn.Module)
+T = TypeVar("T")
 
 
 @dataclass
@@ -72,7 +76,7 @@ def load_components(
         scheduler=load_scheduler(folder / "scheduler"),
         folder=folder,
         force_zeros_for_empty_prompt=bool(index.get("force_zeros_for_empty_prompt", False)),
-        defaults=read_json(defaults_path) if defaults_path.is_file() else {},
+        defaults=check_config(read_json(defaults_path), DEFAULTS, defaults_path) if defaults_path.is_file() else {},
     )
 
 
@@ -96,11 +100,13 @@ def load_scheduler(folder: Path) -> SchedulerMixin:
     """The scheduler the checkpoint's ``scheduler_config.json`` names, with its settings."""
     import diffusers
 
-    config = read_json(folder / "scheduler_config.json")
-    cls = getattr(diffusers, config.get("_class_name", ""), None)
+    path = folder / "scheduler_config.json"
+    config = check_config(read_json(path), SCHEDULER, path)
+    name = config.get("_class_name", "")
+    cls = getattr(diffusers, name, None) if isinstance(name, str) and name.endswith("Scheduler") else None
     if cls is None or not hasattr(cls, "from_config"):
-        raise ModelLayoutError(f"unknown scheduler class '{config.get('_class_name')}' in {folder}/scheduler_config.json")
-    return cls.from_config(config)
+        raise ModelLayoutError(f"unknown scheduler class {_short(name)} in {path}")
+    return _build(lambda: cls.from_config(config), "scheduler", path, empty=False)
 
 
 def load_text_encoder(
@@ -111,10 +117,11 @@ def load_text_encoder(
 
     ``head=False``: without the unused language-model head (``output_layer``), which is then never read.
     """
-    config = ChatGLMConfig.from_dict(read_json(folder / "config.json"))
+    path = folder / "config.json"
+    config = _build(lambda: ChatGLMConfig.from_dict(check_config(read_json(path), TEXT_ENCODER, path)),
+                    "ChatGLM3 text encoder", path, empty=False)
     config.original_rope = getattr(config, "original_rope", True)
-    with init_empty_weights(include_buffers=False):
-        model = ChatGLMModel(config, empty_init=False)
+    model = _build(lambda: ChatGLMModel(config, empty_init=False), "ChatGLM3 text encoder", path)
     skip = set() if head else {CHATGLM_HEAD, CHATGLM_PREFIX + CHATGLM_HEAD}
     if not head:
         model.output_layer = None
@@ -128,9 +135,9 @@ def load_unet(
     folder: Path, device: torch.device, dtype: torch.dtype, *, file: Path | None = None, variant: str | None = None
 ) -> UNet2DConditionModel:
     """The UNet from its folder, or from a single file with diffusers or original (LDM/SGM) key names."""
-    config = read_json(folder / "config.json")
-    with init_empty_weights(include_buffers=False):
-        unet = UNet2DConditionModel.from_config(config)
+    path = folder / "config.json"
+    config = check_config(read_json(path), UNET, path)
+    unet = _build(lambda: UNet2DConditionModel.from_config(config), "UNet", path)
     if file is None:
         state = read_state_dict(find_weight_files(folder, variant))
     else:
@@ -147,11 +154,33 @@ def load_vae(folder: Path, device: torch.device, dtype: torch.dtype, *, variant:
 def load_diffusers_model(cls: type[ModelT], folder: Path, device: torch.device, dtype: torch.dtype, *,
                          variant: str | None = None, what: str = "model", config: dict | None = None) -> ModelT:
     """A diffusers model (``cls``) from a folder's ``config.json`` (or ``config``) and weight files, frozen."""
-    config = read_json(folder / "config.json") if config is None else config
-    with init_empty_weights(include_buffers=False):
-        model = cls.from_config(config)
+    path = folder / "config.json"
+    config = read_json(path) if config is None else config
+    check_config(config, _RULES.get(cls.__name__, {}), path)
+    model = _build(lambda: cls.from_config(config), what, path)
     _assign(model, read_state_dict(find_weight_files(folder, variant)), f"{what} ({folder})")
     return move(model, device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+_RULES: dict[str, Rules] = {"AutoencoderKL": VAE, "UNet2DConditionModel": UNET, "ControlNetModel": UNET}
+
+
+def _build(make: Callable[[], T], what: str, path: Path, *, empty: bool = True) -> T:
+    """``make()`` (on the meta device when ``empty``), with a one-line error naming the config it came from."""
+    try:
+        with init_empty_weights(include_buffers=False) if empty else contextlib.nullcontext():
+            return make()
+    except ModelLayoutError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - diffusers/transformers raise anything on a config they cannot use
+        reason = _short((str(exc).splitlines() or [type(exc).__name__])[0], 120)
+        raise ModelLayoutError(f"{path} does not describe a {what} that can be built ({reason}): fix the file "
+                               "or download it again") from None
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return repr(text) if len(text) <= limit else repr(text[:limit - 3] + "...")
 
 
 def _unet_single_file(state: dict[str, torch.Tensor], config: dict) -> dict[str, torch.Tensor]:

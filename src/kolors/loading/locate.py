@@ -47,8 +47,20 @@ def _from_hub_cache(repo_id: str) -> Path:
     except Exception:  # noqa: BLE001 - any failure means "not available offline"
         raise ModelLayoutError(
             f"'{repo_id}' is not in the local Hugging Face cache and kolors never downloads: run "
-            f"`huggingface-cli download {repo_id}` where there is internet (or copy the folder) and pass --model DIR"
+            f"`{download_command()} {repo_id}` where there is internet (or copy the folder) and pass --model DIR"
         ) from None
+
+
+def download_command() -> str:
+    """The download command of the installed huggingface_hub: ``hf download`` (0.34 and later), else the older
+    ``huggingface-cli download``."""
+    from huggingface_hub import __version__
+
+    try:
+        version = tuple(int(part) for part in __version__.split(".")[:2])
+    except ValueError:
+        version = (1, 0)
+    return "hf download" if version >= (0, 34) else "huggingface-cli download"
 
 
 def check_model_folder(folder: Path, *, skip: tuple[str, ...] = ()) -> dict:
@@ -56,10 +68,7 @@ def check_model_folder(folder: Path, *, skip: tuple[str, ...] = ()) -> dict:
     index_path = folder / "model_index.json"
     if not index_path.is_file():
         raise ModelLayoutError(f"{folder} is not a Kolors model folder: model_index.json is missing")
-    try:
-        index = json.loads(index_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelLayoutError(f"cannot read {index_path}: {exc}") from None
+    index = read_json(index_path)
     for name in COMPONENTS:
         if name in skip:
             continue
@@ -69,10 +78,16 @@ def check_model_folder(folder: Path, *, skip: tuple[str, ...] = ()) -> dict:
 
 
 def read_json(path: Path) -> dict:
-    """A JSON config file, with a one-line error naming the file when it is missing or malformed."""
+    """A JSON config file (a mapping), with a one-line error naming the file when it is missing or malformed."""
     if not path.is_file():
         raise ModelLayoutError(f"missing config file: {path}")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise ModelLayoutError(f"cannot read config file {path}: it is nested too deeply") from None
     except (OSError, ValueError) as exc:
         raise ModelLayoutError(f"cannot read config file {path}: {exc}") from None
+    if not isinstance(config, dict):
+        raise ModelLayoutError(f"config file {path} must hold a JSON object (keys and values), not a "
+                               f"{type(config).__name__}: download it again")
+    return config

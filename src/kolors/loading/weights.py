@@ -73,8 +73,9 @@ def _shards_from_index(index: Path) -> list[Path]:
 def read_weight_file(path: Path, skip: Collection[str] = ()) -> dict[str, torch.Tensor]:
     """The tensors of one ``.safetensors`` or pickle ``.bin``/``.pt``/``.ckpt`` file (pickles with weights_only),
     except those named in ``skip`` (never read from a safetensors file)."""
+    kind = _file_kind(path)
     try:
-        if path.suffix == ".safetensors":
+        if kind == "safetensors":
             if not skip:
                 return load_file(str(path))
             with safe_open(str(path), framework="pt") as f:
@@ -85,16 +86,50 @@ def read_weight_file(path: Path, skip: Collection[str] = ()) -> dict[str, torch.
             if "mmap" not in str(exc):
                 raise
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ModelLayoutError(f"weight file not found: {path}") from None
-    except (SafetensorError, pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
-        raise ModelLayoutError(f"weight file {path} is corrupt or truncated ({reason}): download it again") from None
+    except pickle.UnpicklingError as exc:
+        code = _CODE_GLOBAL.search(str(exc))
+        if code is None and "weights only load failed" not in str(exc).lower():
+            raise ModelLayoutError(f"weight file {path} is corrupt or truncated ({_first_line(exc)}): "
+                                   "download it again") from None
+        what = f" ({code[1]})" if code else ""
+        raise ModelLayoutError(
+            f"refusing to load {path}: it is a pickle that would run code when read{what}, which kolors never "
+            "does; use the .safetensors weights instead (published folders have them; `kolors convert` writes "
+            "them for folders whose pickles hold only tensors)") from None
+    except (SafetensorError, RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError) as exc:
+        raise ModelLayoutError(f"weight file {path} is corrupt or truncated ({_first_line(exc)}): "
+                               "download it again") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelLayoutError(f"weight file {path} does not hold a plain dict of tensors")
     return {k: v for k, v in state.items() if k not in skip} if skip else state
+
+
+_CODE_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+
+
+def _file_kind(path: Path) -> str:
+    """"safetensors" or "pickle", from the file's first bytes; a one-line error for anything else."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except FileNotFoundError:
+        raise ModelLayoutError(f"weight file not found: {path}") from None
+    except IsADirectoryError:
+        raise ModelLayoutError(f"{path} is a folder, not a weight file") from None
+    except OSError as exc:
+        raise ModelLayoutError(f"cannot read weight file {path}: {exc.strerror or exc}") from None
+    if path.suffix == ".safetensors" or head[8:9] == b"{":
+        return "safetensors"  # an 8-byte header length, then the JSON header
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return "pickle"  # torch.save's zip archive, or a legacy pickle
+    raise ModelLayoutError(f"{path} is not a weight file (neither safetensors nor a PyTorch checkpoint): "
+                           "give the .safetensors file")
 
 
 def read_state_dict(files: Iterable[Path], skip: Collection[str] = ()) -> dict[str, torch.Tensor]:

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from ..errors import InvalidParameterError, KolorsError
 
 MODES = ("full", "lora", "dreambooth", "controlnet")
 CONTROLNET_BLOCKS = ("full", "light")
-MIXED_PRECISION = ("no", "fp16", "bf16")
+MIXED_PRECISION = ("auto", "no", "fp16", "bf16")  # auto: bf16 (fp16 without bf16 support) on a GPU, no on a CPU
 LR_SCHEDULES = ("constant", "constant_with_warmup", "linear", "cosine")
 
 
@@ -42,7 +44,7 @@ class TrainConfig:
     adam_epsilon: float = 1e-8  # smaller for models whose gradients are tiny (a small ControlNet's: 1e-15)
     max_grad_norm: float = 1.0
     use_8bit_adam: bool = False  # bitsandbytes AdamW8bit when importable, else AdamW with a note
-    mixed_precision: str = "no"  # no | fp16 | bf16
+    mixed_precision: str = "auto"  # auto | no | fp16 | bf16
     gradient_checkpointing: bool = False
     ema: bool = False  # keep an EMA of the trained weights and save it as the result
     ema_decay: float = 0.9999
@@ -85,10 +87,14 @@ class TrainConfig:
     sample_steps: int = 20
     progress: bool = True
 
-    def validate(self, source: str = "the config") -> TrainConfig:
-        """Self, after checking values that would only fail later (errors name ``source`` and the key)."""
+    def validate(self, source: str | Mapping[str, str] = "the config") -> TrainConfig:
+        """Self, after checking values that would only fail later. Errors name where the value came from:
+        ``source``, or per key ``source[key]`` (a file, ``--set key=value`` or a flag such as ``--lr``)."""
         def bad(key: str, why: str) -> KolorsError:
-            return InvalidParameterError(f"{source}: '{key}' {why}")
+            origin = source if isinstance(source, str) else _origin(source, key)
+            if origin.startswith("--") and not origin.startswith("--set"):
+                return InvalidParameterError(f"{origin} {why}")
+            return InvalidParameterError(f"{origin}: '{key}' {why}")
 
         if self.mode not in MODES:
             raise bad("mode", f"must be one of {', '.join(MODES)}, got '{self.mode}'")
@@ -100,9 +106,15 @@ class TrainConfig:
                     "num_class_images", "sample_steps"):
             if getattr(self, key) < 1:
                 raise bad(key, f"must be at least 1, got {getattr(self, key)}")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise bad(f.name, f"must be a finite number, got {value}")
         for key in ("lr", "ema_decay", "adam_epsilon", "controlnet_scale"):
             if not getattr(self, key) > 0:
                 raise bad(key, f"must be positive, got {getattr(self, key)}")
+        if self.text_encoder_lr is not None and not self.text_encoder_lr > 0:
+            raise bad("text_encoder_lr", f"must be positive, got {self.text_encoder_lr}")
         if not 0.0 <= self.caption_dropout < 1.0:
             raise bad("caption_dropout", f"must be in [0, 1), got {self.caption_dropout}")
         if self.resolution is not None and (self.resolution < 8 or self.resolution % 8):
@@ -130,27 +142,58 @@ class TrainConfig:
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None, **flags: Any) -> TrainConfig:
-    """The run's settings: ``path`` (YAML or TOML), then ``overrides`` ("key=value"), then non-None ``flags``."""
+    """The run's settings: ``path`` (YAML or TOML), then ``overrides`` ("key=value"), then non-None ``flags``.
+
+    An error names where the bad value came from: the file, ``--set key=value``, or the flag (``--lr``)."""
     values: dict[str, Any] = {}
-    source = "the command line"
+    origins = _Origins("the command line")
     if path is not None:
         path = Path(path).expanduser()
-        source = str(path)
         values = read_config_file(path)
+        origins = _Origins(str(path), dict.fromkeys(values, str(path)))
     for item in overrides or []:
         key, sep, text = item.partition("=")
         if not sep:
             raise InvalidParameterError(f"--set expects key=value, got '{item}'")
         values[key.strip()] = _parse_value(text)
-    values.update({k: v for k, v in flags.items() if v is not None})
-    return _build(values, source).validate(source)
+        origins[key.strip()] = f"--set {item}"
+    given = {k: v for k, v in flags.items() if v is not None}
+    values.update(given)
+    origins.update({k: "--" + k.replace("_", "-") for k in given})
+    return _build(values, origins).validate(origins)
+
+
+class _Origins(dict):
+    """Where each setting came from; keys left at their defaults are blamed on ``default`` (the file, if any)."""
+
+    def __init__(self, default: str, *args: Any) -> None:
+        super().__init__(*args)
+        self.default = default
+
+    def __missing__(self, key: str) -> str:
+        return self.default
+
+
+def _origin(origins: Mapping[str, str], key: str) -> str:
+    try:
+        return origins[key]
+    except KeyError:
+        return "the config"
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
     """The mapping in a ``.yaml``/``.yml``/``.toml``/``.json`` file (a ``[train]`` table/section is unwrapped)."""
+    if path.is_dir():
+        raise KolorsError(f"config file {path} is a folder: give a .yaml, .toml or .json file")
     if not path.is_file():
         raise KolorsError(f"config file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise KolorsError(f"config file {path} is not a text file (not UTF-8): give a .yaml, .toml or .json "
+                          "file") from None
+    except OSError as exc:
+        raise KolorsError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     suffix = path.suffix.lower()
     try:
         if suffix == ".toml":
@@ -189,8 +232,8 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def _build(values: dict[str, Any], source: str) -> TrainConfig:
-    """A TrainConfig from ``values``, each checked against the field's type."""
+def _build(values: dict[str, Any], origins: Mapping[str, str]) -> TrainConfig:
+    """A TrainConfig from ``values``, each checked against the field's type (``origins``: where each came from)."""
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     hints = typing.get_type_hints(TrainConfig)
     unknown = [k for k in values if k not in fields]
@@ -199,8 +242,8 @@ def _build(values: dict[str, Any], source: str) -> TrainConfig:
 
         close = difflib.get_close_matches(unknown[0], fields, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise InvalidParameterError(f"{source}: unknown key '{unknown[0]}'{hint}")
-    return TrainConfig(**{k: _coerce(v, hints[k], k, source) for k, v in values.items()})
+        raise InvalidParameterError(f"{_origin(origins, unknown[0])}: unknown key '{unknown[0]}'{hint}")
+    return TrainConfig(**{k: _coerce(v, hints[k], k, _origin(origins, k)) for k, v in values.items()})
 
 
 def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
@@ -229,4 +272,6 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
         elif origin is list and isinstance(value, (list, str)):
             return [str(v) for v in ([value] if isinstance(value, str) else value)]
     names = " or ".join(getattr(o, "__name__", str(o)) for o in options if o is not type(None))
+    if source.startswith("--") and not source.startswith("--set"):
+        raise InvalidParameterError(f"{source} must be {names}, got {value!r}")
     raise InvalidParameterError(f"{source}: '{key}' must be {names}, got {value!r}")

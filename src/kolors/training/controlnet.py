@@ -32,6 +32,7 @@ from diffusers import ControlNetModel, UNet2DConditionModel
 from safetensors.torch import save_file
 
 from ..adapters.controlnet import load_controlnet
+from ..files import atomic_file, write_text
 from .config import TrainConfig
 
 CONFIG_FILE = "config.json"
@@ -110,16 +111,12 @@ def save_controlnet(net: ControlNetModel, folder: Path, state: dict[str, torch.T
     folder.mkdir(parents=True, exist_ok=True)
     state = net.state_dict() if state is None else state
     tensors = {k: v.detach().float().cpu().contiguous() for k, v in state.items()}
-    _atomic(lambda path: save_file(tensors, str(path), metadata={"format": "pt"}), folder / WEIGHTS_FILE)
+    with atomic_file(folder / WEIGHTS_FILE) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
     half = {k: v.half().contiguous() for k, v in tensors.items()}
-    _atomic(lambda path: save_file(half, str(path), metadata={"format": "pt"}), folder / FP16_WEIGHTS_FILE)
+    with atomic_file(folder / FP16_WEIGHTS_FILE) as tmp:
+        save_file(half, str(tmp), metadata={"format": "pt"})
     config = json.loads(net.to_json_string())  # with _class_name and _diffusers_version, as save_pretrained writes
     config.pop("_name_or_path", None)
-    _atomic(lambda path: path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n"), folder / CONFIG_FILE)
+    write_text(folder / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True) + "\n")
     return folder
-
-
-def _atomic(write, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    tmp.replace(path)

@@ -12,8 +12,9 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +27,10 @@ from tqdm.auto import tqdm
 
 from ..adapters.controlnet import controlnet_residuals
 from ..errors import KolorsError
+from ..files import atomic_file, write_text
 from ..devices import move
 from ..loading import KolorsComponents, load_components, locate_model
+from ..loading.locate import check_model_folder
 from ..diffusion.prompt import PromptEmbeddings, encode_tokens, tokenize_prompts
 from . import controlnet as controlnet_utils
 from . import lora as lora_utils
@@ -66,17 +69,15 @@ class Stream:
 
 def train(cfg: TrainConfig) -> TrainResult:
     """Run the training ``cfg`` describes (resuming when ``cfg.resume`` says so) and save the result."""
+    cfg, examples = _prepare(cfg)
     output = Path(cfg.output).expanduser()
     tensorboard = cfg.tensorboard and _has_tensorboard()
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, step_scheduler_with_optimizer=False,
                               log_with="tensorboard" if tensorboard else None, project_dir=str(output / "logs"))
     torch.manual_seed(cfg.seed)
-    if not cfg.resume and complete_checkpoints(output):
-        raise KolorsError(f"{output} holds checkpoints of an earlier run: continue it with --resume latest, "
-                          "or choose a new --output")
     if accelerator.is_main_process:
         output.mkdir(parents=True, exist_ok=True)
-        (output / "config.yaml").write_text(_as_yaml(cfg))
+        write_text(output / "config.yaml", _as_yaml(cfg))
 
     # 1. the base model, frozen; then what is trained: the UNet, LoRA layers, or a ControlNet
     model = _load_model(cfg, accelerator)
@@ -112,9 +113,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     # 2. data: batches addressed by step, latents and prompt embeddings optionally cached to disk
     multiple = _size_multiple(model)
     resolution = cfg.resolution or unet.config.sample_size * _vae_scale(model)
-    instance = _dataset(read_examples(cfg.data, cfg.instance_prompt if cfg.mode == "dreambooth" else None,
-                                      conditioning=cfg.mode == "controlnet"),
-                        cfg, resolution, multiple, seed=cfg.seed, accelerator=accelerator)
+    instance = _dataset(examples, cfg, resolution, multiple, seed=cfg.seed, accelerator=accelerator)
     classes = (_dataset(class_examples, cfg, resolution, multiple, seed=cfg.seed + 1, accelerator=accelerator)
                if class_examples else None)
     caches = _Caches(output / "cache", model, cfg, accelerator)
@@ -161,7 +160,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             stream.batches = iter(_loader(stream, cfg, accelerator, start))
     initial = _eval_loss(cfg, instance.dataset, **step_models) if start == 0 else _initial_loss(output)
     if accelerator.is_main_process:
-        (output / INITIAL_LOSS_FILE).write_text(json.dumps({"initial_loss": initial}) + "\n")
+        write_text(output / INITIAL_LOSS_FILE, json.dumps({"initial_loss": initial}) + "\n")
         _truncate_log(output / LOG_FILE, start)
     if tensorboard:
         accelerator.init_trackers("kolors-train", config={k: v if isinstance(v, (int, float, str, bool)) else str(v)
@@ -217,9 +216,48 @@ def train(cfg: TrainConfig) -> TrainResult:
     result = TrainResult(output, weights, cfg.steps, initial, final)
     if accelerator.is_main_process:
         summary = {**asdict(result), "output": str(output), "weights": str(weights)}
-        (output / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+        write_text(output / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
     accelerator.end_training()
     return result
+
+
+def _prepare(cfg: TrainConfig) -> tuple[TrainConfig, list]:
+    """Every check that needs no weights, before anything is created: the run folder, the checkpoint to resume,
+    the model folder, the data, the precision the device supports. Returns the settings with ``mixed_precision:
+    auto`` resolved, and the training examples."""
+    output = Path(cfg.output).expanduser()
+    existing = next((p for p in (output, *output.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise KolorsError(f"cannot use {output} as the run folder: {existing} is a file (choose a folder with -o)")
+    if cfg.resume:
+        find_checkpoint(output, cfg.resume)
+    elif complete_checkpoints(output):
+        raise KolorsError(f"{output} holds checkpoints of an earlier run: continue it with --resume latest, "
+                          "or choose a new --output")
+    check_model_folder(locate_model(cfg.model))
+    device = _device_type()
+    precision = cfg.mixed_precision
+    if precision == "auto":
+        precision = "no" if device != "cuda" else "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    elif precision == "fp16" and device == "cpu":
+        raise KolorsError("mixed_precision fp16 needs a GPU and this run trains on the CPU: use --mixed-precision "
+                          "no (or auto, or bf16)")
+    if cfg.lr_warmup_steps >= cfg.steps and cfg.lr_schedule != "constant":
+        logger.warning("lr_warmup_steps (%d) is not below steps (%d): the learning rate never reaches lr",
+                       cfg.lr_warmup_steps, cfg.steps)
+    examples = read_examples(cfg.data, cfg.instance_prompt if cfg.mode == "dreambooth" else None,
+                             conditioning=cfg.mode == "controlnet")
+    return replace(cfg, mixed_precision=precision), examples
+
+
+def _device_type() -> str:
+    """The kind of device accelerate will train on."""
+    if os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes"):
+        return "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    return "mps" if mps is not None and mps.is_available() else "cpu"
 
 
 # --- one training step -----------------------------------------------------------------------------------------
@@ -385,7 +423,8 @@ def _class_examples(cfg: TrainConfig, model: KolorsComponents, accelerator: Acce
             _note(accelerator, cfg, f"generating {cfg.num_class_images - have} class images in {folder}")
             for i in range(have, cfg.num_class_images):
                 image = pipe(cfg.class_prompt, seed=cfg.seed + i, steps=cfg.sample_steps, progress=False).images[0]
-                image.save(folder / f"class-{i:05d}.png")
+                with atomic_file(folder / f"class-{i:05d}.png") as tmp:
+                    image.save(tmp, format="PNG")
     accelerator.wait_for_everyone()
     return read_examples(folder, cfg.class_prompt)[: cfg.num_class_images]
 
@@ -506,9 +545,8 @@ def _digest(*parts) -> str:
 
 def _atomic_save(tensors: dict[str, torch.Tensor], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp))
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        save_file(tensors, str(tmp))
 
 
 # --- results, logs, samples ------------------------------------------------------------------------------------
@@ -551,7 +589,8 @@ def _samples(cfg: TrainConfig, model: KolorsComponents, accelerator: Accelerator
         try:
             for i, prompt in enumerate(cfg.sample_prompts):
                 image = pipe(prompt, seed=cfg.seed, steps=cfg.sample_steps, progress=False).images[0]
-                image.save(folder / f"step-{step:06d}-{i}.png")
+                with atomic_file(folder / f"step-{step:06d}-{i}.png") as tmp:
+                    image.save(tmp, format="PNG")
         finally:
             if parked:
                 move(model.text_encoder, "cpu")
@@ -572,7 +611,7 @@ def _truncate_log(path: Path, step: int) -> None:
     """Drop log lines after ``step`` (written by a killed run after its last checkpoint)."""
     if path.is_file():
         lines = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        path.write_text("".join(line + "\n" for line in lines))
+        write_text(path, "".join(line + "\n" for line in lines))
 
 
 def _initial_loss(output: Path) -> float | None:

@@ -12,6 +12,8 @@ import torch
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
+from ..files import atomic_file
+
 ADAPTER = "default"
 TEXT_ENCODER_TARGETS = ["query_key_value", "dense"]  # ChatGLM3 attention: fused qkv and output projection
 LORA_FILE = "pytorch_lora_weights.safetensors"
@@ -53,14 +55,16 @@ def save_lora_file(folder: Path, unet: torch.nn.Module, config: LoraConfig,
     from diffusers import KolorsPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
 
-    KolorsPipeline.save_lora_weights(
-        folder,
-        unet_lora_layers=convert_state_dict_to_diffusers(lora_state(unet)),
-        text_encoder_lora_layers=convert_state_dict_to_diffusers(lora_state(text_encoder)) if text_encoder else None,
-        unet_lora_adapter_metadata=_metadata(config),
-        text_encoder_lora_adapter_metadata=_metadata(text_config) if text_encoder and text_config else None,
-        weight_name=LORA_FILE,
-    )
+    with atomic_file(folder / LORA_FILE) as tmp:
+        KolorsPipeline.save_lora_weights(
+            folder,
+            unet_lora_layers=convert_state_dict_to_diffusers(lora_state(unet)),
+            text_encoder_lora_layers=(convert_state_dict_to_diffusers(lora_state(text_encoder)) if text_encoder
+                                      else None),
+            unet_lora_adapter_metadata=_metadata(config),
+            text_encoder_lora_adapter_metadata=_metadata(text_config) if text_encoder and text_config else None,
+            weight_name=tmp.name,
+        )
     return folder / LORA_FILE
 
 

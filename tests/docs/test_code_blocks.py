@@ -1,0 +1,115 @@
+"""Every fenced code block of README.md and docs/*.md runs as written: what a new user copies must work.
+
+``bash`` and ``python`` blocks run, in order, in one scratch folder per document (the repository's ``configs/``
+linked in), against the built-in model, with the ``kolors`` command of this environment. A block that cannot run
+on a CPU machine without downloads says so on a first line ``# needs: gpu``, ``# needs: real weights`` (a published
+Kolors folder), ``# needs: network`` (installs packages) or ``# needs: long run`` (a recipe of many minutes): those
+are skipped. ``# slow`` marks a block that runs only with ``pytest -m slow``. Output, trees and synopses are
+```` ```text ```` blocks, which are not run; a fence without a language fails.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+RUN = {"bash": "bash", "sh": "bash", "python": "python"}
+SHOWN = {"text", "yaml", "toml", "json"}
+NEEDS = re.compile(r"^#\s*needs:\s*(.+)$")
+FENCE = re.compile(r"^```(\S*)\n(.*?)^```\s*$", re.MULTILINE | re.DOTALL)
+TIMEOUT_S = 600
+
+
+@dataclass(frozen=True)
+class Block:
+    document: Path
+    line: int
+    language: str
+    code: str
+
+    @property
+    def markers(self) -> list[str]:
+        """The ``# needs: …`` and ``# slow`` lines at the top of the block."""
+        found = []
+        for line in self.code.splitlines():
+            if not line.startswith("#"):
+                break
+            found.append(line.strip())
+        return found
+
+    @property
+    def needs(self) -> list[str]:
+        return [m[1] for line in self.markers if (m := NEEDS.match(line))]
+
+    @property
+    def slow(self) -> bool:
+        return "# slow" in self.markers
+
+    def __str__(self) -> str:
+        return f"{self.document.relative_to(ROOT)}:{self.line}"
+
+
+def blocks() -> list[Block]:
+    found = []
+    for document in DOCUMENTS:
+        text = document.read_text(encoding="utf-8")
+        for m in FENCE.finditer(text):
+            found.append(Block(document, text[:m.start()].count("\n") + 1, m[1], m[2]))
+    return found
+
+
+def _params() -> list:
+    params = []
+    for block in blocks():
+        if block.language not in RUN:
+            continue
+        marks = [pytest.mark.slow] if block.slow else []
+        if block.needs:
+            marks.append(pytest.mark.skip(reason=f"needs {', '.join(block.needs)}"))
+        params.append(pytest.param(block, id=str(block), marks=marks))
+    return params
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory):
+    """One scratch folder per document (its blocks build on each other), with configs/ linked in."""
+    folders: dict[Path, Path] = {}
+
+    def folder(document: Path) -> Path:
+        if document not in folders:
+            folders[document] = tmp_path_factory.mktemp(document.stem)
+            (folders[document] / "configs").symlink_to(ROOT / "configs")
+        return folders[document]
+
+    return folder
+
+
+def test_every_fence_names_its_language():
+    unnamed = [str(b) for b in blocks() if b.language not in RUN and b.language not in SHOWN]
+    assert not unnamed, f"fences without a known language (use ```text for output and synopses): {unnamed}"
+
+
+def test_markers_are_known():
+    known = {"gpu", "real weights", "network", "long run"}
+    unknown = [(str(b), n) for b in blocks() for n in b.needs if n.split(" (")[0] not in known]
+    assert not unknown, f"unknown '# needs:' markers (use {sorted(known)}): {unknown}"
+
+
+@pytest.mark.parametrize("block", _params())
+def test_block_runs_as_written(block: Block, scratch):
+    env = {k: v for k, v in os.environ.items() if k != "KOLORS_MODEL"}  # the built-in model, as on a fresh install
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # this environment's kolors
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
+    command = (["bash", "-euo", "pipefail", "-c", block.code] if RUN[block.language] == "bash"
+               else [sys.executable, "-c", block.code])
+    done = subprocess.run(command, cwd=scratch(block.document), env=env, capture_output=True, text=True,
+                          timeout=TIMEOUT_S)
+    assert done.returncode == 0, f"{block} failed ({done.returncode}):\n{done.stderr[-3000:]}"
