@@ -10,6 +10,7 @@ CONTROL_IMG2IMG_STRENGTH = 0.8  # diffusers' SDXL ControlNet image-to-image defa
 INPAINT_STRENGTH = 0.999  # the official Kolors inpainting script
 INPAINT_STEPS = 25  # ... with the 9-channel Kolors-Inpainting UNet
 INPAINT_GUIDANCE = 6.0
+OUTPAINT_FEATHER = 8  # px of blend into the kept image: no visible step at the old border
 CONTROL_GUIDANCE = 6.0  # the official ControlNet scripts' guidance scale
 CONTROL_SCALE = 0.7  # ControlNet conditioning scale
 CONTROL_START = 0.0  # fraction of the steps where the ControlNet starts

@@ -30,8 +30,8 @@ def _open(path: str | os.PathLike, what: str):
     except IsADirectoryError:
         raise KolorsError(f"{what} {path} is a folder, not an image file") from None
     except Image.DecompressionBombError:
-        raise KolorsError(f"{what} {path} declares more than {MAX_INPUT_PIXELS} pixels: "
-                          "use a smaller image") from None
+        raise KolorsError(f"{what} {path} declares more pixels than the {MAX_INPUT_PIXELS // 10**6}-megapixel "
+                          "limit: use a smaller image") from None
     except UnidentifiedImageError:
         raise KolorsError(f"cannot read {what} {path}: not an image file PIL can read (PNG, JPEG, WebP, …)") from None
     except (OSError, ValueError, SyntaxError) as exc:
@@ -44,8 +44,8 @@ def _check_size(size: tuple[int, int], what: str, path: Any) -> tuple[int, int]:
     if width < 1 or height < 1:
         raise KolorsError(f"{what} {path} is empty ({width}×{height} pixels)")
     if width * height > MAX_INPUT_PIXELS:
-        raise KolorsError(f"{what} {path} is {width}×{height} pixels, more than {MAX_INPUT_PIXELS // 10**6} "
-                          "megapixels: use a smaller image")
+        raise KolorsError(f"{what} {path} is {width}×{height} pixels, more than the {MAX_INPUT_PIXELS // 10**6}-"
+                          "megapixel limit: use a smaller image")
     return size
 
 

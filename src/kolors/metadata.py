@@ -15,6 +15,7 @@ parameter dict itself (JSON) and is what ``read_parameters`` prefers; the text i
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -204,7 +205,11 @@ def read_png_text(path: str | os.PathLike) -> dict[str, str]:
 
 
 def read_parameters(path: str | os.PathLike) -> dict[str, Any]:
-    """The generation parameters stored in a PNG: the ``kolors`` JSON chunk, else the A1111 ``parameters`` text."""
+    """The generation parameters stored in a PNG: the ``kolors`` JSON chunk, else the A1111 ``parameters`` text.
+
+    A damaged ``kolors`` chunk is not silently replaced: with a ``parameters`` text beside it, that text is used
+    and a one-line warning says so; without one it is an error.
+    """
     chunks = read_png_text(path)
     if JSON_CHUNK in chunks:
         try:
@@ -213,6 +218,12 @@ def read_parameters(path: str | os.PathLike) -> dict[str, Any]:
             params = None
         if isinstance(params, dict):
             return params
+        if PARAMETERS_CHUNK not in chunks:
+            raise KolorsError(f"the kolors parameters in {path} are damaged (not a JSON object) and it has no A1111 "
+                              "parameters text: nothing to replay")
+        logging.getLogger("kolors").warning(
+            "the kolors parameters in %s are damaged: using its A1111 parameters text instead (adapters, controls and "
+            "other kolors-only settings are not replayed)", path)
     if PARAMETERS_CHUNK in chunks:
         return parse_parameters(chunks[PARAMETERS_CHUNK])
     raise KolorsError(f"{path} holds no generation parameters (no '{JSON_CHUNK}' or '{PARAMETERS_CHUNK}' text chunk)")

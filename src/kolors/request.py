@@ -186,7 +186,7 @@ class Control:
             self.controlnet = str(self.controlnet)
         if self.detect is not None and not isinstance(self.detect, bool):
             raise _fail(f"control detect must be true or false, got {self.detect!r}")
-        check_image_input(self.image, f"{self.type} control image")
+        check_image_input(self.image, f"--control {self.type}: image")
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"type": self.type, "image": _record_image(self.image), "scale": self.scale,
@@ -426,7 +426,7 @@ class GenerationRequest:
                     raise _fail(f"pag-layers: '{layer}' is not a valid pattern ({exc})") from None
             self.pag_layers = tuple(layers)
             if not self.pag_scale:
-                raise _fail("pag-layers goes with a pag-scale above 0 (e.g. 3)")
+                raise _fail("--pag-layers goes with --pag-scale above 0 (e.g. --pag-scale 3)")
 
     def _validate_task(self, task: str) -> None:
         needs_image = task != TEXT_TO_IMAGE
@@ -474,13 +474,15 @@ class GenerationRequest:
         sides = [_int("extend", v, 0, MAX_SIDE) for v in sides]
         if not any(sides):
             raise _fail("extend must grow at least one side (all four are 0)")
-        if self.width is not None or self.height is not None:
-            raise _fail("outpaint takes its size from the image and extend: drop width/height")
         if size is not None:
             grown = (size[0] + sides[0] + sides[2], size[1] + sides[1] + sides[3])
             if max(grown) > MAX_SIDE:
                 raise _fail(f"the outpainted canvas would be {grown[0]}×{grown[1]}, larger than {MAX_SIDE} pixels: "
                             "extend less")
+            canvas = tuple(-(-side // 8) * 8 for side in grown)  # right/bottom grow to multiples of 8
+            asked = (self.width or canvas[0], self.height or canvas[1])
+            if asked != canvas:
+                raise _fail("outpaint takes its size from the image and --extend: drop --width/--height")
         self.extend = tuple(sides)
 
     def _validate_adapters(self) -> None:

@@ -21,10 +21,10 @@ import pytest
 import torch
 from PIL import Image
 
-from kolors.cli import generate
+from kolors.cli import output
 from kolors.cli.main import main
 from kolors.metadata import format_parameters, read_parameters, save_png
-from kolors.pipelines.legacy import Text2ImagePipeline
+from kolors.pipelines.pipeline import Pipeline
 
 FAST = ["--steps", "2", "--width", "32", "--height", "24"]
 
@@ -55,7 +55,7 @@ def no_model_loading(monkeypatch):
     def refuse(cls, *args, **kwargs):
         pytest.fail("the model was loaded although the input could be rejected before")
 
-    monkeypatch.setattr(Text2ImagePipeline, "from_pretrained", classmethod(refuse))
+    monkeypatch.setattr(Pipeline, "from_pretrained", classmethod(refuse))
 
 
 @pytest.fixture
@@ -98,7 +98,7 @@ def test_generate_into_a_folder_with_numbered_names_and_metadata(model, tmp_path
 
 def test_numbered_names_skip_files_that_appear_meanwhile(model, tmp_path, capsys, monkeypatch):
     (tmp_path / "00000-5.png").write_bytes(b"someone else's")
-    monkeypatch.setattr(generate._OutputPlan, "_next_number", lambda self: 0)  # as if the file appeared after the scan
+    monkeypatch.setattr(output.OutputPlan, "_next_number", lambda self: 0)  # as if the file appeared after the scan
     code, out, err = run(capsys, "generate", "a cat", "--model", model, *FAST, "--seed", 5, "-o", tmp_path)
     assert code == 0, err
     assert out.strip() == str(tmp_path / "00001-5.png")
@@ -408,15 +408,16 @@ def test_out_of_memory_suggests_offload(model, tmp_path, capsys, monkeypatch):
     def oom(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    monkeypatch.setattr(Text2ImagePipeline, "_denoise", oom)
+    from kolors.cli.output import OutputPlan
+    from kolors.pipelines.pipeline import Pipeline
+
+    monkeypatch.setattr(Pipeline, "_denoise", oom)
     code, out, err = run(capsys, "generate", "a cat", "--model", model, *FAST, "-o", tmp_path / "x.png")
     assert_one_line_error(code, err, "out of GPU memory while generating 32x24: try --offload")
-    import kolors.adapters.lora
-
-    monkeypatch.setattr(kolors.adapters.lora, "load_lora", oom)  # outside the pipeline's own guard
+    monkeypatch.undo()
+    monkeypatch.setattr(OutputPlan, "save", oom)  # outside the pipeline's own guard
     (tmp_path / "l.safetensors").write_bytes(b"")
-    code, out, err = run(capsys, "generate", "a cat", "--model", model, *FAST, "--lora", tmp_path / "l.safetensors",
-                         "-o", tmp_path / "x.png")
+    code, out, err = run(capsys, "generate", "a cat", "--model", model, *FAST, "--seed", 1, "-o", tmp_path / "x.png")
     assert_one_line_error(code, err, "out of GPU memory: try --offload")
     assert files(tmp_path) == ["l.safetensors"]
 
@@ -425,14 +426,16 @@ def test_interrupt_and_unexpected_errors(model, tmp_path, capsys, monkeypatch):
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(Text2ImagePipeline, "_denoise", interrupt)
+    from kolors.pipelines.pipeline import Pipeline
+
+    monkeypatch.setattr(Pipeline, "_denoise", interrupt)
     code, out, err = run(capsys, "generate", "a cat", "--model", model, *FAST, "-o", tmp_path / "x.png")
     assert_one_line_error(code, err, "interrupted", status=130)
 
     def bug(*args, **kwargs):
         raise RuntimeError("something odd\nsecond line")
 
-    monkeypatch.setattr(Text2ImagePipeline, "_denoise", bug)
+    monkeypatch.setattr(Pipeline, "_denoise", bug)
     code, out, err = run(capsys, "generate", "a cat", "--model", model, *FAST, "-o", tmp_path / "x.png")
     assert_one_line_error(code, err, "unexpected RuntimeError: something odd (run with --debug", status=1)
     with pytest.raises(RuntimeError, match="something odd"):

@@ -12,7 +12,7 @@ from PIL import Image
 from helpers.tiny_kolors import write_tiny_kolors
 from kolors.cli.main import main
 from kolors.metadata import read_parameters, read_png_text
-from kolors.pipelines.legacy import Text2ImagePipeline
+from kolors.pipelines.pipeline import Pipeline
 
 W, H = 32, 24
 FAST = ["--steps", "2", "--seed", "4", "--quiet"]
@@ -70,7 +70,7 @@ def no_model_loading(monkeypatch):
     def refuse(cls, *args, **kwargs):
         pytest.fail("the model was loaded although the input could be rejected before")
 
-    monkeypatch.setattr(Text2ImagePipeline, "from_pretrained", classmethod(refuse))
+    monkeypatch.setattr(Pipeline, "from_pretrained", classmethod(refuse))
 
 
 def test_inpaint_keeps_the_unmasked_pixels_stores_and_replays(inpainting_model, inputs, tmp_path, capsys,
@@ -98,7 +98,7 @@ def test_inpaint_keeps_the_unmasked_pixels_stores_and_replays(inpainting_model, 
 def test_outpaint_expand_and_extend(model, inputs, tmp_path, capsys):
     out = tmp_path / "o.png"
     code, _, err = run(capsys, "outpaint", "群山", "--model", model, "--image", inputs / "photo.png",
-                       "--expand", 4, *FAST, "-o", out)
+                       "--expand", 4, "--feather", 0, *FAST, "-o", out)
     assert code == 0, err
     got = pixels(out)
     assert got.shape == (H + 8, W + 8, 3)  # 4 on every side, then right/bottom grown to multiples of 8
@@ -214,8 +214,8 @@ def test_outpaint_with_a_control_keeps_the_original_stores_and_replays(model, in
                                                                       capsys):
     out = tmp_path / "oc.png"
     code, _, err = run(capsys, "outpaint", "群山", "--model", model, "--image", inputs / "photo.png",
-                       "--extend", "8,0,0,0", "--control", f"canny={inputs / 'photo.png'}", "--controlnet",
-                       f"canny={controlnet_dir}", *FAST, "-o", out)
+                       "--extend", "8,0,0,0", "--feather", 0, "--control", f"canny={inputs / 'photo.png'}",
+                       "--controlnet", f"canny={controlnet_dir}", *FAST, "-o", out)
     assert code == 0, err
     got = pixels(out)
     assert got.shape == (H, W + 8, 3)

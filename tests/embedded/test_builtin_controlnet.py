@@ -50,15 +50,16 @@ def test_folder_is_small_licensed_and_loads_in_diffusers_and_kolors():
 
 
 def test_cli_uses_it_for_canny_controls_of_the_builtin_model(monkeypatch, tmp_path):
-    from kolors.cli import controls
+    from kolors.cli import generate
     from kolors.cli.main import build_parser
 
     monkeypatch.delenv("KOLORS_MODEL", raising=False)
     image = tmp_path / "scene.png"
     control_cases(1)[0]["render"].save(image)
     args = build_parser().parse_args(["generate", "a blue circle", "--control", f"canny={image}"])
-    [spec] = controls.specs(args, {}, None)
-    assert spec["controlnet"] == str(SHIPPED)
+    request = generate.build_request(args, {})
+    generate._check_controlnets(request, None)
+    assert request.controls[0].controlnet == str(SHIPPED)
 
 
 def test_the_shape_goes_where_the_edges_are(pipe):
@@ -127,7 +128,7 @@ def test_outpainting_with_a_canvas_sized_canny_control_draws_the_shape_in_the_ne
     pipe.add_controlnet("canny", embedded_controlnet("canny"))
     source = Image.new("RGB", (64, 128), (255, 255, 255))
     scene = render(Scene(shapes=(Shape(shape="circle", colour="blue", size="large", position="right"),)), 128)
-    steered = pipe.outpaint("a blue circle", source, (0, 0, 64, 0), steps=6, seed=0,
+    steered = pipe.outpaint("a blue circle", source, (0, 0, 64, 0), steps=6, seed=0, feather=0,
                             controls=[Control("canny", scene)], progress=False)
     out = np.asarray(steered.images[0], dtype=np.int16)
     assert out.shape == (128, 128, 3) and np.abs(out[:, :64] - 255).max() <= 1
@@ -136,7 +137,7 @@ def test_outpainting_with_a_canvas_sized_canny_control_draws_the_shape_in_the_ne
     print(f"blue pixels: {len(drawn)}, centre {drawn.mean(axis=0) if len(drawn) else None} vs {circle}")
     assert len(drawn) > 500 and np.abs(drawn.mean(axis=0) - circle).max() < 8
     plain = np.asarray(pipe.outpaint("a blue circle", source, (0, 0, 64, 0), steps=6, seed=0, guidance=6.0,
-                                     progress=False).images[0], dtype=np.int16)
+                                     feather=0, progress=False).images[0], dtype=np.int16)
     alone = np.argwhere(_blue(plain))
     assert len(alone) < 500 or np.abs(alone.mean(axis=0) - circle).max() >= 8  # the control placed it (seed 0: a
     # small circle at the top right without it)

@@ -11,7 +11,7 @@ import torch
 from kolors import load_pipeline
 from kolors.cli.main import main
 from kolors.errors import KolorsError
-from kolors.loading.convert import convert_model
+from kolors.loading.conversion import convert_model
 
 
 @pytest.fixture(scope="module")

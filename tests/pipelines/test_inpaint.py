@@ -134,7 +134,7 @@ def test_strength_zero_keeps_the_image(four, picture, mask):
 
 
 def test_outpaint_grows_the_canvas_and_keeps_the_original(nine, picture):
-    got = nine.outpaint(PROMPT, picture, (8, 0, 5, 4), steps=STEPS, seed=2, progress=False)
+    got = nine.outpaint(PROMPT, picture, (8, 0, 5, 4), steps=STEPS, seed=2, feather=0, progress=False)
     out = pixels_of(got.images[0])
     assert out.shape == (H + 8, W + 16, 3)  # right grown from 5 to 8 for a multiple of 8
     assert np.abs(out[0:H, 8 : 8 + W] - pixels_of(picture)).max() <= 1
@@ -306,9 +306,11 @@ def test_outpaint_with_a_control_places_its_map_and_keeps_the_original(request, 
     maps = []
     real = tasks.control_maps
     monkeypatch.setattr(tasks, "control_maps", lambda *args: maps.append(real(*args)) or real(*args))
-    steered = ours.outpaint(PROMPT, picture, (8, 0, 0, 0), steps=STEPS, seed=1, controls=[Control("canny", edges)],
+    steered = ours.outpaint(PROMPT, picture, (8, 0, 0, 0), steps=STEPS, seed=1, feather=0,
+                            controls=[Control("canny", edges)],
                             progress=False)
-    plain = ours.outpaint(PROMPT, picture, (8, 0, 0, 0), steps=STEPS, seed=1, guidance=6.0, progress=False)
+    plain = ours.outpaint(PROMPT, picture, (8, 0, 0, 0), steps=STEPS, seed=1, guidance=6.0, feather=0,
+                          progress=False)
 
     (placed,) = maps[0]
     assert placed.size == (W + 8, H)

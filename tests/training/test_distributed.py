@@ -84,7 +84,7 @@ def test_fsdp_two_cpu_processes_match_one_and_resume(train_model, shapes_metadat
 
 
 def test_controlnet_training_in_two_cpu_processes_matches_one(train_model, shapes_control, tmp_path):
-    from kolors.training.controlnet import WEIGHTS_FILE
+    from kolors.training.controlnet_model import WEIGHTS_FILE
 
     light = ["--set", "controlnet_blocks=light", "--set", "caption_dropout=0"]
     one = _train(train_model, shapes_control, tmp_path / "one", 4, [sys.executable], None, *light, mode="controlnet")

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from kolors.adapters.controlnet import load_controlnet
 from kolors.cli.main import main
 from kolors import Control, ControlNetPipeline
-from kolors.training.controlnet import FP16_WEIGHTS_FILE, WEIGHTS_FILE
+from kolors.training.controlnet_model import FP16_WEIGHTS_FILE, WEIGHTS_FILE
 
 
 def _args(model, data, output, *extra: str) -> list[str]:

@@ -22,7 +22,7 @@ from ..defaults import CONTROL_END, CONTROL_SCALE, CONTROL_START
 from ..diffusion.conditioning import Conditioner
 from ..errors import KolorsError, ModelLayoutError
 from ..loading.components import load_diffusers_model
-from ..loading.locate import EMBEDDED_MODEL_DIR, locate_model, read_json
+from ..loading.locate import EMBEDDED_MODEL_DIR, conventional_controlnet_folder, locate_model, read_json
 
 MAX_LOADED = 4  # ControlNets kept loaded for requests that name a folder (registered ones come on top)
 
@@ -34,28 +34,12 @@ DEFAULT_END = CONTROL_END
 
 def embedded_controlnet(kind: str) -> Path | None:
     """The ControlNet shipped beside the built-in model for ``kind`` controls (``canny``), or None."""
-    folder = EMBEDDED_MODEL_DIR.parent / f"{EMBEDDED_MODEL_DIR.name}-controlnet-{kind}"
-    return folder if (folder / "config.json").is_file() else None
-
-
-def conventional_folder(kind: str, model_folder: Path) -> Path | None:
-    """Where a ``kind`` ControlNet is found without being named: the one shipped beside the built-in model;
-    ``Kolors-ControlNet-<Type>`` beside the model folder; ``Kwai-Kolors/Kolors-ControlNet-<Type>`` in the local
-    Hugging Face cache; else None."""
-    name = f"Kolors-ControlNet-{kind.title()}"
-    if model_folder.resolve() == EMBEDDED_MODEL_DIR.resolve():
-        return embedded_controlnet(kind)
-    if (model_folder.parent / name / "config.json").is_file():
-        return model_folder.parent / name
-    try:
-        return locate_model(f"Kwai-Kolors/{name}")
-    except KolorsError:
-        return None
+    return conventional_controlnet_folder(kind, EMBEDDED_MODEL_DIR)
 
 
 class ControlNetSet:
     """The ControlNets of one pipeline: one per control type to use by default (registered, or found where
-    :func:`conventional_folder` looks), and those requests name by folder; each folder is loaded once (a bounded
+    :func:`~kolors.loading.locate.conventional_controlnet_folder` looks), and those requests name by folder; each folder is loaded once (a bounded
     number of request ones are kept, least recently used dropped first)."""
 
     def __init__(self, pipe: Any, max_loaded: int = MAX_LOADED) -> None:
@@ -81,7 +65,7 @@ class ControlNetSet:
         registered = self._registered.get(kind)
         if isinstance(registered, ControlNetModel):
             return None
-        found = registered or conventional_folder(kind, self._pipe.components.folder)
+        found = registered or conventional_controlnet_folder(kind, self._pipe.components.folder)
         if found is None:
             raise KolorsError(
                 f"no ControlNet is loaded for '{kind}' controls: pass --controlnet {kind}=DIR (a "

@@ -83,3 +83,27 @@ def note(args: argparse.Namespace, message: str) -> None:
     """Print ``kolors: message`` on stderr unless ``--quiet``."""
     if not args.quiet:
         print(f"kolors: {message}", file=sys.stderr, flush=True)
+
+
+def path_and_number(text: str, option: str, what: str) -> tuple[str, float | None]:
+    """``PATH[:NUMBER]`` (``--lora style.safetensors:0.8``) as ``(path, number or None)``.
+
+    A colon that belongs to the path (``C:\\loras\\x.safetensors``, a file named ``a:b.png``) is kept; a colon
+    after an existing file followed by something that is not a number is a one-line error naming it.
+    """
+    from pathlib import Path
+
+    from ..errors import KolorsError
+
+    head, sep, tail = text.rpartition(":")
+    if not sep or not head:
+        return text, None
+    try:
+        value = float(tail)
+    except ValueError:
+        if not Path(text).expanduser().exists() and Path(head).expanduser().exists():
+            raise KolorsError(f"{option} {text}: the {what} after ':' must be a number, got '{tail}'") from None
+        return text, None
+    if Path(text).expanduser().exists() and not Path(head).expanduser().exists():  # "…:2.png" is the file's name
+        return text, None
+    return head, value

@@ -5,11 +5,11 @@ Twins of :class:`kolors.request.Control` (``type``, ``image``, ``scale``, ``star
 ``--from-image`` (``--control`` options given win; ``--controlnet`` / ``--control-start`` / ``--control-end``
 change the stored ones).
 
-A type's ControlNet folder: ``--controlnet TYPE=DIR``, else the one stored with the control, else for the
-built-in model the ControlNet shipped beside it (``kolors-shapes-small-controlnet-canny``), else a folder
-``controlnet-<type>`` inside the model folder (where ``kolors convert`` puts a model's ControlNets), else
-``Kolors-ControlNet-<Type>`` next to the model folder, else ``Kwai-Kolors/Kolors-ControlNet-<Type>`` in the local
-Hugging Face cache.
+A type's ControlNet folder: ``--controlnet TYPE=DIR``, else the one stored with the control, else where
+:func:`kolors.loading.locate.conventional_controlnet_folder` finds one (for the built-in model the ControlNet
+shipped beside it; ``controlnet-<type>`` inside the model folder, where ``kolors convert`` puts a model's
+ControlNets; ``Kolors-ControlNet-<Type>`` next to it; ``Kwai-Kolors/Kolors-ControlNet-<Type>`` in the local Hugging
+Face cache).
 """
 
 from __future__ import annotations
@@ -67,17 +67,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _parse_control(text: str) -> dict[str, Any]:
+    from .common import path_and_number
+
     kind, sep, rest = text.partition("=")
     if not sep or not kind or not rest:
         raise KolorsError(f"--control expects TYPE=IMAGE[:SCALE] (e.g. canny=photo.png:0.7), got '{text}'")
-    spec: dict[str, Any] = {"type": kind.strip(), "image": rest}
-    head, colon, tail = rest.rpartition(":")
-    if colon and head:
-        try:
-            spec["scale"], spec["image"] = float(tail), head
-        except ValueError:
-            pass  # a path with a colon in it
-    return spec
+    image, scale = path_and_number(rest, f"--control {kind.strip()}=", "scale")
+    return {"type": kind.strip(), "image": image, **({"scale": scale} if scale is not None else {})}
 
 
 def _folders(args: argparse.Namespace) -> dict[str, str]:
@@ -86,44 +82,22 @@ def _folders(args: argparse.Namespace) -> dict[str, str]:
         kind, sep, folder = text.partition("=")
         if not sep or not kind or not folder:
             raise KolorsError(f"--controlnet expects TYPE=DIR (e.g. canny=Kolors-ControlNet-Canny), got '{text}'")
-        folders[kind.strip()] = folder
+        if not Path(folder).expanduser().is_dir():
+            raise KolorsError(f"--controlnet {kind.strip()}: ControlNet folder not found: {folder}")
+        folders[kind.strip()] = str(Path(folder).expanduser().absolute())
     return folders
 
 
-def _conventional_folder(kind: str, model: str | None) -> Path | None:
-    """``Kolors-ControlNet-<Type>`` beside the model folder (the shipped one for the built-in model), else the Hub
-    id in the local cache, else None."""
-    from ..adapters.controlnet import embedded_controlnet
-    from ..loading import EMBEDDED_MODEL_DIR, locate_model
-
-    name = f"Kolors-ControlNet-{kind.title()}"
-    try:
-        base = locate_model(model)
-    except KolorsError:
-        base = None
-    builtin = base is not None and base.resolve() == EMBEDDED_MODEL_DIR.resolve()
-    if builtin and embedded_controlnet(kind) is not None:
-        return embedded_controlnet(kind)
-    own = base / f"controlnet-{kind}" if base is not None else None
-    if own is not None and (own / "config.json").is_file():  # carried inside the folder (kolors convert)
-        return own
-    if base is not None and not builtin and (base.parent / name).is_dir():
-        return base.parent / name
-    try:
-        return locate_model(f"Kwai-Kolors/{name}")
-    except KolorsError:
-        return None
-
-
-def specs(args: argparse.Namespace, stored: dict[str, Any], model: str | None) -> list[dict[str, Any]]:
-    """The controls to use (``Control.from_dict`` records with absolute paths and a ControlNet folder each),
-    from the options, else from ``stored``; checked before the model loads."""
+def controls_from(args: argparse.Namespace, stored: dict[str, Any]) -> list:
+    """The request's controls: the ``--control`` options, else the stored ones (``--from-image``; a control whose
+    image is not here is left out with a warning); ``--controlnet`` / ``--control-start`` / ``--control-end`` /
+    ``--canny-thresholds`` / ``--detect`` apply to either. Folders are absolute; a control without one gets the
+    pipeline's (checked before the model loads)."""
     from ..request import Control
 
     folders = _folders(args)
     if args.control:
-        controls = [_parse_control(text) for text in args.control]
-        replayed = False
+        controls, replayed = [_parse_control(text) for text in args.control], False
     else:
         controls = [dict(c) for c in stored.get("controls") or [] if isinstance(c, dict)]
         replayed = bool(controls)
@@ -151,23 +125,13 @@ def specs(args: argparse.Namespace, stored: dict[str, Any], model: str | None) -
         if kind in args.detect:
             control["detect"] = True
         image = control.get("image")
-        if image is None or not Path(image).expanduser().exists():
-            if replayed:
-                log.warning("the %s control image of %s (%s) is not found here: generating without it "
-                            "(give --control %s=IMAGE)", kind, args.from_image, image, kind)
-                continue
-            raise KolorsError(f"--control {kind}: image not found: {image}")
-        control["image"] = str(Path(image).expanduser().absolute())
-        folder = folders.get(kind) or control.get("controlnet")
-        if folder is None or (kind not in folders and not Path(folder).expanduser().is_dir()):
-            folder = _conventional_folder(kind, model)
-        if folder is None:
-            raise KolorsError(f"no ControlNet folder for '{kind}' controls: pass --controlnet {kind}=DIR "
-                              f"(a Kwai-Kolors/Kolors-ControlNet-{kind.title()} folder)")
-        path = Path(folder).expanduser()
-        if not path.is_dir():
-            raise KolorsError(f"--controlnet {kind}: ControlNet folder not found: {path}")
-        control["controlnet"] = str(path.absolute())
-        Control.from_dict(control).validate()
-        kept.append(control)
+        if replayed and (image is None or not Path(image).expanduser().exists()):
+            log.warning("the %s control image of %s (%s) is not found here: generating without it "
+                        "(give --control %s=IMAGE)", kind, args.from_image, image, kind)
+            continue
+        if kind in folders:
+            control["controlnet"] = folders[kind]
+        elif control.get("controlnet") and not Path(control["controlnet"]).expanduser().is_dir():
+            control["controlnet"] = None  # recorded elsewhere: the conventional folder here
+        kept.append(Control.from_dict(control))
     return kept

@@ -1,4 +1,4 @@
-"""``kolors convert``: rewrite a model folder as fp16 safetensors (-> loading/convert.py)."""
+"""``kolors convert``: rewrite a model folder as fp16 safetensors (-> loading/conversion.py)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Convert ``args.source`` into ``args.destination``."""
     from ..loading import EMBEDDED_MODEL_DIR
-    from ..loading.convert import convert_model
+    from ..loading.conversion import convert_model
 
     source = EMBEDDED_MODEL_DIR if args.source == "built-in" else args.source
     report = convert_model(source, args.destination, overwrite=args.overwrite,

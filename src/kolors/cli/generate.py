@@ -1,8 +1,9 @@
-"""``kolors generate`` and ``kolors img2img``, and the options they share with ``inpaint``/``outpaint``.
+"""``kolors generate``, ``img2img``, ``inpaint`` and ``outpaint``: build one GenerationRequest, check it, load the
+model, generate, save.
 
-The shared model/sampling/output options are one parent parser (:func:`generation_options`); the cheap checks
-(sizes, steps, names, files, the output folder) run before the model is loaded; the parameters are stored in every
-PNG and replayed by ``--from-image``.
+The options become a :class:`~kolors.request.GenerationRequest` (with ``--from-image``: the PNG's stored request,
+the options given winning). Every check that needs no model runs before torch is imported (the request's
+``validate``, the output folder, ControlNet folders); the request each image was made with is stored in its PNG.
 """
 
 from __future__ import annotations
@@ -10,33 +11,34 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 from ..errors import KolorsError
-from .common import Parser, note, number, positive_int, seed
+from .common import Parser, note, number, path_and_number, positive_int, seed
+from .output import DEFAULT_OUTPUT_DIR, OutputPlan
 
-DEFAULT_OUTPUT_DIR = Path("outputs")
 BUILTIN_NOTICE = (
     "note: using the small built-in model (coloured shapes, {size}). For real Kolors weights pass "
     "--model DIR (a Kwai-Kolors/Kolors-diffusers or Kwai-Kolors/Kolors folder) or set KOLORS_MODEL."
 )
-# Parameters that --from-image carries over (explicit flags win).
-REPLAYED = ("prompt", "negative_prompt", "width", "height", "steps", "guidance", "seed", "scheduler", "model",
-            "device", "dtype", "strength", "init_image", "original_size", "crop_coords", "target_size",
-            "pag_scale", "pag_layers", "mask", "resize_mask", "feather", "extend", "mode", "text_encoder_quant")
-# SDXL micro-conditioning sizes, stored when they differ from the output size (img2img); the CLI has no flags.
+TASKS = {"generate": "text-to-image", "img2img": "image-to-image", "inpaint": "inpaint", "outpaint": "outpaint"}
+# Request fields set from options of the same name (the rest are built below).
+SAMPLING = ("negative_prompt", "width", "height", "steps", "guidance", "scheduler", "seed", "num_images",
+            "batch_size", "strength", "feather", "resize_mask", "extend", "pag_scale", "pag_layers", "mode")
+# What a stored request keeps only for the task that made it.
+TASK_FIELDS = {"init_image": ("image-to-image", "inpaint", "outpaint"), "strength": ("image-to-image", "inpaint",
+               "outpaint"), "mask": ("inpaint",), "resize_mask": ("inpaint",), "feather": ("inpaint", "outpaint"),
+               "extend": ("outpaint",)}
 MICRO = ("original_size", "crop_coords", "target_size")
-# Output names kolors would write in a folder: <counter>-<seed>.png, A1111's convention.
-_NUMBERED = re.compile(r"^(\d+)-")
-_OTHER_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif")
 
 log = logging.getLogger("kolors")
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add ``generate``, ``img2img``, ``inpaint`` and ``outpaint`` to the ``kolors`` subcommands."""
+    from . import controls, inpaint
+
     options = generation_options(common)
     gen = sub.add_parser("generate", parents=[options], help="text to image",
                          description="Generate images from a text prompt (Chinese or English).")
@@ -46,19 +48,19 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     i2i.add_argument("prompt", nargs="?", help="the prompt (optional with --from-image)")
     i2i.add_argument("--image", type=Path, metavar="FILE", help="input image")
     i2i.add_argument("--strength", type=number, metavar="F",
-                     help="0 keeps the input, 1 ignores it (default 0.3; 0.8 with --control)")
-    from . import controls, inpainting
-
+                     help="0 keeps the input, 1 ignores it (default: the model's, 0.3 for Kolors; 0.8 with "
+                          "--control)")
     for command in (gen, i2i):
         controls.add_arguments(command)
-    inpainting.add_commands(sub, options)
+    inpaint.add_commands(sub, options)
 
 
 def generation_options(common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The model, sampling, image-prompt and output options of the image-making commands (a parent parser)."""
+    from ..defaults import MODES, TEXT_ENCODER_QUANTS
     from ..devices import DEVICES, DTYPES
-    from ..performance.modes import MODES, TEXT_ENCODER_QUANTS
     from ..schedulers import SCHEDULER_NAMES
+    from .image_prompt_options import add_arguments as add_image_prompt_arguments
 
     options = Parser(add_help=False, parents=[common])
     g = options.add_argument_group("model")
@@ -95,15 +97,13 @@ def generation_options(common: argparse.ArgumentParser) -> argparse.ArgumentPars
                    help="image height, a multiple of 8 (default: the model's)")
     s.add_argument("--seed", type=seed, metavar="N",
                    help="seed of the first image; image i uses N+i (default or -1: random, printed and stored)")
-    s.add_argument("--num-images", type=positive_int, default=1, metavar="K", help="images to make (default 1)")
+    s.add_argument("--num-images", type=positive_int, metavar="K", help="images to make (default 1)")
     s.add_argument("--batch-size", type=positive_int, metavar="B", help="images denoised together (default: all)")
     s.add_argument("--scheduler", choices=SCHEDULER_NAMES, help="sampler (default: the checkpoint's own)")
     s.add_argument("--pag-scale", type=number, metavar="F",
                    help="perturbed-attention guidance scale, e.g. 3.0 (default 0: off)")
     s.add_argument("--pag-layers", metavar="LAYERS",
                    help="comma-separated UNet layers PAG perturbs (default: mid, as diffusers' Kolors PAG)")
-    from .image_prompts import add_arguments as add_image_prompt_arguments
-
     add_image_prompt_arguments(options)
     o = options.add_argument_group("output")
     o.add_argument("--output", "-o", metavar="FILE_OR_DIR",
@@ -116,185 +116,157 @@ def generation_options(common: argparse.ArgumentParser) -> argparse.ArgumentPars
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run an image-making command."""
-    return _generate(args)
-
-
-def _generate(args: argparse.Namespace) -> int:
+    """Run an image-making command: request, checks, model, images."""
     from ..metadata import read_parameters
 
-    params: dict[str, Any] = {}
-    stored_loras: list[dict[str, Any]] = []
-    stored: dict[str, Any] = {}
-    if args.from_image:
-        stored = read_parameters(args.from_image)
-        params = {k: stored[k] for k in REPLAYED if stored.get(k) is not None}
-        stored_loras = [x for x in stored.get("loras") or [] if isinstance(x, dict)]
-        if args.width is not None or args.height is not None:  # a new size: condition on it, as a new run would
-            for key in ("original_size", "target_size"):
-                params.pop(key, None)
-        _from_image_checks(args, params)
-    for key in REPLAYED:
-        value = getattr(args, "image" if key == "init_image" else key, None)
-        if value is not None:
-            params[key] = str(value) if isinstance(value, Path) else value
-    if params.get("seed") == -1:  # a new random seed, also with --from-image
-        del params["seed"]
-    if "prompt" not in params:
-        raise KolorsError('no prompt given: kolors generate "a red circle" (or --from-image PNG)')
-    if args.command == "img2img" and not params.get("init_image"):
-        raise KolorsError("img2img needs an input image: --image FILE")
-    from . import controls, inpainting
+    stored = read_parameters(args.from_image) if args.from_image else {}
+    request = build_request(args, stored)
+    request.validate()
+    output = OutputPlan(args.output, request.num_images)
+    load = model_options(args, stored)
+    _check_controlnets(request, load["model"])
 
-    inpainting.check(args, params)
-    if args.command == "generate" and params.get("init_image") and args.from_image:
-        log.warning("%s was made by img2img from %s: use `kolors img2img --from-image` to redraw it the same way",
-                    args.from_image, params["init_image"])
+    from ..pipelines.pipeline import Pipeline
 
-    loras = _lora_specs(args, stored_loras)
-    from . import image_prompts
-
-    image_prompt_specs = image_prompts.specs(args, stored)
-    _check_early(args, params, loras)
-    control_specs = controls.specs(args, stored, params.get("model")) if hasattr(args, "control") else []
-    output = _OutputPlan(args.output, args.num_images)
-
-    pipe = _load(args, params, controlnet=bool(control_specs))
-    if control_specs and getattr(args, "annotators", None) is not None:
-        pipe.annotator_dir = args.annotators.expanduser()
+    pipe = Pipeline.from_pretrained(**load)
     if pipe.is_builtin:
         note(args, BUILTIN_NOTICE.format(size=f"{pipe.defaults.width}x{pipe.defaults.height}"))
-    if loras:
-        from ..adapters.lora import load_lora
-
-        for path, weight in loras:
-            load_lora(pipe, path, weight)
-    image_prompts.apply(pipe, image_prompt_specs)
-
-    call = {k: params[k] for k in ("negative_prompt", "width", "height", "steps", "guidance", "seed", "scheduler",
-                                   "pag_scale", "pag_layers")
-            if k in params}
-    call.update({k: tuple(params[k]) for k in MICRO if k in params})
-    progress = False if args.quiet else None  # None: a bar only when stderr is a terminal
-    if args.command in inpainting.COMMANDS:
-        result = inpainting.run(pipe, args, params, call, control_specs, num_images=args.num_images,
-                                batch_size=args.batch_size, progress=progress)
-    elif control_specs:
-        init = {k: params[k] for k in ("strength",) if k in params}
-        if args.command == "img2img":
-            init["image"] = params["init_image"]
-        result = pipe(params["prompt"], controls=control_specs, **init, **call, num_images=args.num_images,
-                      batch_size=args.batch_size, progress=progress)
-    elif args.command == "img2img":
-        result = pipe(params["prompt"], params["init_image"], strength=params.get("strength", 0.3), **call,
-                      num_images=args.num_images, batch_size=args.batch_size, progress=progress)
-    else:
-        result = pipe(params["prompt"], **call, num_images=args.num_images, batch_size=args.batch_size,
-                      progress=progress)
-    if "seed" not in params:
+    result = pipe.generate(request, progress=False if args.quiet else None)
+    if request.seed is None:
         seeds = result.seeds
         note(args, f"seed {seeds[0]}" + (f" (images use seeds {seeds[0]}…{seeds[-1]})" if len(seeds) > 1 else ""))
-
-    extra = _lora_record(pipe)
-    for image, image_params in zip(result.images, result.parameters, strict=True):
-        path = output.save(image, {**image_params, **extra}, image_params["seed"])
-        print(path, flush=True)
+    for image, params in zip(result.images, result.parameters, strict=True):
+        print(output.save(image, params, params["seed"]), flush=True)
     return 0
 
 
-def _from_image_checks(args: argparse.Namespace, params: dict[str, Any]) -> None:
-    """Drop replayed settings that cannot work here (a model or device this machine lacks), with a warning."""
-    model = params.get("model")
-    if args.model is None and model is not None:
-        if model == "built-in":
-            params.pop("model")
-        elif not _model_exists(model):
-            params.pop("model")
-            instead = os.environ.get("KOLORS_MODEL") or "the built-in model"
-            log.warning("the model %s was made with (%s) is not available here: using %s (choose one with --model)",
-                        args.from_image, model, instead)
-    device = params.get("device")
-    if args.device is None and device is not None and not _device_available(device):
-        params.pop("device")
-        if args.dtype is None:
-            params.pop("dtype", None)
-        log.warning("%s was made on %s, which this machine lacks: using --device auto (pixels may differ)",
-                    args.from_image, device)
+# --- the request ---------------------------------------------------------------------------------------------------
+def build_request(args: argparse.Namespace, stored: dict[str, Any]):
+    """The request of the command in ``args``: the stored one (``--from-image``) with the options given winning."""
+    from ..request import GenerationRequest, Lora
+    from . import controls, image_prompt_options
+
+    task = TASKS[args.command]
+    data = _replayable(args, stored, task)
+    options = {key: getattr(args, key, None) for key in SAMPLING}
+    options["init_image"] = getattr(args, "image", None)
+    options["mask"] = getattr(args, "mask", None)
+    data.update({key: str(value) if isinstance(value, Path) else value
+                 for key, value in options.items() if value is not None})
+    if args.prompt is not None:
+        data["prompt"] = args.prompt
+    if data.get("seed") == -1:  # a new random seed, also with --from-image
+        del data["seed"]
+    if args.width is not None or args.height is not None:  # a new size: condition on it, as a new run would
+        for key in ("original_size", "target_size"):
+            data.pop(key, None)
+    if "prompt" not in data:
+        raise KolorsError(f'no prompt given: kolors {args.command} "a red circle" (or --from-image PNG)')
+    request = GenerationRequest.from_dict({**data, "task": task}, strict=False)
+    request.loras = lora_entries(args, stored) if args.lora or stored.get("loras") else []
+    request.controls = controls.controls_from(args, stored) if hasattr(args, "control") else []
+    request.ip_adapter, request.face_id = image_prompt_options.image_prompts_from(args, stored)
+    return request
 
 
-def _lora_specs(args: argparse.Namespace, stored: list[dict[str, Any]]) -> list[tuple[Path, float]]:
-    """The LoRAs to load: --lora options, else those stored in --from-image's PNG (when their files are here)."""
+def _replayable(args: argparse.Namespace, stored: dict[str, Any], task: str) -> dict[str, Any]:
+    """The fields of a stored request that this command replays (a stored img2img input is not a text-to-image's)."""
+    from ..request import GenerationRequest
+
+    names = {f for f in GenerationRequest.__dataclass_fields__} - {"loras", "controls", "ip_adapter", "face_id",
+                                                                   "task", "num_images", "batch_size"}
+    data = {k: v for k, v in stored.items() if k in names and v is not None}
+    stored_task = stored.get("task") or ("outpaint" if stored.get("extend") else "inpaint" if stored.get("mask")
+                                         else "image-to-image" if stored.get("init_image") else "text-to-image")
+    for key, tasks in TASK_FIELDS.items():
+        if key in data and task not in tasks:
+            del data[key]
+    if stored_task != task and stored.get("init_image") and task == "text-to-image":
+        log.warning("%s was made by %s from %s: use `kolors %s --from-image` to redraw it the same way",
+                    args.from_image, stored_task, stored["init_image"],
+                    {v: k for k, v in TASKS.items()}[stored_task])
+    for key in ("init_image", "mask"):
+        if key in data and not getattr(args, "image" if key == "init_image" else key, None) \
+                and not Path(str(data[key])).expanduser().exists():
+            log.warning("the %s of %s (%s) is not found here: give --%s FILE", key.replace("init_", ""),
+                        args.from_image, data[key], "image" if key == "init_image" else key)
+            del data[key]
+    if task in ("inpaint", "outpaint"):
+        for key in MICRO:
+            data.pop(key, None)
+    return data
+
+
+def lora_entries(args: argparse.Namespace, stored: dict[str, Any]) -> list:
+    """``--lora FILE[:WEIGHT]`` options, else the stored LoRAs whose files are here (a warning for the others)."""
+    from ..request import Lora
+
     if args.lora:
-        from ..adapters.lora import parse_lora_spec
-
-        specs = [parse_lora_spec(spec) for spec in args.lora]
-        return [(Path(path).expanduser().absolute(), weight) for path, weight in specs]
-    specs = []
-    for lora in stored:
+        entries = []
+        for spec in args.lora:
+            path, weight = path_and_number(spec, "--lora", "weight")
+            entries.append(Lora(path, 1.0 if weight is None else weight))
+        return entries
+    entries = []
+    for lora in stored.get("loras") or []:
+        if not isinstance(lora, dict):
+            continue
         path = Path(str(lora.get("path") or lora.get("file") or "")).expanduser()
-        if lora.get("file") and path.exists():
-            specs.append((path, float(lora.get("weight", 1.0))))
+        if (lora.get("path") or lora.get("file")) and path.exists():
+            entries.append(Lora(str(path), float(lora.get("weight", 1.0))))
         else:
             log.warning("%s was made with the LoRA %s (%s) which is not found here: generating without it "
                         "(pass --lora FILE:WEIGHT)", args.from_image, lora.get("name"), lora.get("file"))
-    return specs
+    return entries
 
 
-def _lora_record(pipe: Any) -> dict[str, Any]:
-    """The LoRA entries of the stored parameters (nothing without LoRAs)."""
-    from ..adapters.lora import a1111_lora_hashes, loaded_loras, lora_parameters
-
-    active = {lora.name: lora for lora in loaded_loras(pipe)}
-    records = [{**p, "path": str(active[p["name"]].path)} for p in lora_parameters(pipe)]
-    return {"loras": records, "lora_hashes": a1111_lora_hashes(pipe)} if records else {}
-
-
-def _check_early(args: argparse.Namespace, params: dict[str, Any], loras: list[tuple[Path, float]]) -> None:
-    """Reject bad sizes, step counts and missing files before spending time on loading the model."""
+# --- the model ---------------------------------------------------------------------------------------------------
+def model_options(args: argparse.Namespace, stored: dict[str, Any]) -> dict[str, Any]:
+    """``Pipeline.from_pretrained`` arguments: the options, else what the stored image was made with (when this
+    machine has it), else the defaults. Bad device/dtype names and missing weight files fail here."""
     from ..devices import resolve_device, resolve_dtype
-    from ..request import GenerationRequest
 
-    resolve_dtype(params.get("dtype", "auto"), resolve_device(params.get("device", "auto")))
-    GenerationRequest(params.get("prompt", ""), width=params.get("width"), height=params.get("height"),
-                      steps=params.get("steps"), guidance=params.get("guidance"), num_images=args.num_images,
-                      scheduler=params.get("scheduler"), seed=params.get("seed")).validate()
-    if "strength" in params and not 0.0 <= params["strength"] <= 1.0:
-        raise KolorsError(f"strength must be between 0 and 1, got {params['strength']}")
-    GenerationRequest(params.get("prompt", ""), pag_scale=params.get("pag_scale") or 0.0,
-                      pag_layers=params.get("pag_layers") if params.get("pag_scale") else None).validate()
-    if args.pag_layers and not params.get("pag_scale"):
-        raise KolorsError("--pag-layers goes with --pag-scale F (e.g. --pag-scale 3)")
-    files = [("--unet file", args.unet), ("--text-encoder file", args.text_encoder),
-             ("input image", params.get("init_image")), *(("LoRA file", path) for path, _ in loras)]
-    for what, path in files:
-        if path is not None and not Path(path).expanduser().exists():
-            raise KolorsError(f"{what} not found: {path}")
-    model = params.get("model")
-    if model is not None:
-        path = Path(model).expanduser()
-        if path.exists():  # store an absolute path, so that --from-image works from any folder
-            params["model"] = str(path.absolute())
-    if params.get("init_image"):
-        params["init_image"] = str(Path(params["init_image"]).expanduser().absolute())
+    model = args.model
+    if model is None and stored.get("model") not in (None, "built-in"):
+        if _model_exists(stored["model"]):
+            model = stored["model"]
+        else:
+            instead = os.environ.get("KOLORS_MODEL") or "the built-in model"
+            log.warning("the model %s was made with (%s) is not available here: using %s (choose one with --model)",
+                        args.from_image, stored["model"], instead)
+    if model is not None and Path(model).expanduser().exists():  # an absolute path: --from-image works anywhere
+        model = str(Path(model).expanduser().absolute())
+    device, dtype = args.device, args.dtype
+    if device is None and stored.get("device") is not None:
+        if _device_available(stored["device"]):
+            device, dtype = stored["device"], dtype or stored.get("dtype")
+        else:
+            log.warning("%s was made on %s, which this machine lacks: using --device auto (pixels may differ)",
+                        args.from_image, stored["device"])
+    resolve_dtype(dtype or "auto", resolve_device(device or "auto"))
+    for option, path in (("--unet", args.unet), ("--text-encoder", args.text_encoder)):
+        if path is not None and not Path(path).expanduser().is_file():
+            raise KolorsError(f"{option} file not found: {path}")
+    annotators = getattr(args, "annotators", None)
+    return dict(model=model, device=device or "auto", dtype=dtype or "auto", unet_file=args.unet,
+                text_encoder_file=args.text_encoder, offload=args.offload,
+                mode=args.mode or stored.get("mode") or "exact",
+                text_encoder_quant=args.text_encoder_quant or stored.get("text_encoder_quant"), compile=args.compile,
+                annotator_dir=annotators.expanduser() if annotators is not None else None)
 
 
-def _load(args: argparse.Namespace, params: dict[str, Any], controlnet: bool = False):
-    from ..pipelines.legacy import Image2ImagePipeline, Text2ImagePipeline
+def _check_controlnets(request: Any, model: str | None) -> None:
+    """Each control has a ControlNet folder before the model loads: the one it names, else the conventional one."""
+    from ..loading.locate import conventional_controlnet_folder, locate_model
 
-    model = params.get("model")
-    if model is None:
-        env = os.environ.get("KOLORS_MODEL")
-        if env and Path(env).expanduser().exists():
-            model = str(Path(env).expanduser().absolute())
-    cls = Image2ImagePipeline if args.command == "img2img" else Text2ImagePipeline
-    if args.command in ("inpaint", "outpaint"):  # takes controls itself
-        from ..pipelines.legacy import InpaintPipeline as cls
-    elif controlnet:
-        from ..pipelines.legacy import ControlNetPipeline as cls
-    return cls.from_pretrained(model, device=params.get("device", "auto"), dtype=params.get("dtype", "auto"),
-                               unet_file=args.unet, text_encoder_file=args.text_encoder, offload=args.offload,
-                               mode=params.get("mode", "exact"), text_encoder_quant=params.get("text_encoder_quant"),
-                               compile=args.compile)
+    for control in request.controls:
+        if control.controlnet is not None:
+            continue
+        found = conventional_controlnet_folder(control.type, locate_model(model))
+        if found is None:
+            raise KolorsError(f"no ControlNet folder for '{control.type}' controls: pass --controlnet "
+                              f"{control.type}=DIR (a Kwai-Kolors/Kolors-ControlNet-{control.type.title()} folder)")
+        control.controlnet = str(found)
 
 
 def _model_exists(model: str) -> bool:
@@ -315,69 +287,3 @@ def _device_available(device: str) -> bool:
     except KolorsError:
         return False
     return True
-
-
-class _OutputPlan:
-    """Where the images go: one named PNG (``NAME-<i>.png`` for several), or numbered files in a folder.
-
-    The target is checked when the plan is made (before the model loads); folders are created only when the
-    first image is written. Numbered names never replace an existing file, even with several kolors running.
-    """
-
-    def __init__(self, output: str | None, count: int) -> None:
-        text = str(DEFAULT_OUTPUT_DIR) if output is None else output
-        target = Path(text).expanduser()
-        self.count = count
-        self.index = 0
-        if text.endswith(("/", os.sep)) or target.is_dir():
-            self.file, self.folder = None, target
-        elif target.suffix.lower() == ".png":
-            self.file, self.folder = target, target.parent
-        elif target.suffix.lower() in _OTHER_IMAGE_SUFFIXES:
-            raise KolorsError(f"kolors writes PNG files (they carry the generation parameters): use "
-                              f"--output {target.with_suffix('.png')} or a folder")
-        else:
-            self.file, self.folder = None, target
-        self._check_writable()
-
-    def _check_writable(self) -> None:
-        existing = self.folder
-        while not existing.exists():
-            if existing.parent == existing:
-                break
-            existing = existing.parent
-        if not existing.is_dir():
-            raise KolorsError(f"cannot create output folder {self.folder}: {existing} is a file")
-        # A real write, not os.access: that says yes to root on read-only mounts, /proc, /sys, …
-        probe = existing / f".kolors-write-test-{os.getpid()}-{id(self):x}"
-        try:
-            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-            os.unlink(probe)
-        except OSError as exc:
-            what = "output folder" if existing == self.folder else "output folder's parent"
-            raise KolorsError(f"{what} {existing} is not writable ({exc.strerror or exc}): "
-                              "choose another --output") from None
-
-    def save(self, image: Any, params: dict[str, Any], seed: int) -> Path:
-        from ..metadata import save_png
-
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise KolorsError(f"cannot create output folder {self.folder}: {exc.strerror or exc}") from None
-        i, self.index = self.index, self.index + 1
-        if self.file is not None:  # the name the user gave: replaced if it exists, like any -o option
-            path = self.file if self.count == 1 else self.file.with_name(f"{self.file.stem}-{i}{self.file.suffix}")
-            return save_png(image, path, params)
-        number = self._next_number()
-        for _ in range(1000):
-            try:
-                return save_png(image, self.folder / f"{number:05d}-{seed}.png", params, overwrite=False)
-            except FileExistsError:
-                number += 1
-        raise KolorsError(f"cannot find a free file name in {self.folder}")
-
-    def _next_number(self) -> int:
-        numbers = [int(m[1]) for p in self.folder.iterdir() if (m := _NUMBERED.match(p.name))]
-        return max(numbers, default=-1) + 1
-

@@ -91,3 +91,21 @@ def read_json(path: Path) -> dict:
         raise ModelLayoutError(f"config file {path} must hold a JSON object (keys and values), not a "
                                f"{type(config).__name__}: download it again")
     return config
+
+
+def conventional_controlnet_folder(kind: str, model_folder: Path) -> Path | None:
+    """Where a ``kind`` ControlNet is found without being named: the one shipped beside the built-in model;
+    ``controlnet-<kind>`` inside the model folder (where ``kolors convert`` carries a model's ControlNets);
+    ``Kolors-ControlNet-<Kind>`` beside the model folder; ``Kwai-Kolors/Kolors-ControlNet-<Kind>`` in the local
+    Hugging Face cache; else None."""
+    name = f"Kolors-ControlNet-{kind.title()}"
+    if model_folder.resolve() == EMBEDDED_MODEL_DIR.resolve():
+        shipped = EMBEDDED_MODEL_DIR.parent / f"{EMBEDDED_MODEL_DIR.name}-controlnet-{kind}"
+        return shipped if (shipped / "config.json").is_file() else None
+    for candidate in (model_folder / f"controlnet-{kind}", model_folder.parent / name):
+        if (candidate / "config.json").is_file():
+            return candidate
+    try:
+        return locate_model(f"Kwai-Kolors/{name}")
+    except ModelLayoutError:
+        return None

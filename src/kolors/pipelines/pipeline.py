@@ -65,7 +65,7 @@ class GenerationDefaults:
     steps: int
     guidance: float
     img2img_strength: float = kolors_defaults.IMG2IMG_STRENGTH
-    outpaint_feather: int = 0
+    outpaint_feather: int = kolors_defaults.OUTPAINT_FEATHER
 
 
 @dataclass
@@ -118,7 +118,7 @@ class Pipeline:
             steps=int(d.get("steps", kolors_defaults.STEPS)),
             guidance=float(d.get("guidance", kolors_defaults.GUIDANCE)),
             img2img_strength=float(d.get("img2img_strength", kolors_defaults.IMG2IMG_STRENGTH)),
-            outpaint_feather=int(d.get("outpaint_feather", 0)),
+            outpaint_feather=int(d.get("outpaint_feather", kolors_defaults.OUTPAINT_FEATHER)),
         )
         # The adapters this pipeline owns, loaded on first use and kept (a bounded number of each).
         self.loras = LoraSet(components)

@@ -57,7 +57,7 @@ class TrainConfig:
     train_text_encoder: bool = False  # LoRA on ChatGLM's query_key_value / dense layers too
     text_encoder_lr: float | None = None  # None: lr
     # ControlNet (mode: controlnet): the data's metadata.jsonl names a conditioning_image per row
-    controlnet_blocks: str = "full"  # full: a copy of the UNet's encoder; light: no attention (training/controlnet.py)
+    controlnet_blocks: str = "full"  # full: a copy of the UNet's encoder; light: no attention (training/controlnet_model.py)
     controlnet_from: str | None = None  # continue training this ControlNet folder instead of starting from the UNet
     conditioning_channels: list[int] | None = None  # control-image encoder widths; None: diffusers' (16, 32, 96, 256)
     # the conditioning scale the ControlNet is trained at, and so the one at which it has its trained strength:

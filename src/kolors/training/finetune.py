@@ -32,8 +32,8 @@ from ..devices import move
 from ..loading import KolorsComponents, load_components, locate_model
 from ..loading.locate import check_model_folder
 from ..diffusion.prompt import PromptEmbeddings, encode_tokens, tokenize_prompts
-from . import controlnet as controlnet_utils
-from . import lora as lora_utils
+from . import controlnet_model as controlnet_utils
+from . import lora_layers as lora_utils
 from .checkpoint import checkpoint_step, complete_checkpoints, find_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .dataset import BatchPlan, ImageDataset, LocalBatches, collate, read_examples

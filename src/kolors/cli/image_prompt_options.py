@@ -1,7 +1,8 @@
 """The CLI's image-prompt options: ``--ip-adapter IMAGE[:SCALE]``, ``--face-id IMAGE_OR_EMBEDDING[:SCALE]``, …
 
-Twins of :func:`kolors.adapters.ip_adapter.load_ip_adapter` / ``load_face_id``. The settings are stored in the
-PNG parameters (``ip_adapter`` / ``face_id`` records) and replayed by ``--from-image`` (options given win).
+They become the request's ``ip_adapter`` (:class:`kolors.request.ImagePrompt`) and ``face_id``
+(:class:`kolors.request.FaceId`) entries, are stored in the PNG parameters and replayed by ``--from-image`` (options
+given win).
 """
 
 from __future__ import annotations
@@ -33,19 +34,25 @@ def _absolute(path: str | None) -> str | None:
     return None if path is None else str(Path(path).expanduser().absolute())
 
 
-def specs(args: argparse.Namespace, stored: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """What to load: from the options, else from ``stored`` (a ``--from-image`` record); files are checked."""
-    from ..adapters.ip_adapter import DEFAULT_SCALES, FACE_ID, PLUS, parse_image_spec
+def image_prompts_from(args: argparse.Namespace, stored: dict[str, Any]) -> tuple[Any, Any]:
+    """The request's ``(ip_adapter, face_id)`` entries: from the options, else from ``stored`` (a
+    ``--from-image`` record; an entry whose files are not here is left out with a warning)."""
+    from ..defaults import FACE_ID_SCALE, IP_ADAPTER_SCALE
+    from ..request import FaceId, ImagePrompt
+    from .common import path_and_number
 
+    PLUS, FACE_ID = "ip_adapter", "face_id"
     out: dict[str, dict[str, Any]] = {}
     if args.ip_adapter:
-        image, scale = parse_image_spec(args.ip_adapter, DEFAULT_SCALES[PLUS])
-        out[PLUS] = {"image": image, "scale": scale, "model": args.ip_adapter_model}
+        image, scale = path_and_number(args.ip_adapter, "--ip-adapter", "scale")
+        out[PLUS] = {"image": image, "scale": IP_ADAPTER_SCALE if scale is None else scale,
+                     "model": args.ip_adapter_model}
     elif isinstance(stored.get(PLUS), dict):
         out[PLUS] = {**stored[PLUS], **({"model": args.ip_adapter_model} if args.ip_adapter_model else {})}
     if args.face_id:
-        face, scale = parse_image_spec(args.face_id, DEFAULT_SCALES[FACE_ID])
-        out[FACE_ID] = {"face": face, "image": args.face_image, "scale": scale, "model": args.face_id_model}
+        face, scale = path_and_number(args.face_id, "--face-id", "scale")
+        out[FACE_ID] = {"face": face, "image": args.face_image, "scale": FACE_ID_SCALE if scale is None else scale,
+                        "model": args.face_id_model}
     elif isinstance(stored.get(FACE_ID), dict):
         out[FACE_ID] = {**stored[FACE_ID], **({"model": args.face_id_model} if args.face_id_model else {})}
         if args.face_image:
@@ -61,7 +68,7 @@ def specs(args: argparse.Namespace, stored: dict[str, Any]) -> dict[str, dict[st
             continue
         if not spec.get("model"):
             raise KolorsError(f"{option} needs {model_option} DIR (the Kwai-Kolors adapter folder)")
-        for key in ("model", "image", "face"):
+        for key in [k for k in ("model", "image", "face") if k in spec]:
             value = spec.get(key)
             if value is not None and not Path(value).expanduser().exists():
                 what = {"model": f"{model_option} folder", "image": "image", "face": "face image or embedding"}[key]
@@ -72,20 +79,9 @@ def specs(args: argparse.Namespace, stored: dict[str, Any]) -> dict[str, dict[st
                     break
                 raise KolorsError(f"{option}: {what} not found: {value}")
             spec[key] = _absolute(value) if value is not None else None
-    return out
-
-
-def apply(pipe: Any, wanted: dict[str, dict[str, Any]]) -> None:
-    """Load the adapters of ``wanted`` (from :func:`specs`) into ``pipe``."""
-    from ..adapters.image_prompts import FACE_ID, PLUS, load_face_id, load_ip_adapter
-
-    if PLUS in wanted:
-        s = wanted[PLUS]
-        if s.get("image") is None:
-            raise KolorsError("the stored --ip-adapter image was not recorded: give --ip-adapter IMAGE")
-        load_ip_adapter(pipe, s["model"], s["image"], float(s.get("scale", 0.5)))
-    if FACE_ID in wanted:
-        s = wanted[FACE_ID]
-        if s.get("face") is None:
-            raise KolorsError("the stored --face-id input was not recorded: give --face-id IMAGE_OR_EMBEDDING")
-        load_face_id(pipe, s["model"], s["face"], float(s.get("scale", 0.8)), image=s.get("image"))
+        if kind in out and spec.get("image" if kind == PLUS else "face") is None:
+            raise KolorsError(f"the stored {option} input was not recorded: give {option} "
+                              f"{'IMAGE' if kind == PLUS else 'IMAGE_OR_EMBEDDING'}")
+    plus = ImagePrompt.from_dict(out[PLUS]) if PLUS in out else None
+    face_id = FaceId.from_dict(out[FACE_ID]) if FACE_ID in out else None
+    return plus, face_id
