@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..defaults import MICRO_CONDITIONING
 from ..errors import KolorsError
 from .common import Parser, note, number, path_and_number, positive_int, seed
 from .output import DEFAULT_OUTPUT_DIR, OutputPlan
@@ -30,13 +31,13 @@ SAMPLING = ("negative_prompt", "width", "height", "steps", "guidance", "schedule
 TASK_FIELDS = {"init_image": ("image-to-image", "inpaint", "outpaint"), "strength": ("image-to-image", "inpaint",
                "outpaint"), "mask": ("inpaint",), "resize_mask": ("inpaint",), "feather": ("inpaint", "outpaint"),
                "extend": ("outpaint",)}
-MICRO = ("original_size", "crop_coords", "target_size")
 
 log = logging.getLogger("kolors")
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add ``generate``, ``img2img``, ``inpaint`` and ``outpaint`` to the ``kolors`` subcommands."""
+    from ..defaults import CONTROL_IMG2IMG_STRENGTH, IMG2IMG_STRENGTH
     from . import controls, inpaint
 
     options = generation_options(common)
@@ -48,8 +49,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     i2i.add_argument("prompt", nargs="?", help="the prompt (optional with --from-image)")
     i2i.add_argument("--image", type=Path, metavar="FILE", help="input image")
     i2i.add_argument("--strength", type=number, metavar="F",
-                     help="0 keeps the input, 1 ignores it (default: the model's, 0.3 for Kolors; 0.8 with "
-                          "--control)")
+                     help=f"0 keeps the input, 1 ignores it (default: the model's, {IMG2IMG_STRENGTH} for Kolors; "
+                          f"{CONTROL_IMG2IMG_STRENGTH} with --control)")
     for command in (gen, i2i):
         controls.add_arguments(command)
     inpaint.add_commands(sub, options)
@@ -158,7 +159,7 @@ def build_request(args: argparse.Namespace, stored: dict[str, Any]):
     if data.get("seed") == -1:  # a new random seed, also with --from-image
         del data["seed"]
     if args.width is not None or args.height is not None:  # a new size: condition on it, as a new run would
-        for key in ("original_size", "target_size"):
+        for key in ("original_size", "target_size"):  # (crop_coords stays: it does not depend on the size)
             data.pop(key, None)
     if "prompt" not in data:
         raise KolorsError(f'no prompt given: kolors {args.command} "a red circle" (or --from-image PNG)')
@@ -192,7 +193,7 @@ def _replayable(args: argparse.Namespace, stored: dict[str, Any], task: str) -> 
                         args.from_image, data[key], "image" if key == "init_image" else key)
             del data[key]
     if task in ("inpaint", "outpaint"):
-        for key in MICRO:
+        for key in MICRO_CONDITIONING:
             data.pop(key, None)
     return data
 

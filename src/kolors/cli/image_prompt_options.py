@@ -19,13 +19,15 @@ log = logging.getLogger("kolors")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the image-prompt option group to ``parser``."""
+    from ..defaults import FACE_ID_SCALE, IP_ADAPTER_SCALE
+
     g = parser.add_argument_group("image prompts (IP-Adapter)")
     g.add_argument("--ip-adapter", metavar="IMAGE[:SCALE]",
-                   help="reference image for Kolors-IP-Adapter-Plus (scale default 0.5)")
+                   help=f"reference image for Kolors-IP-Adapter-Plus (scale default {IP_ADAPTER_SCALE})")
     g.add_argument("--ip-adapter-model", metavar="DIR", help="Kwai-Kolors/Kolors-IP-Adapter-Plus folder")
     g.add_argument("--face-id", metavar="IMAGE_OR_EMBEDDING[:SCALE]",
                    help="face photo (needs insightface + antelopev2) or 512-d embedding .npy/.pt for "
-                        "Kolors-IP-Adapter-FaceID-Plus (scale default 0.8)")
+                        f"Kolors-IP-Adapter-FaceID-Plus (scale default {FACE_ID_SCALE})")
     g.add_argument("--face-image", metavar="IMAGE", help="face crop for --face-id given as an embedding")
     g.add_argument("--face-id-model", metavar="DIR", help="Kwai-Kolors/Kolors-IP-Adapter-FaceID-Plus folder")
 
