@@ -111,8 +111,12 @@ def _build(venv: Path, comfyui: Path) -> None:
         [*pip, *requirements(comfyui)],
         [*pip, "-e", f"{REPO}[quant]"],
     ]
-    for command in steps:
-        subprocess.run(command, check=True)
+    log = venv.parent / f"{venv.name}.log"
+    with open(log, "w") as out:
+        for command in steps:
+            if subprocess.run(command, stdout=out, stderr=subprocess.STDOUT).returncode:
+                tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+                raise RuntimeError(f"making ComfyUI's environment failed at `{' '.join(command[3:])}`:\n{tail}")
     shim = venv / "shim"
     shim.mkdir()
     (shim / "sitecustomize.py").write_text(SITECUSTOMIZE)

@@ -126,7 +126,10 @@ def _inpaint(pipe: Pipeline, request: GenerationRequest, picture: Image.Image, m
     place_maps = place or pad_maps
     steering = control_conditioners(pipe, request, place=place_maps)
 
-    kept = ((pixels[0].permute(1, 2, 0) + 1) / 2).clamp(0, 1).numpy()
+    if picture.size == (width, height):  # the input's own 8-bit values (v / 255), not their [-1, 1] round trip
+        kept = np.asarray(picture.convert("RGB"), dtype=np.float32) / 255
+    else:
+        kept = ((pixels[0].permute(1, 2, 0) + 1) / 2).clamp(0, 1).numpy()
     redrawn = (mask[0, 0].numpy() >= 0.5) & (request.strength > 0)  # strength 0 redraws nothing
 
     def finish(generated: np.ndarray) -> np.ndarray:
