@@ -20,6 +20,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES_DIR = REPO / "comfyui" / "example_workflows"
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
+IMAGE_NODE_HEIGHT = 320  # Load / Save / Preview Image: room for the picture
 BUILTIN = "built-in (kolors-shapes-small)"
 BUILTIN_CANNY = "built-in canny (kolors-shapes-small)"
 SHAPES_IMAGE = "kolors_shapes.png"  # a red square and a blue circle on white, 128x128
@@ -30,6 +31,8 @@ EXAMPLE_IP_ADAPTER = "Kolors-IP-Adapter-Plus"
 SINGLE_FILES = {"unet": "kolors_shapes_unet.safetensors", "text_encoders": "kolors_shapes_chatglm.safetensors",
                 "vae": "kolors_shapes_vae.safetensors"}
 MODEL_FOLDER = "Kolors-shapes"
+FACE_ID_ADAPTER = "Kolors-IP-Adapter-FaceID-Plus"
+FACE_EMBEDDING = "kolors_face_embedding.npy"  # in input/
 
 # Stock ComfyUI nodes the examples use: (socket inputs, widget names, outputs); LoadImage's image widget has an
 # upload button, saved as an extra widget value "image".
@@ -193,15 +196,16 @@ def _depths(example: dict[str, dict]) -> dict[str, int]:
 def ui_format(example: dict[str, dict]) -> dict[str, Any]:
     """The page's workflow: nodes laid out left to right by depth, their sockets, links and widget values."""
     depth = _depths(example)
-    rows: dict[int, int] = {}
+    column_end: dict[int, int] = {}  # where the next node of a column goes
     nodes, links = [], []
     outputs_of: dict[str, list] = {}
     order = sorted(example, key=lambda i: (depth[i], int(i)))
     for node_id in order:
         node = example[node_id]
         sockets, widgets, outputs = _definition(node["class_type"])
-        row = rows.get(depth[node_id], 0)
-        rows[depth[node_id]] = row + 1
+        height = IMAGE_NODE_HEIGHT if node["class_type"] in STOCK else 50 + 22 * (len(sockets) + len(widgets))
+        top = column_end.get(depth[node_id], 40)
+        column_end[depth[node_id]] = top + height + 60
         inputs = []
         for name, type_ in sockets:
             link = None
@@ -219,8 +223,8 @@ def ui_format(example: dict[str, dict]) -> dict[str, Any]:
                 values.append("fixed")
             else:
                 values.append(node["inputs"].get(name, default))
-        nodes.append({"id": int(node_id), "type": node["class_type"], "pos": [40 + 380 * depth[node_id], 40 + 260 * row],
-                      "size": [340, 60 + 26 * (len(sockets) + len(values))], "flags": {},
+        nodes.append({"id": int(node_id), "type": node["class_type"], "pos": [40 + 380 * depth[node_id], top],
+                      "size": [340, height], "flags": {},
                       "order": order.index(node_id), "mode": 0, "inputs": inputs,
                       "outputs": [{"name": n, "type": t, "links": [], "slot_index": i}
                                   for i, (n, t) in enumerate(outputs)],

@@ -79,15 +79,18 @@ def requirements(comfyui: Path) -> list[str]:
     return [*wanted, *EXTRA]
 
 
-def project_dependencies() -> str:
-    text = (REPO / "pyproject.toml").read_text()
-    return text[text.index("dependencies") : text.index("[project.scripts]")]
+def project_dependencies() -> list[str]:
+    """What ``pip install -e REPO[quant]`` installs besides the project itself."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    return [*project["dependencies"], *project["optional-dependencies"]["quant"]]
 
 
 def environment(comfyui: Path) -> Path:
     """The venv for ``comfyui`` (made on first use, then reused); returns its folder."""
     key = hashlib.sha256("\n".join([RECIPE, sys.version, TORCH, TORCHVISION, *requirements(comfyui),
-                                    project_dependencies()]).encode()).hexdigest()[:12]
+                                    *project_dependencies()]).encode()).hexdigest()[:12]
     venv = CACHE / f"comfyui-{key}"
     CACHE.mkdir(parents=True, exist_ok=True)
     with open(CACHE / f"comfyui-{key}.lock", "w") as lock:

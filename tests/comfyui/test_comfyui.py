@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import cv2
 import numpy as np
@@ -16,6 +17,8 @@ from comfy_server import PromptError, execution_error, status_messages
 from comfy_workflows import (
     BUILTIN,
     EXAMPLES,
+    FACE_EMBEDDING,
+    FACE_ID_ADAPTER,
     INPAINT_IMAGE,
     MODEL_FOLDER,
     SINGLE_FILES,
@@ -65,7 +68,7 @@ def test_every_node_is_in_object_info_with_its_declared_inputs(comfy):
     assert options["KolorsModelLoader"]["model"][0] == [BUILTIN, MODEL_FOLDER]
     assert options["KolorsLoRA"]["lora_name"][0] == ["kolors_example_lora.safetensors"]
     assert options["KolorsIPAdapter"]["ipadapter"][0] == ["Kolors-IP-Adapter-Plus"]
-    assert options["KolorsFaceID"]["ipadapter"][0] == []
+    assert options["KolorsFaceID"]["ipadapter"][0] == [FACE_ID_ADAPTER]
     assert options["KolorsControlNetLoader"]["controlnet"][0] == ["built-in canny (kolors-shapes-small)"]
     single = options["KolorsSingleFileLoader"]
     assert [single[k][0][1:] for k in ("unet", "text_encoder", "vae")] == [[f] for f in SINGLE_FILES.values()]
@@ -231,3 +234,33 @@ def test_images_and_latents_go_through_stock_nodes(comfy):
     kept = np.abs(pixels(masked)[keep] - source[:, :, :3][keep] / 255).mean()
     redrawn = np.abs(pixels(masked)[~keep] - source[:, :, :3][~keep] / 255).mean()
     assert kept < 0.5 * redrawn  # a noise mask on a LATENT inpaints
+
+
+def test_face_id_and_pag_apply_to_the_model(comfy):
+    _, api = load("text_to_image")
+    plain = run_example(comfy, "text_to_image")
+    graph = copy.deepcopy(api)
+    graph.update({
+        "6": {"class_type": "LoadImage", "inputs": {"image": "kolors_shapes.png"}},
+        "7": {"class_type": "KolorsFaceID", "inputs": {"model": ["1", 0], "ipadapter": FACE_ID_ADAPTER,
+                                                       "face": ["6", 0], "scale": 0.8,
+                                                       "embedding": str(comfy.base / "input" / FACE_EMBEDDING)}},
+        "8": {"class_type": "KolorsPAG", "inputs": {"model": ["7", 0], "scale": 3.0, "layers": "mid"}},
+    })
+    graph["4"]["inputs"]["model"] = ["8", 0]
+    (path,) = comfy.images(comfy.run(graph), "5")
+    assert np.abs(pixels(path) - plain).mean() > 0.01
+
+
+def test_text_encode_reports_how_much_of_the_prompt_the_model_reads(comfy):
+    def report(text: str) -> str:
+        graph = {"1": {"class_type": "KolorsModelLoader", "inputs": load("text_to_image")[1]["1"]["inputs"]},
+                 "2": {"class_type": "KolorsTextEncode", "inputs": {"model": ["1", 0], "text": text}},
+                 "3": {"class_type": "PreviewAny", "inputs": {"source": ["2", 1]}}}
+        (text,) = comfy.run(graph)["outputs"]["3"]["text"]
+        return text
+
+    assert re.fullmatch(r"\d+ of 256 tokens", report("a red circle")), report("a red circle")
+    long = report("一个红色的圆形和一个蓝色的正方形，" * 40)
+    assert re.fullmatch(r"\d+ tokens: the last \d+ do not fit in the model's 256-token context and are dropped "
+                        r"\(shorten the prompt\)", long), long
