@@ -55,8 +55,9 @@ def load_components(
     """Every component of the Kolors model in ``folder``, on ``device`` in ``dtype``.
 
     ``unet_file``/``text_encoder_file``/``vae_file`` replace the folder's weights with a single ``.safetensors``
-    file (the folder's configs still describe the architecture; its weights for that part are not needed). ``text_encoder_head=False`` leaves out ChatGLM's
-    language-model head, which text encoding never uses (65024×4096 for ChatGLM3: 0.5 GB in fp16).
+    file (the folder's configs still describe the architecture; its weights for that part are not needed).
+    ``text_encoder_head=False`` leaves out ChatGLM's language-model head, which text encoding never uses
+    (65024×4096 for ChatGLM3: 0.5 GB in fp16).
     ``unet_dtype`` reads the UNet in another dtype than the rest (e.g. fp32 to train it, from the full-precision
     files when the folder has them).
     """
