@@ -21,13 +21,27 @@ def _maps(kind: str, image: Any, **options: Any) -> tuple[Any]:
     return (tensors.from_pil([control_map(kind, p, detect=True, **options) for p in pictures]),)
 
 
-class KolorsCannyMap:
-    """Canny edges of a photo (white edges on black), as the Kolors canny ControlNet was trained on."""
+class _MapNode:
+    """What the map nodes share: an IMAGE in, its maps out; ``KIND`` maps detected with weights in
+    models/annotators/."""
 
+    KIND = ""
     CATEGORY = "Kolors/preprocessors"
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("map",)
     FUNCTION = "make"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {"image": ("IMAGE", {})}}
+
+    def make(self, image: Any) -> tuple[Any]:
+        return _maps(self.KIND, image, annotator_dir=folders.first_root("annotators"))
+
+
+class KolorsCannyMap(_MapNode):
+    """Canny edges of a photo (white edges on black), as the Kolors canny ControlNet was trained on."""
+
     DESCRIPTION = "Canny edge map (OpenCV, on the RGB pixels as the official Kolors scripts) for the canny ControlNet."
 
     @classmethod
@@ -43,37 +57,17 @@ class KolorsCannyMap:
         return _maps("canny", image, thresholds=(low_threshold, high_threshold))
 
 
-class KolorsDepthMap:
+class KolorsDepthMap(_MapNode):
     """MiDaS depth map of a photo (near is bright), from weights in models/annotators/."""
 
-    CATEGORY = "Kolors/preprocessors"
-    RETURN_TYPES = ("IMAGE",)
-    RETURN_NAMES = ("map",)
-    FUNCTION = "make"
+    KIND = "depth"
     DESCRIPTION = ("Depth map for the depth ControlNet, by MiDaS DPT-Hybrid (transformers' Intel/dpt-hybrid-midas "
                    "folder in models/annotators/dpt-hybrid-midas/).")
 
-    @classmethod
-    def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {"required": {"image": ("IMAGE", {})}}
 
-    def make(self, image: Any) -> tuple[Any]:
-        return _maps("depth", image, annotator_dir=folders.first_root("annotators"))
-
-
-class KolorsPoseMap:
+class KolorsPoseMap(_MapNode):
     """DWPose pose map of a photo (OpenPose drawing), from weights in models/annotators/."""
 
-    CATEGORY = "Kolors/preprocessors"
-    RETURN_TYPES = ("IMAGE",)
-    RETURN_NAMES = ("map",)
-    FUNCTION = "make"
+    KIND = "pose"
     DESCRIPTION = ("Pose map for the pose ControlNet, by DWPose (yolox_l.onnx and dw-ll_ucoco_384.onnx in "
                    "models/annotators/; needs onnxruntime).")
-
-    @classmethod
-    def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {"required": {"image": ("IMAGE", {})}}
-
-    def make(self, image: Any) -> tuple[Any]:
-        return _maps("pose", image, annotator_dir=folders.first_root("annotators"))
