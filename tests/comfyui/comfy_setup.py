@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import comfyui_env
@@ -25,17 +25,19 @@ from comfy_workflows import (
     FACE_ID_ADAPTER,
     MODEL_FOLDER,
     REPO,
+    SDXL_VAE_FOLDER,
     SINGLE_FILES,
     load,
 )
 
 
 @contextlib.contextmanager
-def running_comfyui(root: Path, tarball: Path, warm: bool = True) -> Iterator[ComfyServer]:
+def running_comfyui(root: Path, tarball: Path, warm: bool = True,
+                    log: Callable[[str], None] = comfyui_env.stderr_log) -> Iterator[ComfyServer]:
     """ComfyUI started under ``root`` (``warm``: after running the text-to-image example once, which imports
-    diffusers and loads the built-in model), stopped on exit."""
+    diffusers and loads the built-in model), stopped on exit; ``log`` tells about making its environment."""
     source = comfyui_env.unpack(tarball, root / "src")
-    venv = comfyui_env.environment(source)
+    venv = comfyui_env.environment(source, log)
     base = root / "base"
     prepare_base(base)
     server = ComfyServer(source, comfyui_env.python(venv), base, [REPO / "src", comfyui_env.shim(venv)])
@@ -61,6 +63,24 @@ def prepare_base(base: Path) -> None:
 
     (models / "diffusers").mkdir(parents=True)
     shutil.copytree(EMBEDDED_MODEL_DIR, models / "diffusers" / MODEL_FOLDER)
+    write_sdxl_vae_model(models / "diffusers" / SDXL_VAE_FOLDER)
+
+
+def write_sdxl_vae_model(folder: Path) -> None:
+    """The built-in model with a VAE of the SDXL VAE's architecture (random weights) in place of its own: what
+    ComfyUI's stock VAE nodes can take, as with real Kolors."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    from kolors.loading import EMBEDDED_MODEL_DIR
+
+    shutil.copytree(EMBEDDED_MODEL_DIR, folder, ignore=shutil.ignore_patterns("vae"))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        vae = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                            block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
+                            scaling_factor=0.13025, force_upcast=True)
+    vae.save_pretrained(folder / "vae")
 
 
 def _builtin_unet():

@@ -31,6 +31,7 @@ EXAMPLE_IP_ADAPTER = "Kolors-IP-Adapter-Plus"
 SINGLE_FILES = {"unet": "kolors_shapes_unet.safetensors", "text_encoders": "kolors_shapes_chatglm.safetensors",
                 "vae": "kolors_shapes_vae.safetensors"}
 MODEL_FOLDER = "Kolors-shapes"
+SDXL_VAE_FOLDER = "Kolors-shapes-sdxl-vae"  # the built-in model with a VAE of the SDXL VAE's architecture
 FACE_ID_ADAPTER = "Kolors-IP-Adapter-FaceID-Plus"
 FACE_EMBEDDING = "kolors_face_embedding.npy"  # in input/
 

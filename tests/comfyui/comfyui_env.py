@@ -19,15 +19,13 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import logging
 import os
 import shutil
 import subprocess
 import sys
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
-
-logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
 TORCH = "torch==2.13.0"
@@ -87,8 +85,12 @@ def project_dependencies() -> list[str]:
     return [*project["dependencies"], *project["optional-dependencies"]["quant"]]
 
 
-def environment(comfyui: Path) -> Path:
-    """The venv for ``comfyui`` (made on first use, then reused); returns its folder."""
+def stderr_log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def environment(comfyui: Path, log: Callable[[str], None] = stderr_log) -> Path:
+    """The venv for ``comfyui`` (made on first use, then reused; ``log`` tells about it); returns its folder."""
     key = hashlib.sha256("\n".join([RECIPE, sys.version, TORCH, TORCHVISION, *requirements(comfyui),
                                     *project_dependencies()]).encode()).hexdigest()[:12]
     venv = CACHE / f"comfyui-{key}"
@@ -96,13 +98,13 @@ def environment(comfyui: Path) -> Path:
     with open(CACHE / f"comfyui-{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (venv / "complete").is_file():
-            _build(venv, comfyui)
+            _build(venv, comfyui, log)
     return venv
 
 
-def _build(venv: Path, comfyui: Path) -> None:
-    print(f"\n[comfyui tests] creating ComfyUI's environment in {venv} (once per machine; a few minutes of "
-          "downloads from PyPI)", file=sys.stderr, flush=True)
+def _build(venv: Path, comfyui: Path, log: Callable[[str], None]) -> None:
+    log(f"\n[comfyui tests] creating ComfyUI's environment in {venv} (once per machine; about 2 minutes of "
+        "downloads from PyPI)")
     if venv.exists():
         shutil.rmtree(venv)  # an earlier build that did not finish (no 'complete' marker): ours to replace
     base = getattr(sys, "_base_executable", sys.executable)
@@ -124,7 +126,7 @@ def _build(venv: Path, comfyui: Path) -> None:
     shim.mkdir()
     (shim / "sitecustomize.py").write_text(SITECUSTOMIZE)
     (venv / "complete").write_text("ok\n")
-    print("[comfyui tests] ComfyUI's environment is ready", file=sys.stderr, flush=True)
+    log("[comfyui tests] ComfyUI's environment is ready")
 
 
 def python(venv: Path) -> Path:

@@ -21,6 +21,7 @@ from comfy_workflows import (
     FACE_ID_ADAPTER,
     INPAINT_IMAGE,
     MODEL_FOLDER,
+    SDXL_VAE_FOLDER,
     SINGLE_FILES,
     load,
     ui_format,
@@ -65,7 +66,7 @@ def test_every_node_is_in_object_info_with_its_declared_inputs(comfy):
                         assert got[1][key] == options[key], (name, input_name, key)
     # The model folders ComfyUI users keep, found in this ComfyUI's models/ (conftest puts them there).
     options = {name: info[name]["input"]["required"] for name in info}
-    assert options["KolorsModelLoader"]["model"][0] == [BUILTIN, MODEL_FOLDER]
+    assert options["KolorsModelLoader"]["model"][0] == [BUILTIN, MODEL_FOLDER, SDXL_VAE_FOLDER]
     assert options["KolorsLoRA"]["lora_name"][0] == ["kolors_example_lora.safetensors"]
     assert options["KolorsIPAdapter"]["ipadapter"][0] == ["Kolors-IP-Adapter-Plus"]
     assert options["KolorsFaceID"]["ipadapter"][0] == [FACE_ID_ADAPTER]
@@ -264,3 +265,26 @@ def test_text_encode_reports_how_much_of_the_prompt_the_model_reads(comfy):
     long = report("一个红色的圆形和一个蓝色的正方形，" * 40)
     assert re.fullmatch(r"\d+ tokens: the last \d+ do not fit in the model's 256-token context and are dropped "
                         r"\(shorten the prompt\)", long), long
+
+
+def test_stock_vae_decode_reads_kolors_latents_when_the_vae_is_the_sdxl_one(comfy):
+    _, api = load("text_to_image")
+    graph = copy.deepcopy(api)
+    graph["1"]["inputs"]["model"] = SDXL_VAE_FOLDER
+    graph["4"]["inputs"]["steps"] = 2
+    graph.update({
+        "6": {"class_type": "KolorsStockVAE", "inputs": {"model": ["1", 0]}},
+        "7": {"class_type": "VAEDecode", "inputs": {"samples": ["4", 1], "vae": ["6", 0]}},
+        "8": {"class_type": "SaveImage", "inputs": {"images": ["7", 0], "filename_prefix": "stock_vae"}},
+    })
+    entry = comfy.run(graph)
+    (ours,), (stock,) = comfy.images(entry, "5"), comfy.images(entry, "8")
+    assert pixels(ours).std() > 0.01  # (random VAE weights: a pattern, not a picture)
+    assert np.abs(pixels(stock) - pixels(ours)).max() <= 2 / 255  # ComfyUI's VAE decodes our LATENT the same
+
+
+def test_loader_quantises_the_text_encoder_with_torchao(comfy):
+    plain = run_example(comfy, "text_to_image")
+    quantised = run_example(comfy, "text_to_image", **{"1": {"text_encoder_quant": "int8"}})
+    assert quantised.shape == plain.shape and quantised.std() > 0.05
+    assert np.abs(quantised - plain).mean() < 0.1  # int8 weights: close to the full-precision picture
