@@ -116,11 +116,11 @@ def _build(venv: Path, comfyui: Path, log: Callable[[str], None]) -> None:
         [*pip, *requirements(comfyui)],
         [*pip, "-e", f"{REPO}[quant]"],
     ]
-    log = venv.parent / f"{venv.name}.log"
-    with open(log, "w") as out:
+    pip_log = venv.parent / f"{venv.name}.log"
+    with open(pip_log, "w") as out:
         for command in steps:
             if subprocess.run(command, stdout=out, stderr=subprocess.STDOUT).returncode:
-                tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+                tail = "\n".join(pip_log.read_text(errors="replace").splitlines()[-30:])
                 raise RuntimeError(f"making ComfyUI's environment failed at `{' '.join(command[3:])}`:\n{tail}")
     shim = venv / "shim"
     shim.mkdir()
