@@ -331,6 +331,10 @@ class GenerationRequest:
     num_images: int = 1
     batch_size: int | None = None  # images denoised together (None: all)
     init_image: Any = None  # path or PIL image: image-to-image, inpaint, outpaint
+    # (1, C, h, w) latents of init_image, scaled as the pipeline's (e.g. a ComfyUI LATENT): the generation starts
+    # from them instead of encoding init_image (which still gives the size, the mask's canvas and kept pixels).
+    # In memory only: not part of the JSON form.
+    init_latents: Any = None
     strength: float | None = None
     mask: Any = None  # inpaint: white = redraw
     feather: int | None = None  # inpaint/outpaint: blend ramp in pixels
@@ -357,7 +361,7 @@ class GenerationRequest:
             return OUTPAINT
         if self.mask is not None:
             return INPAINT
-        if self.init_image is not None:
+        if self.init_image is not None or self.init_latents is not None:
             return IMAGE_TO_IMAGE
         return TEXT_TO_IMAGE
 
@@ -429,6 +433,8 @@ class GenerationRequest:
                 raise _fail("--pag-layers goes with --pag-scale above 0 (e.g. --pag-scale 3)")
 
     def _validate_task(self, task: str) -> None:
+        if self.init_latents is not None:
+            self._validate_init_latents(task)
         needs_image = task != TEXT_TO_IMAGE
         if needs_image and self.init_image is None:
             raise _fail(f"{task} needs an input image (--image FILE)")
@@ -464,6 +470,15 @@ class GenerationRequest:
             if max(size) > MAX_SIDE:
                 raise _fail(f"the image is {size[0]}×{size[1]}, larger than {MAX_SIDE} pixels: pass "
                             "--width/--height to redraw it at a smaller size")
+
+    def _validate_init_latents(self, task: str) -> None:
+        if task not in (IMAGE_TO_IMAGE, INPAINT):
+            raise _fail("input latents go with image-to-image or inpaint")
+        if self.init_image is None:
+            raise _fail("input latents go with the image they encode (init_image)")
+        shape = tuple(getattr(self.init_latents, "shape", ()))
+        if len(shape) != 4 or shape[0] != 1:
+            raise _fail(f"input latents must be one (1, channels, height, width) array, got shape {shape or None}")
 
     def _validate_extend(self, size: tuple[int, int] | None) -> None:
         if self.extend is None:
@@ -507,7 +522,7 @@ class GenerationRequest:
         data: dict[str, Any] = {"prompt": self.prompt, "negative_prompt": self.negative_prompt,
                                 "task": self.resolved_task}
         for f in dataclasses.fields(self):
-            if f.name in data:
+            if f.name in data or f.name == "init_latents":  # in memory only
                 continue
             value = getattr(self, f.name)
             default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
@@ -573,7 +588,7 @@ class GenerationRequest:
         data = self.to_dict()
         for key in ("prompt", "negative_prompt", "seed", "num_images", "batch_size"):
             data.pop(key, None)
-        objects = tuple(id(v) for v in (self.init_image, self.mask) if _is_image_object(v))
+        objects = tuple(id(v) for v in (self.init_image, self.mask, self.init_latents) if _is_image_object(v))
         return json.dumps(data, sort_keys=True, default=str), objects
 
 

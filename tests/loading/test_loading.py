@@ -217,3 +217,22 @@ def test_truncation_warning_names_dropped_tokens(ours, caplog):
     with caplog.at_level("WARNING", logger="kolors"):
         ours("a short prompt", steps=1, width=32, height=32, seed=0, progress=False)
     assert not [r for r in caplog.records if "dropped" in r.getMessage()]
+
+
+def test_single_file_vae_in_diffusers_and_original_key_names(tiny_kolors_diffusers, tmp_path, baseline):
+    from helpers.ldm_keys import vae_to_ldm_keys
+
+    folder = copy_model(tiny_kolors_diffusers, tmp_path / "model")
+    vae_weights = find_weight_files(folder / "vae")
+    state = read_weight_file(vae_weights[0])
+    for f in vae_weights:
+        f.unlink()  # the file given must be what is read
+    diffusers_file, ldm_file = tmp_path / "vae.safetensors", tmp_path / "sdxl_vae.safetensors"
+    save_file(state, str(diffusers_file))
+    save_file(vae_to_ldm_keys(state, prefix="first_stage_model."), str(ldm_file))
+    for file in (diffusers_file, ldm_file):
+        pipe = load_pipeline(folder, device="cpu", dtype="float32", vae_file=file)
+        assert np.abs(pipe("一只红色的猫", **ARGS).pixels - baseline).max() <= 1e-6, file.name
+    save_file({"something.else": torch.zeros(2)}, str(tmp_path / "x.safetensors"))
+    with pytest.raises(ModelLayoutError, match="neither diffusers nor original VAE key names"):
+        load_pipeline(folder, device="cpu", vae_file=tmp_path / "x.safetensors")

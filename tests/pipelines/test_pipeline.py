@@ -196,3 +196,33 @@ def test_request_errors_are_one_line_before_any_work(tiny_kolors_diffusers, file
         with pytest.raises(KolorsError, match=message) as err:
             pipe.generate(GenerationRequest(PROMPT, **fields), progress=False)
         assert "\n" not in str(err.value)
+
+
+def test_results_carry_their_latents_and_generation_can_start_from_given_latents(tiny_kolors_diffusers, files):
+    pipe = load(tiny_kolors_diffusers)
+    drawn = pipe.generate(request(num_images=2), progress=False)
+    f = pipe.vae_scale_factor
+    assert drawn.latents.shape == (2, 4, H // f, W // f) and drawn.latents.device.type == "cpu"
+    assert np.array_equal(pipe.decode(drawn.latents), drawn.pixels)  # the latents the pixels were decoded from
+
+    given = drawn.latents[1:]
+    photo = files["photo"]
+    kept = pipe.generate(request(init_image=photo, init_latents=given, strength=0.0), progress=False)
+    assert np.abs(kept.pixels[0] - drawn.pixels[1]).max() < 1e-5  # strength 0: the given latents, not the photo's
+    encoded = pipe.generate(request(init_image=photo, strength=0.0), progress=False)
+    assert np.abs(encoded.pixels - kept.pixels).max() > 0.05
+    redrawn = pipe.generate(request(init_image=photo, init_latents=given, strength=0.5), progress=False)
+    assert redrawn.parameters == [encoded.parameters[0] | {"strength": 0.5}]  # in memory only: not recorded
+    inpainted = pipe.generate(request(init_image=photo, init_latents=given, mask=files["mask"], strength=0.5),
+                              progress=False)
+    outside = np.asarray(Image.open(files["mask"])) < 128
+    assert np.abs(inpainted.pixels[0][outside] - np.asarray(Image.open(photo))[outside] / 255).max() < 1e-6
+
+    cases = [(dict(init_latents=given), "input latents go with the image they encode"),
+             (dict(init_image=photo, init_latents=given[0]), "must be one (1, channels, height, width) array"),
+             (dict(init_image=photo, init_latents=torch.zeros(1, 4, 5, 5), strength=0.5),
+              f"the input latents are {5 * f}x{5 * f} pixels with 4 channels but this generation needs 32x24")]
+    for fields, message in cases:
+        with pytest.raises(KolorsError, match=message.replace("(", r"\(").replace(")", r"\)")) as err:
+            pipe.generate(request(**fields), progress=False)
+        assert "\n" not in str(err.value)

@@ -12,7 +12,7 @@ from typing import TypeVar
 import torch
 from accelerate import init_empty_weights
 from diffusers import AutoencoderKL, UNet2DConditionModel
-from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
+from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from ..devices import move
@@ -52,14 +52,16 @@ def load_components(
     dtype: torch.dtype,
     unet_file: Path | None = None,
     text_encoder_file: Path | None = None,
+    vae_file: Path | None = None,
     text_encoder_head: bool = True,
     unet_dtype: torch.dtype | None = None,
 ) -> KolorsComponents:
     """Every component of the Kolors model in ``folder``, on ``device`` in ``dtype``.
 
-    ``unet_file``/``text_encoder_file`` replace the folder's weights with a single ``.safetensors`` file
-    (the folder's configs still describe the architecture). ``text_encoder_head=False`` leaves out ChatGLM's
-    language-model head, which text encoding never uses (65024×4096 for ChatGLM3: 0.5 GB in fp16).
+    ``unet_file``/``text_encoder_file``/``vae_file`` replace the folder's weights with a single ``.safetensors``
+    file (the folder's configs still describe the architecture; its weights for that part are not needed).
+    ``text_encoder_head=False`` leaves out ChatGLM's language-model head, which text encoding never uses
+    (65024×4096 for ChatGLM3: 0.5 GB in fp16).
     ``unet_dtype`` reads the UNet in another dtype than the rest (e.g. fp32 to train it, from the full-precision
     files when the folder has them).
     """
@@ -72,7 +74,7 @@ def load_components(
                                        head=text_encoder_head),
         unet=load_unet(folder / "unet", device, unet_dtype or dtype, file=unet_file,
                        variant=_variant(unet_dtype or dtype)),
-        vae=load_vae(folder / "vae", device, dtype, variant=variant),
+        vae=load_vae(folder / "vae", device, dtype, variant=variant, file=vae_file),
         scheduler=load_scheduler(folder / "scheduler"),
         folder=folder,
         force_zeros_for_empty_prompt=bool(index.get("force_zeros_for_empty_prompt", False)),
@@ -146,9 +148,22 @@ def load_unet(
     return move(unet, device=device, dtype=dtype).eval().requires_grad_(False)
 
 
-def load_vae(folder: Path, device: torch.device, dtype: torch.dtype, *, variant: str | None = None) -> AutoencoderKL:
-    """The KL autoencoder in ``dtype`` (the pipeline upcasts decoding when the config asks for it)."""
-    return load_diffusers_model(AutoencoderKL, folder, device, dtype, variant=variant, what="VAE")
+def load_vae(folder: Path, device: torch.device, dtype: torch.dtype, *, variant: str | None = None,
+             file: Path | None = None) -> AutoencoderKL:
+    """The KL autoencoder in ``dtype`` (the pipeline upcasts decoding when the config asks for it), from its folder
+    or from a single file with diffusers or original (LDM) key names."""
+    if file is None:
+        return load_diffusers_model(AutoencoderKL, folder, device, dtype, variant=variant, what="VAE")
+    config = read_json(folder / "config.json")
+    with init_empty_weights(include_buffers=False):
+        vae = AutoencoderKL.from_config(config)
+    state = read_weight_file(file)
+    if "encoder.conv_in.weight" not in state:  # original names, bare or under a checkpoint's VAE prefix
+        if not any(k.endswith("encoder.down.0.block.0.norm1.weight") for k in state):
+            raise ModelLayoutError(f"the VAE file {file} holds neither diffusers nor original VAE key names")
+        state = convert_ldm_vae_checkpoint(state, dict(vae.config))
+    _assign(vae, state, f"VAE ({file})")
+    return move(vae, device=device, dtype=dtype).eval().requires_grad_(False)
 
 
 def load_diffusers_model(cls: type[ModelT], folder: Path, device: torch.device, dtype: torch.dtype, *,

@@ -76,6 +76,9 @@ class GenerationResult:
     seeds: list[int]
     parameters: list[dict[str, Any]]
     pixels: np.ndarray = field(repr=False)  # (N, H, W, 3) float32 in [0, 1], before 8-bit quantisation
+    # (N, C, h, w) float32 on the CPU: the denoised latents, scaled as the UNet sees them (before decoding and
+    # before a task's finishing touches such as inpainting's pasted pixels); Pipeline.decode turns them into pixels
+    latents: torch.Tensor | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,7 @@ class Pipeline:
         dtype: str | torch.dtype = "auto",
         unet_file: str | os.PathLike | None = None,
         text_encoder_file: str | os.PathLike | None = None,
+        vae_file: str | os.PathLike | None = None,
         offload: bool = False,
         mode: str = "exact",
         text_encoder_quant: str | None = None,
@@ -149,15 +153,17 @@ class Pipeline:
         ``mode`` is one of ``kolors.performance.MODES`` (exact, fast, low-memory, sequential; see
         docs/performance.md). ``offload`` keeps the weights in CPU memory and moves each component to the GPU
         only while it runs; ``text_encoder_quant`` ("none", "int8", "int4") and ``compile`` override the mode's.
-        ``controlnets``: ControlNet folders by control type (e.g. ``{"canny": "Kolors-ControlNet-Canny"}``), used
-        by controls that name no folder; ``annotator_dir``: the depth/pose annotators' weights.
+        ``unet_file``, ``text_encoder_file``, ``vae_file``: single weight files replacing the folder's (whose
+        configs and tokenizer are still read). ``controlnets``: ControlNet folders by control type (e.g.
+        ``{"canny": "Kolors-ControlNet-Canny"}``), used by controls that name no folder; ``annotator_dir``: the
+        depth/pose annotators' weights.
         """
         torch_device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, torch_device)
         settings = settings_for(mode, offload="model" if offload and mode == "exact" else None,
                                 text_encoder_quant=text_encoder_quant, compile=compile)
         folder = locate_model(model)
-        for f in (unet_file, text_encoder_file):
+        for f in (unet_file, text_encoder_file, vae_file):
             if f is not None and not Path(f).is_file():
                 raise KolorsError(f"weight file not found: {f}")
         load_device = torch.device("cpu") if settings.weights_on_cpu else torch_device
@@ -166,6 +172,7 @@ class Pipeline:
                 folder, device=load_device, dtype=torch_dtype,
                 unet_file=Path(unet_file) if unet_file else None,
                 text_encoder_file=Path(text_encoder_file) if text_encoder_file else None,
+                vae_file=Path(vae_file) if vae_file else None,
                 text_encoder_head=False,
             )
             applied = prepare_components(components, settings, torch_device)
@@ -351,8 +358,9 @@ class Pipeline:
                     start = sum(len(c) for c in chunks[:index])
                     latents.append(self._denoise(first, plan, chunk, embeddings[start : start + len(chunk)],
                                                  guidance, conditioners, bar, index, len(chunks), on_step))
-            pixels = plan.finish(self.decode(torch.cat(latents)))
-        return self._results(resolved, rows, pixels)
+            final = torch.cat(latents)
+            pixels = plan.finish(self.decode(final))
+        return self._results(resolved, rows, pixels, final.float().cpu())
 
     def _denoise(self, request: GenerationRequest, plan: tasks.TaskPlan, rows: list[tuple[GenerationRequest, int]],
                  embeddings: list[tuple[PromptEmbeddings, PromptEmbeddings | None]], guidance: float | None,
@@ -398,14 +406,15 @@ class Pipeline:
         return embeds.tokens.to(self.device), added
 
     def _results(self, resolved: list[GenerationRequest], rows: list[tuple[GenerationRequest, int]],
-                 pixels: np.ndarray) -> list[GenerationResult]:
+                 pixels: np.ndarray, latents: torch.Tensor) -> list[GenerationResult]:
         images = [Image.fromarray((p * 255).round().astype(np.uint8)) for p in pixels]
         results, offset = [], 0
         for request in resolved:
             n = request.num_images
             seeds = [request.seed + i for i in range(n)]
             params = [self.parameters(request, seed) for seed in seeds]
-            results.append(GenerationResult(images[offset : offset + n], seeds, params, pixels[offset : offset + n]))
+            results.append(GenerationResult(images[offset : offset + n], seeds, params, pixels[offset : offset + n],
+                                            latents[offset : offset + n]))
             offset += n
         return results
 

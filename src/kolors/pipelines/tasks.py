@@ -27,6 +27,7 @@ from PIL import Image
 from ..adapters.controlnet import ControlNetConditioner
 from ..annotators.maps import control_map
 from ..diffusion.conditioning import Conditioner
+from ..errors import InvalidParameterError
 from ..images import open_image, open_mask
 from ..request import IMAGE_TO_IMAGE, INPAINT, OUTPAINT, TEXT_TO_IMAGE, GenerationRequest
 from ..schedulers import make_scheduler
@@ -77,7 +78,8 @@ def image_to_image(pipe: Pipeline, request: GenerationRequest) -> TaskPlan:
     picture = open_image(request.init_image, "image")
     pixels = VaeImageProcessor(vae_scale_factor=pipe.vae_scale_factor).preprocess(
         picture, height=request.height, width=request.width)
-    return TaskPlan(functools.partial(_start_from_image, pipe, pixels, request.strength),
+    return TaskPlan(functools.partial(_start_from_image, pipe, pixels, request.strength,
+                                      latents=given_latents(pipe, request)),
                     control_conditioners(pipe, request))
 
 
@@ -124,15 +126,35 @@ def _inpaint(pipe: Pipeline, request: GenerationRequest, picture: Image.Image, m
     place_maps = place or pad_maps
     steering = control_conditioners(pipe, request, place=place_maps)
 
-    kept = ((pixels[0].permute(1, 2, 0) + 1) / 2).clamp(0, 1).numpy()
+    if picture.size == (width, height):  # the input's own 8-bit values (v / 255), not their [-1, 1] round trip
+        kept = np.asarray(picture.convert("RGB"), dtype=np.float32) / 255
+    else:
+        kept = ((pixels[0].permute(1, 2, 0) + 1) / 2).clamp(0, 1).numpy()
     redrawn = (mask[0, 0].numpy() >= 0.5) & (request.strength > 0)  # strength 0 redraws nothing
 
     def finish(generated: np.ndarray) -> np.ndarray:
         out = paste_kept(generated, kept, redrawn, request.feather)
         return out[:, : crop[1], : crop[0]] if crop else out
 
-    start = functools.partial(_start_from_image, pipe, pixels, request.strength, region=region)
+    start = functools.partial(_start_from_image, pipe, pixels, request.strength, region=region,
+                              latents=given_latents(pipe, request))
     return TaskPlan(start, [region, *steering], finish)
+
+
+def given_latents(pipe: Pipeline, request: GenerationRequest) -> torch.Tensor | None:
+    """The request's ``init_latents`` on the device, checked to fit the output size (None when it has none)."""
+    if request.init_latents is None:
+        return None
+    latents = torch.as_tensor(request.init_latents)
+    f = pipe.vae_scale_factor
+    expected = (1, pipe.latent_channels, request.height // f, request.width // f)
+    if tuple(latents.shape) != expected:
+        _, c, h, w = latents.shape
+        raise InvalidParameterError(
+            f"the input latents are {w * f}x{h * f} pixels with {c} channels but this generation needs "
+            f"{request.width}x{request.height} with {pipe.latent_channels}: give latents of the output size "
+            "(or leave width and height unset)")
+    return latents.to(pipe.device, pipe.dtype)
 
 
 def _padded(size: tuple[int, int]) -> tuple[int, int]:
@@ -143,11 +165,13 @@ def _padded(size: tuple[int, int]) -> tuple[int, int]:
 @torch.no_grad()
 def _start_from_image(pipe: Pipeline, pixels: torch.Tensor, strength: float, scheduler: Any,
                       generators: list[torch.Generator], steps: int, *,
-                      region: KnownRegion | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                      region: KnownRegion | None = None,
+                      latents: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The image's latents noised to the first timestep that ``strength`` keeps, and the timesteps left.
 
     Of ``steps`` scheduled steps the last ``int(steps * strength)`` run, as in diffusers. For inpainting
     (``region``) strength 1 starts from pure noise, and the image latents and noise go to the region for blending.
+    ``latents``: the image's latents as given (the same for every image), instead of encoding ``pixels``.
     """
     scheduler.set_timesteps(steps, device=pipe.device)
     skipped = steps - min(int(steps * strength), steps)
@@ -156,7 +180,9 @@ def _start_from_image(pipe: Pipeline, pixels: torch.Tensor, strength: float, sch
         scheduler.set_begin_index(skipped * scheduler.order)
     from_noise = region is not None and strength == 1.0
     image_latents = None
-    if not from_noise or not region.extra_channels:
+    if latents is not None:
+        image_latents = latents.repeat(len(generators), 1, 1, 1)
+    elif not from_noise or not region.extra_channels:
         image_latents = pipe.encode_pixels(pixels, generators)  # posterior samples first, then the noise
     noise = pipe.initial_noise(generators, pixels.shape[2], pixels.shape[3])
     if region is not None:
