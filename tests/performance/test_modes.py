@@ -54,7 +54,7 @@ def test_text_encoder_is_loaded_without_its_unused_head(exact, reference_pipelin
     assert reference_pipeline.text_encoder.output_layer is not None  # the published weights do have it
 
 
-def test_low_memory_mode_quantises_the_text_encoder_and_tiles_decoding(tiny_kolors_diffusers):
+def test_low_memory_mode_quantises_the_text_encoder_and_offloads_without_tiling(tiny_kolors_diffusers):
     pipe = Text2ImagePipeline.from_pretrained(tiny_kolors_diffusers, device="cpu", mode="low-memory")
     layer = pipe.components.text_encoder.encoder.layers[0].self_attention.query_key_value
     assert "Int8" in type(layer.weight).__name__  # a torchao int8 tensor
