@@ -241,11 +241,17 @@ def _lora_specs(args: argparse.Namespace, stored: list[dict[str, Any]]) -> list[
 
 
 def _lora_record(pipe: Any) -> dict[str, Any]:
-    """The LoRA entries of the stored parameters (nothing without LoRAs)."""
+    """The LoRA entries of the stored parameters (nothing without LoRAs).
+
+    Each LoRA's ``sha256`` is the whole file's (what ``sha256sum`` prints) and ``hash`` the short hash that the
+    A1111 ``Lora hashes`` field shows for it (A1111's: of the tensor bytes after a safetensors header).
+    """
     from ..adapters.lora import a1111_lora_hashes, loaded_loras, lora_parameters
 
     active = {lora.name: lora for lora in loaded_loras(pipe)}
-    records = [{**p, "path": str(active[p["name"]].path)} for p in lora_parameters(pipe)]
+    records = [{**p, "path": str(active[p["name"]].path), "sha256": active[p["name"]].sha256,
+                "hash": (active[p["name"]].addnet_hash or active[p["name"]].sha256)[:12]}
+               for p in lora_parameters(pipe)]
     return {"loras": records, "lora_hashes": a1111_lora_hashes(pipe)} if records else {}
 
 
