@@ -249,9 +249,11 @@ def _lora_record(pipe: Any) -> dict[str, Any]:
     from ..adapters.lora import a1111_lora_hashes, loaded_loras, lora_parameters
 
     active = {lora.name: lora for lora in loaded_loras(pipe)}
-    records = [{**p, "path": str(active[p["name"]].path), "sha256": active[p["name"]].sha256,
-                "hash": (active[p["name"]].addnet_hash or active[p["name"]].sha256)[:12]}
-               for p in lora_parameters(pipe)]
+    records = []
+    for record in lora_parameters(pipe):
+        lora = active[record["name"]]
+        records.append({**record, "path": str(lora.path), "sha256": lora.sha256,
+                        "hash": (lora.addnet_hash or lora.sha256)[:12]})
     return {"loras": records, "lora_hashes": a1111_lora_hashes(pipe)} if records else {}
 
 
