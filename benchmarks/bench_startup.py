@@ -1,14 +1,15 @@
 """Start-up of the ``kolors`` command: this checkout against another git revision, same machine, same run.
 
-Usage (repo root):  python benchmarks/bench_startup.py [--baseline REV] [--runs 5] [--threads 1]
+Usage (repo root):  python benchmarks/bench_startup.py --baseline REV [--runs 5] [--threads 1]
+                    (REV: e.g. de9f0ce, the code before issue 12's start-up work)
 
 Measures, for each code version, the whole process (interpreter start to exit) of
   generate:   kolors generate "a red circle" --steps 2 -o OUT.png -q   (the built-in model, 128x128)
   bad width:  kolors generate "a red circle" --width 13                 (a mistake reported with exit status 2)
-The baseline is checked out with ``git worktree add`` into a temporary folder (default: the fork point of this
-branch from ``main``); both versions run with the same Python, interleaved (A B A B ...) so that load from other
-work on the machine hits both alike. Reported: median wall seconds, median CPU seconds (user + system of the
-process, less sensitive to a busy machine) and the ratio this/baseline of each.
+The baseline is checked out with ``git worktree add`` into a temporary folder; both versions run with the same
+Python, interleaved (A B A B ...), so that load from other work on the machine hits both alike. Reported: median
+wall seconds, median CPU seconds (user + system of the process, less sensitive to a busy machine) and the ratio
+this/baseline of each.
 """
 
 from __future__ import annotations
@@ -48,17 +49,13 @@ def run_once(src: Path, argv: list[str], expected: int, threads: int) -> tuple[f
     return wall, cpu
 
 
-def fork_point() -> str:
-    return subprocess.check_output(["git", "merge-base", "HEAD", "main"], cwd=ROOT, text=True).strip()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--baseline", help="git revision to compare with (default: the fork point from main)")
+    parser.add_argument("--baseline", required=True, help="git revision to compare with")
     parser.add_argument("--runs", type=int, default=5, help="processes per call and version (default 5)")
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of the measured processes")
     args = parser.parse_args()
-    baseline = args.baseline or fork_point()
+    baseline = args.baseline
     with tempfile.TemporaryDirectory() as tmp:
         tree = Path(tmp) / "baseline"
         subprocess.run(["git", "worktree", "add", "--detach", "--quiet", str(tree), baseline], cwd=ROOT, check=True)

@@ -234,7 +234,7 @@ class Lora:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Lora:
         # Stored records (kolors 0.1) also hold the adapter's name, file name and hash: informative only.
-        _known_keys("LoRA", data, cls, extra=("name", "file", "sha256"))
+        _known_keys("LoRA", data, cls, extra=("name", "file", "sha256", "hash"))
         path = data.get("path") or data.get("file")
         if path is None:
             raise _fail("a LoRA needs the path of its file")

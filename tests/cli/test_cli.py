@@ -5,6 +5,7 @@ Commands run in-process through ``main()`` (fast); one test runs the installed c
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -266,6 +267,11 @@ def test_lora_is_stored_and_replayed(model, tmp_path, capsys):
     assert [(x["name"], x["weight"], x["path"]) for x in params["loras"]] == [
         ("style", 0.8, str(tmp_path / "style.safetensors"))]
     assert 'Lora hashes: "style: ' in Image.open(tmp_path / "l.png").text["parameters"]
+    # the hash `kolors info` shows is the record's, and the record's sha256 is the file's
+    record = params["loras"][0]
+    assert record["sha256"] == hashlib.sha256((tmp_path / "style.safetensors").read_bytes()).hexdigest()
+    code, out, err = run(capsys, "info", tmp_path / "l.png")
+    assert code == 0 and f'Lora hashes: "style: {record["hash"]}"' in out, out
     assert not np.array_equal(pixels(tmp_path / "plain.png"), pixels(tmp_path / "l.png"))
 
     code, out, err = run(capsys, "generate", "--from-image", tmp_path / "l.png", "-o", tmp_path / "again.png")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from PIL import Image
 
 from kolors.cli.main import main
 from kolors.evaluation.shapes_checker import check
+from kolors.signals import Terminated
 
 
 def test_writes_an_imagefolder_whose_captions_match_the_images(tmp_path):
@@ -47,3 +49,56 @@ def test_control_canny_writes_the_edges_generation_would_make(tmp_path):
         assert row["conditioning_image"].startswith("conditioning/")
         assert list(edges.getdata()) == list(control_map("canny", image).getdata())
         assert 0 < sum(v[0] > 0 for v in edges.getdata()) < 0.2 * 128 * 128  # outlines, not filled shapes
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--size", "100000"], "argument --size: must be between 8 and 4096 pixels, got 100000"),
+    (["--size", "0"], "argument --size: must be a positive integer, got 0"),
+    (["--seed", "-1"], "argument --seed: must be 0 or more, got -1"),
+    (["--seed", "x"], "argument --seed: expected a whole number, got 'x'"),
+    (["-n", "0"], "argument --num/-n: must be a positive integer, got 0"),
+])
+def test_bad_values_are_one_line_and_create_nothing(tmp_path, capsys, extra, message):
+    assert main(["data", "shapes", str(tmp_path / "out"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kolors: error: ") and len(err.splitlines()) == 1 and message in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("make, target, message", [
+    (lambda t: (t / "file").write_text("x"), "file", "file is a file: choose a new folder"),
+    (lambda t: (t / "file").write_text("x"), "file/sub", "cannot create"),
+    (lambda t: None, "/proc/kolors-shapes-test", "/proc/kolors-shapes-test"),
+])
+def test_an_unusable_folder_is_one_line_and_creates_nothing(tmp_path, capsys, monkeypatch, make, target, message):
+    make(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(["data", "shapes", target, "-n", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kolors: error: ") and len(err.splitlines()) == 1 and message in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize("failure", [KeyboardInterrupt(), Terminated(), OSError(28, "No space left on device")])
+def test_a_failure_midway_removes_the_partial_dataset_and_only_it(tmp_path, capsys, monkeypatch, failure):
+    import kolors.data.shapes as shapes
+
+    (tmp_path / "shapes.writing").mkdir()  # somebody's folder with the name an older version used
+    (tmp_path / "shapes.writing" / "theirs.txt").write_text("keep")
+    real = shapes.render
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:
+            raise failure
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(shapes, "render", failing)
+    code = main(["data", "shapes", str(tmp_path / "shapes"), "-n", "20", "--size", "32"])
+    err = capsys.readouterr().err
+    assert code == {KeyboardInterrupt: 130, Terminated: 143, OSError: 2}[type(failure)], err
+    assert len(err.splitlines()) == 1, err
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == ["shapes.writing",
+                                                                                 "shapes.writing/theirs.txt"]

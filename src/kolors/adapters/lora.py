@@ -45,9 +45,10 @@ class LoadedLora:
     stamp: tuple[int, int] = (0, 0)  # the file's (mtime_ns, size) when it was read
 
     def parameters(self, weight: float | None = None) -> dict[str, Any]:
-        """The JSON-serialisable record of this LoRA for the generation parameters."""
+        """The JSON-serialisable record of this LoRA in an image's parameters: ``sha256`` is the whole file's (what
+        ``sha256sum`` prints), ``hash`` the short hash A1111's ``Lora hashes`` field shows for it."""
         return {"name": self.name, "file": self.path.name, "path": str(self.path),
-                "weight": self.weight if weight is None else weight, "sha256": self.sha256[:10]}
+                "weight": self.weight if weight is None else weight, "sha256": self.sha256, "hash": self.a1111_hash}
 
     @property
     def a1111_hash(self) -> str:
@@ -322,8 +323,8 @@ def lora_parameters(pipe: Any) -> list[dict[str, Any]]:
 
     LoRAs at weight 0 are left out: they do not change the image.
     """
-    return [{k: v for k, v in lora.parameters().items() if k != "path"} for lora in loaded_loras(pipe)
-            if lora.weight != 0]
+    return [{"name": lora.name, "file": lora.path.name, "weight": lora.weight, "sha256": lora.sha256[:10]}
+            for lora in loaded_loras(pipe) if lora.weight != 0]
 
 
 def a1111_lora_hashes(pipe: Any) -> str | None:

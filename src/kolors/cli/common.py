@@ -22,34 +22,27 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_ERROR, f"kolors: error: {message} (see '{self.prog} --help')\n")
 
 
-def positive_int(text: str) -> int:
+def whole_number(text: str, minimum: int, rule: str) -> int:
+    """``text`` as an int of at least ``minimum``; ``rule`` says so in the error."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{rule}, got {text}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return whole_number(text, 1, "must be a positive integer")
 
 
 def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
+    return whole_number(text, 0, "must be 0 or more")
 
 
 def seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
-    if value < -1:  # -1: random, as in A1111
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer (or -1 for random), got {text}")
-    return value
+    return whole_number(text, -1, "must be a non-negative integer (or -1 for random)")  # -1: random, as in A1111
 
 
 def threads(text: str) -> int:

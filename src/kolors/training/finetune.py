@@ -45,6 +45,10 @@ UNET_FILE = "diffusion_pytorch_model.safetensors"
 LOG_FILE = "train_log.jsonl"
 SUMMARY_FILE = "summary.json"
 INITIAL_LOSS_FILE = "initial_loss.json"  # kept for runs that resume
+CONFIG_FILE = "config.yaml"
+# Everything a run writes into its folder: a folder holding anything else is somebody else's.
+RUN_FOLDER_NAMES = {CONFIG_FILE, LOG_FILE, SUMMARY_FILE, INITIAL_LOSS_FILE, "logs", "cache", "samples", "checkpoints",
+                    "unet", lora_utils.LORA_FILE, controlnet_utils.RESULT_FOLDER}
 
 
 @dataclass
@@ -77,7 +81,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     torch.manual_seed(cfg.seed)
     if accelerator.is_main_process:
         output.mkdir(parents=True, exist_ok=True)
-        write_text(output / "config.yaml", _as_yaml(cfg))
+        write_text(output / CONFIG_FILE, _as_yaml(cfg))
 
     # 1. the base model, frozen; then what is trained: the UNet, LoRA layers, or a ControlNet
     model = _load_model(cfg, accelerator)
@@ -229,6 +233,10 @@ def _prepare(cfg: TrainConfig) -> tuple[TrainConfig, list]:
     existing = next((p for p in (output, *output.parents) if p.exists()), None)
     if existing is not None and not existing.is_dir():
         raise KolorsError(f"cannot use {output} as the run folder: {existing} is a file (choose a folder with -o)")
+    foreign = sorted(p.name for p in output.iterdir() if p.name not in RUN_FOLDER_NAMES) if output.is_dir() else []
+    if foreign:
+        raise KolorsError(f"{output} holds {foreign[0]}, which kolors train did not write: choose a new or empty "
+                          "folder with -o (a run folder holds only what a run writes)")
     if cfg.resume:
         find_checkpoint(output, cfg.resume)
     elif complete_checkpoints(output):
