@@ -64,7 +64,7 @@ def router(auth: Any) -> APIRouter:
     async def generations(body: ImageGeneration, request: Request) -> dict[str, Any]:
         """Make ``n`` images from a prompt."""
         service = service_of(request)
-        native = {"prompt": body.prompt, "num_images": _n(body.n)}
+        native = {"prompt": body.prompt, "num_images": _n(body.n, service.settings.limits.max_images)}
         wh = size(body.size)
         if wh:
             native["width"], native["height"] = wh
@@ -95,7 +95,7 @@ def router(auth: Any) -> APIRouter:
         limit = service.settings.limits.max_upload_bytes + 1
         data = await image.read(limit)
         reference, image_size = await run_in_threadpool(upload, service.uploads, data, "image")
-        native: dict[str, Any] = {"prompt": prompt, "num_images": _n(_int(fields.get("n"), "n", 1)),
+        native: dict[str, Any] = {"prompt": prompt, "num_images": _n(_int(fields.get("n"), "n", 1), service.settings.limits.max_images),
                                   "init_image": reference}
         if "mask" in files:
             mask = await files["mask"].read(limit)
@@ -123,11 +123,12 @@ def _model() -> dict[str, Any]:
     return {"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "kolors"}
 
 
-def _n(n: int | None) -> int:
+def _n(n: int | None, limit: int) -> int:
     if n is None:
         return 1
-    if n < 1:
-        raise ApiError(400, f"n must be at least 1, got {n}", param="n")
+    if not 1 <= n <= limit:
+        raise ApiError(400, f"n must be at least 1, got {n}" if n < 1 else
+                       f"n must be at most {limit} on this server, got {n}: ask for fewer images", param="n")
     return n
 
 
@@ -143,12 +144,7 @@ def _int(value: Any, field: str, default: int | None) -> int | None:
 async def _run(service: Service, request: Request, native: dict[str, Any], response_format: str | None,
                output_format: str | None, compression: int | None, user: str | None) -> dict[str, Any]:
     """Queue the job, wait for it, and answer as OpenAI does."""
-    try:
-        job = await service.submit_async(native, "openai")
-    except ApiError as exc:
-        if exc.param == "n" or "images per request" in exc.message:
-            exc.param = "n"
-        raise
+    job = await service.submit_async(native, "openai")
     if user:
         log.info("job %s for user %s", job.id, str(user)[:80])
     job = await service.wait(job.id)
