@@ -80,7 +80,8 @@ def router(auth: Any) -> APIRouter:
         if body.mask:
             mask = base64_bytes(body.mask, "mask")
             if body.inpainting_mask_invert:
-                mask = await run_in_threadpool(inverted_mask, await run_in_threadpool(_checked, service, mask))
+                checked = await run_in_threadpool(service.storage.check_image, mask, "mask")
+                mask = await run_in_threadpool(inverted_mask, checked)
             native["mask"], _ = await run_in_threadpool(upload, service.uploads, mask, "mask")
             native["resize_mask"] = True
             if body.mask_blur is not None:
@@ -171,11 +172,6 @@ def _native(body: Txt2Img) -> dict[str, Any]:
         if key in _KOLORS_EXTRAS:
             native[key] = value
     return native
-
-
-def _checked(service: Service, data: bytes) -> bytes:
-    service.storage.check_image(data, "mask")
-    return data
 
 
 async def _generate(service: Service, body: Txt2Img, native: dict[str, Any]) -> dict[str, Any]:

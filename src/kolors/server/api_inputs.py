@@ -47,9 +47,10 @@ def png_bytes(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def mask_from_alpha(data: bytes, size: tuple[int, int]) -> bytes:
-    """OpenAI's mask (fully transparent pixels are edited) as kolors' (white = redraw)."""
-    with Image.open(io.BytesIO(data)) as mask:
+def mask_from_alpha(mask: Image.Image, size: tuple[int, int]) -> bytes:
+    """OpenAI's mask (fully transparent pixels are edited; checked by Storage.check_image) as kolors' (white =
+    redraw)."""
+    with mask:
         if mask.size != size:
             raise ApiError(400, f"the mask is {mask.width}x{mask.height} but the image is {size[0]}x{size[1]}: "
                                 "send a mask of the image's size", param="mask")
@@ -64,8 +65,9 @@ def mask_from_alpha(data: bytes, size: tuple[int, int]) -> bytes:
     return png_bytes(redraw)
 
 
-def inverted_mask(data: bytes) -> bytes:
-    with Image.open(io.BytesIO(data)) as mask:
+def inverted_mask(mask: Image.Image) -> bytes:
+    """A mask (checked by Storage.check_image) with white and black swapped."""
+    with mask:
         return png_bytes(ImageOps.invert(mask.convert("L")))
 
 

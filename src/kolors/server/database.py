@@ -7,8 +7,11 @@ cannot interleave with another process's); PostgreSQL claims rows with ``FOR UPD
 
 from __future__ import annotations
 
+import random
+import time
+
 from sqlalchemy import (Boolean, Column, Engine, Float, Index, Integer, MetaData, String, Table, Text, create_engine,
-                        event)
+                        event, exc)
 
 metadata = MetaData()
 
@@ -70,5 +73,12 @@ def connect(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
     else:
         engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
-    metadata.create_all(engine)
+    for attempt in range(5):  # servers starting together on one PostgreSQL race to create the tables
+        try:
+            metadata.create_all(engine)
+            break
+        except exc.DBAPIError:
+            if attempt == 4:
+                raise
+            time.sleep(0.5 + random.random())
     return engine

@@ -99,7 +99,8 @@ def router(auth: Any) -> APIRouter:
                                   "init_image": reference}
         if "mask" in files:
             mask = await files["mask"].read(limit)
-            mask_png = await run_in_threadpool(mask_from_alpha, mask, image_size)
+            checked = await run_in_threadpool(service.storage.check_image, mask, "mask")
+            mask_png = await run_in_threadpool(mask_from_alpha, checked, image_size)
             native["mask"] = (await run_in_threadpool(upload, service.uploads, mask_png, "mask"))[0]
         wh = size(fields.get("size"))
         if wh:
