@@ -6,6 +6,7 @@ codes, so the client raises its own exception types."""
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import time
 from typing import Any, Literal
@@ -147,7 +148,7 @@ async def _run(service: Service, request: Request, native: dict[str, Any], respo
     """Queue the job, wait for it, and answer as OpenAI does."""
     job = await service.submit_async(native, "openai")
     if user:
-        log.info("job %s for user %s", job.id, str(user)[:80])
+        log.info(json.dumps({"job": job.id, "event": "user", "user": str(user)[:80]}))
     job = await service.wait(job.id)
     if job.status != "succeeded":
         raise ApiError(400 if job.status == "cancelled" else 500,

@@ -4,6 +4,7 @@ does with them: submit a job, wait for it, read its images."""
 from __future__ import annotations
 
 import io
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -64,7 +65,7 @@ class Service:
         except QueueFull as exc:
             raise ApiError(429, str(exc), code="queue_full", headers={"Retry-After": str(exc.retry_after)}) from None
         self.events.work.set()
-        log.info("job %s queued (%s API, %d image%s)", job.id, api, job.num_images, "s" * (job.num_images > 1))
+        log.info(json.dumps({"job": job.id, "event": "queued", "api": api, "images": job.num_images}))
         return job
 
     async def submit_async(self, data: dict[str, Any], api: str) -> Job:

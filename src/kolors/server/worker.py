@@ -8,6 +8,7 @@ heartbeat thread renews the lease of the jobs it holds, so another server takes 
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -163,7 +164,11 @@ class Worker:
         self.events.done(job.id)
         if self.metrics is not None:
             self.metrics.finished(status)
-        log.info("job %s %s (worker %s)", job.id, status, self.name)
+        ended = self.queue.get(job.id)
+        log.info(json.dumps({"job": job.id, "event": status, "worker": self.name, "attempt": job.attempts,
+                             "seconds": round(time.time() - job.created, 3),
+                             **({"error": ended.error} if ended is not None and ended.error else {})},
+                            ensure_ascii=False))
 
     # --- previews ---------------------------------------------------------------------------------------------
     def preview(self, latents: Any) -> str | None:

@@ -1,0 +1,137 @@
+"""Throughput and latency of ``kolors serve`` on the built-in model (CPU), with and without batching, and the
+server's overhead per image over a direct ``Pipeline.generate`` call.
+
+Usage (repo root):  PYTHONPATH=src python benchmarks/bench_server.py [--requests 48] [--steps 10]
+
+For batching off (``--batch-images 1``) and on (``--batch-images 8``) it starts one server and, at concurrency 1,
+4 and 16, sends ``--requests`` OpenAI generation requests (one image each, different prompts and seeds, same
+settings) and times each from send to answer: requests/min, images/s, p50/p95 latency. The overhead is the
+server's time per image at concurrency 1 without batching over a direct call's (same settings, same process
+layout: one model, ``--threads`` torch threads), both after a warm-up. Prints a markdown table last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+PROMPTS = ["a red circle", "a blue square", "一个绿色的三角形", "a yellow star", "两个紫色的圆", "an orange square"]
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(data: Path, batch_images: int, threads: int) -> tuple[subprocess.Popen, str]:
+    port = _port()
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE"}
+    process = subprocess.Popen([sys.executable, "-m", "kolors", "serve", "--port", str(port), "--data-dir", str(data),
+                                "--batch-images", str(batch_images), "--max-queue", "1000", "--no-previews",
+                                "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    process.kill()
+    raise SystemExit("the server did not become ready")
+
+
+async def load(url: str, requests: int, concurrency: int, steps: int) -> dict[str, float]:
+    gate = asyncio.Semaphore(concurrency)
+    latencies: list[float] = []
+
+    async def one(client: httpx.AsyncClient, i: int) -> None:
+        async with gate:
+            started = time.perf_counter()
+            answer = await client.post("/v1/images/generations", json={
+                "prompt": PROMPTS[i % len(PROMPTS)], "seed": i, "steps": steps, "response_format": "b64_json"})
+            answer.raise_for_status()
+            latencies.append(time.perf_counter() - started)
+
+    async with httpx.AsyncClient(base_url=url, timeout=600) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*[one(client, i) for i in range(requests)])
+        wall = time.perf_counter() - started
+    latencies.sort()
+    return {"requests_per_min": 60 * requests / wall, "images_per_s": requests / wall,
+            "p50_s": statistics.median(latencies), "p95_s": latencies[int(0.95 * (len(latencies) - 1))],
+            "s_per_image": wall / requests}
+
+
+def direct_seconds_per_image(steps: int, runs: int, threads: int) -> float:
+    """A direct Pipeline.generate per image, in a subprocess like the server's (same threads)."""
+    code = f"""
+import time, torch
+torch.set_num_threads({threads})
+from kolors import GenerationRequest, load_pipeline
+pipe = load_pipeline()
+prompts = {PROMPTS!r}
+pipe.generate(GenerationRequest(prompts[0], seed=0, steps={steps}))
+started = time.perf_counter()
+for i in range({runs}):
+    pipe.generate(GenerationRequest(prompts[i % len(prompts)], seed=i, steps={steps}), progress=False)
+print((time.perf_counter() - started) / {runs})
+"""
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=48)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--concurrency", default="1,4,16")
+    parser.add_argument("--output", type=Path, help="also write the results as JSON")
+    args = parser.parse_args()
+    levels = [int(c) for c in args.concurrency.split(",")]
+    results: dict[str, dict] = {}
+    for batching, batch_images in (("off", 1), ("on", 8)):
+        with tempfile.TemporaryDirectory() as folder:
+            process, url = start_server(Path(folder) / "data", batch_images, args.threads)
+            try:
+                asyncio.run(load(url, 4, 1, args.steps))  # warm-up
+                for c in levels:
+                    results[f"{batching}/{c}"] = asyncio.run(load(url, args.requests, c, args.steps))
+                    print(f"batching {batching}, concurrency {c}: {results[f'{batching}/{c}']}", flush=True)
+            finally:
+                process.terminate()
+                process.wait(30)
+    direct = direct_seconds_per_image(args.steps, args.requests // 2, args.threads)
+    served = results["off/1"]["s_per_image"]
+    overhead = served / direct - 1
+    print(f"\ndirect Pipeline.generate: {direct:.3f} s/image; server (concurrency 1, no batching): {served:.3f} "
+          f"s/image; overhead {100 * overhead:+.1f}% (target <= 5%)\n")
+    print("| batching | concurrency | requests/min | images/s | p50 latency (s) | p95 latency (s) |")
+    print("|---|---|---|---|---|---|")
+    for key, r in results.items():
+        batching, c = key.split("/")
+        print(f"| {batching} | {c} | {r['requests_per_min']:.1f} | {r['images_per_s']:.2f} | {r['p50_s']:.2f} | "
+              f"{r['p95_s']:.2f} |")
+    if args.output:
+        args.output.write_text(json.dumps({"results": results, "direct_s_per_image": direct,
+                                           "overhead": overhead, "steps": args.steps}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
