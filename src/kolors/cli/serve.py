@@ -94,12 +94,31 @@ def settings_from(args: argparse.Namespace) -> Any:
         retention_bytes=int(args.retention_gb * 2**30), previews=not args.no_previews, limits=limits)
 
 
+def _check_port(host: str, port: int) -> None:
+    """One clear line when the address is taken or cannot be bound (before the model is loaded)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        raise KolorsError(f"--host {host} is not an address of this machine") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise KolorsError(f"cannot listen on {host}:{port}: {exc.strerror or exc} (is another server running "
+                              "there? choose another --port)") from None
+
+
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from ..server.app import create_app
 
     settings = settings_from(args)
+    _check_port(settings.host, settings.port)
     logging.getLogger("kolors.server").setLevel(logging.INFO)
     logging.getLogger("kolors.server.access").setLevel(logging.WARNING if args.quiet else logging.INFO)
     app = create_app(settings)
