@@ -6,8 +6,8 @@ Usage (repo root):  PYTHONPATH=src python benchmarks/bench_server.py [--requests
 For batching off (``--batch-images 1``) and on (``--batch-images 8``) it starts one server and, at concurrency 1,
 4 and 16, sends ``--requests`` OpenAI generation requests (one image each, different prompts and seeds, same
 settings) and times each from send to answer: requests/min, images/s, p50/p95 latency. The overhead is the
-server's time per image at concurrency 1 without batching over a direct call's (same settings, same process
-layout: one model, ``--threads`` torch threads), both after a warm-up. Prints a markdown table last.
+server's time per image at concurrency 1 without batching over a direct call's (same settings, ``--threads``
+torch threads each), measured in alternating rounds with both processes alive, after a warm-up. Prints a markdown table last.
 """
 
 from __future__ import annotations
@@ -77,23 +77,63 @@ async def load(url: str, requests: int, concurrency: int, steps: int) -> dict[st
             "s_per_image": wall / requests}
 
 
-def direct_seconds_per_image(steps: int, runs: int, threads: int) -> float:
-    """A direct Pipeline.generate per image, in a subprocess like the server's (same threads)."""
-    code = f"""
-import time, torch
+class DirectRunner:
+    """A process with the pipeline loaded that times direct ``Pipeline.generate`` calls on request (alive beside
+    the server, idle while the server works, so both see the same machine)."""
+
+    CODE = """
+import sys, time, torch
 torch.set_num_threads({threads})
 from kolors import GenerationRequest, load_pipeline
 pipe = load_pipeline()
-prompts = {PROMPTS!r}
-pipe.generate(GenerationRequest(prompts[0], seed=0, steps={steps}))
-started = time.perf_counter()
-for i in range({runs}):
-    pipe.generate(GenerationRequest(prompts[i % len(prompts)], seed=i, steps={steps}), progress=False)
-print((time.perf_counter() - started) / {runs})
+prompts = {prompts!r}
+pipe.generate(GenerationRequest(prompts[0], seed=0, steps={steps}), progress=False)
+print("ready", flush=True)
+for line in sys.stdin:
+    runs = int(line)
+    started = time.perf_counter()
+    for i in range(runs):
+        pipe.generate(GenerationRequest(prompts[i % len(prompts)], seed=i, steps={steps}), progress=False)
+    print((time.perf_counter() - started) / runs, flush=True)
 """
-    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+
+    def __init__(self, steps: int, threads: int) -> None:
+        env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE"}
+        code = self.CODE.format(threads=threads, prompts=PROMPTS, steps=steps)
+        self.process = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.DEVNULL, text=True, env=env)
+        while self.process.stdout.readline().strip() != "ready":
+            if self.process.poll() is not None:
+                raise SystemExit("the direct pipeline process failed")
+
+    def seconds_per_image(self, runs: int) -> float:
+        self.process.stdin.write(f"{runs}\n")
+        self.process.stdin.flush()
+        return float(self.process.stdout.readline())
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(30)
+
+
+def overhead(steps: int, threads: int, runs: int, rounds: int) -> dict[str, float]:
+    """Server (concurrency 1, no batching) vs direct seconds per image, measured in alternating rounds."""
+    direct = DirectRunner(steps, threads)
+    with tempfile.TemporaryDirectory() as folder:
+        process, url = start_server(Path(folder) / "data", 1, threads)
+        try:
+            asyncio.run(load(url, 4, 1, steps))
+            served, direct_times = [], []
+            for _ in range(rounds):
+                served.append(asyncio.run(load(url, runs, 1, steps))["s_per_image"])
+                direct_times.append(direct.seconds_per_image(runs))
+        finally:
+            process.terminate()
+            process.wait(30)
+            direct.close()
+    ratios = sorted(s / d for s, d in zip(served, direct_times, strict=True))
+    return {"server_s_per_image": statistics.median(served), "direct_s_per_image": statistics.median(direct_times),
+            "overhead": ratios[len(ratios) // 2] - 1}
 
 
 def main() -> None:
@@ -102,11 +142,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--concurrency", default="1,4,16")
+    parser.add_argument("--skip-load", action="store_true", help="only the overhead measurement")
     parser.add_argument("--output", type=Path, help="also write the results as JSON")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     results: dict[str, dict] = {}
-    for batching, batch_images in (("off", 1), ("on", 8)):
+    for batching, batch_images in () if args.skip_load else (("off", 1), ("on", 8)):
         with tempfile.TemporaryDirectory() as folder:
             process, url = start_server(Path(folder) / "data", batch_images, args.threads)
             try:
@@ -117,11 +158,10 @@ def main() -> None:
             finally:
                 process.terminate()
                 process.wait(30)
-    direct = direct_seconds_per_image(args.steps, args.requests // 2, args.threads)
-    served = results["off/1"]["s_per_image"]
-    overhead = served / direct - 1
-    print(f"\ndirect Pipeline.generate: {direct:.3f} s/image; server (concurrency 1, no batching): {served:.3f} "
-          f"s/image; overhead {100 * overhead:+.1f}% (target <= 5%)\n")
+    cost = overhead(args.steps, args.threads, args.requests // 4, rounds=5)
+    print(f"\ndirect Pipeline.generate: {cost['direct_s_per_image']:.3f} s/image; server (concurrency 1, no "
+          f"batching): {cost['server_s_per_image']:.3f} s/image; overhead {100 * cost['overhead']:+.1f}% "
+          "(median of 5 alternating rounds; target <= 5%)\n")
     print("| batching | concurrency | requests/min | images/s | p50 latency (s) | p95 latency (s) |")
     print("|---|---|---|---|---|---|")
     for key, r in results.items():
@@ -129,8 +169,7 @@ def main() -> None:
         print(f"| {batching} | {c} | {r['requests_per_min']:.1f} | {r['images_per_s']:.2f} | {r['p50_s']:.2f} | "
               f"{r['p95_s']:.2f} |")
     if args.output:
-        args.output.write_text(json.dumps({"results": results, "direct_s_per_image": direct,
-                                           "overhead": overhead, "steps": args.steps}, indent=2))
+        args.output.write_text(json.dumps({"results": results, **cost, "steps": args.steps}, indent=2))
 
 
 if __name__ == "__main__":

@@ -192,7 +192,7 @@ class _Progress:
         self.worker = worker
         self.jobs = jobs
         self.started = time.perf_counter()
-        self.last_write = 0.0
+        self.last_write = self.started  # the claim stored the start; progress goes to the database every 0.5 s
         self.done: int | None = None
         # the row where each job's images start, to preview its own first image
         self.first_rows, row = [], 0
@@ -219,7 +219,7 @@ class _Progress:
                     event["preview"] = preview
             w.events.progress(job.id, event)
         now = time.perf_counter()
-        if now - self.last_write >= PROGRESS_EVERY_S or step == steps:
+        if now - self.last_write >= PROGRESS_EVERY_S:
             self.last_write = now
             asked = w.queue.renew(w.name, [j.id for j in self.jobs], w.settings.lease_s,
                                   {j.id: (step, steps, eta) for j in self.jobs})
