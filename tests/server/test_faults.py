@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 
 import httpx
@@ -43,6 +44,14 @@ def test_kill_9_with_ten_queued_and_one_running_loses_nothing(tmp_path):
             for i, j in enumerate(queued):
                 assert jobs[j]["images"][0]["parameters"]["width"] == 64 + 8 * i
                 assert c.get(jobs[j]["images"][0]["url"]).status_code == 200
+            # a graceful stop (SIGTERM) puts the running job back in the queue, its attempt not counted
+            again = c.post("/api/v1/jobs", json={"prompt": "long", "seed": 2, "steps": 100}).json()["id"]
+            deadline = time.monotonic() + 60
+            while _progress_step(c, again) < 1 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        second.stop()
+        with sqlite3.connect(data / "kolors.db") as db:
+            assert db.execute("SELECT status, attempts FROM jobs WHERE id = ?", (again,)).fetchone() == ("queued", 0)
     finally:
         second.stop()
 

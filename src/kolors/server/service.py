@@ -59,6 +59,8 @@ class Service:
     # --- jobs -------------------------------------------------------------------------------------------------
     def submit(self, data: dict[str, Any], api: str) -> Job:
         """Check a native request and queue it (400 naming the problem; 429 with Retry-After when full)."""
+        if self.workers and all(w.error for w in self.workers):
+            raise ApiError(503, f"the model could not be loaded: {self.workers[0].error}")
         request = self.references.request(data)
         try:
             job = self.queue.submit(data, batch_key(request), request.num_images, api)

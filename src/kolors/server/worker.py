@@ -54,11 +54,15 @@ class Worker:
             self._threads.append(thread)
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Stop after the current step; the jobs being run go back to the queue (another server, or this one
+        after a restart, runs them)."""
         self._stop.set()
-        for job in list(self.holding):
-            self.events.cancel(job.id)
         for thread in self._threads:
             thread.join(timeout)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
 
     @property
     def ready(self) -> bool:
@@ -135,7 +139,7 @@ class Worker:
             for job in runnable:
                 if self.events.is_cancelled(job.id):
                     self._end(job, "cancelled", lambda j: self.queue.cancelled(self.name, j, tracker.done))
-                else:  # a batch partner was cancelled: this one waits for its turn again
+                else:  # a batch partner was cancelled, or the server stops: back to the queue
                     self.queue.release(self.name, job)
                     self.events.done(job.id)
             return
@@ -164,7 +168,7 @@ class Worker:
         self.events.done(job.id)
         if self.metrics is not None:
             self.metrics.finished(status)
-        ended = self.queue.get(job.id)
+        ended = self.queue.get(job.id) if status != "succeeded" else None
         log.info(json.dumps({"job": job.id, "event": status, "worker": self.name, "attempt": job.attempts,
                              "seconds": round(time.time() - job.created, 3),
                              **({"error": ended.error} if ended is not None and ended.error else {})},
@@ -202,7 +206,7 @@ class _Progress:
 
     def step(self, info: Any) -> None:
         w = self.worker
-        if any(w.events.is_cancelled(j.id) for j in self.jobs):
+        if w.stopping or any(w.events.is_cancelled(j.id) for j in self.jobs):
             raise GenerationCancelled("cancelled")
         step, steps = info.batch * info.steps + info.step, info.steps * info.batches
         self.done = step
