@@ -17,7 +17,8 @@ class JobEvents:
         self._lock = threading.Lock()
         self._progress: dict[str, dict[str, Any]] = {}  # job id -> latest progress of a job running here
         self._cancelled: set[str] = set()
-        self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
+        # job id -> handlers waiting: (their loop, their flag, whether each step wakes them)
+        self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event, bool]]] = {}
         self.work = threading.Event()  # set when a job is submitted: idle workers look at the queue at once
 
     # --- workers ----------------------------------------------------------------------------------------------
@@ -29,7 +30,7 @@ class JobEvents:
     def progress(self, job_id: str, event: dict[str, Any]) -> None:
         with self._lock:
             self._progress[job_id] = event
-        self.changed(job_id)
+        self.changed(job_id, step=True)
 
     def done(self, job_id: str) -> None:
         """The job ended here (its final state is in the database)."""
@@ -52,26 +53,27 @@ class JobEvents:
             return list(self._progress)
 
     def watched(self, job_id: str) -> bool:
-        """Whether a handler is waiting on ``job_id`` (previews are made only then)."""
-        return job_id in self._waiters
+        """Whether a handler follows ``job_id`` step by step (previews are made only then)."""
+        return any(steps for _, _, steps in self._waiters.get(job_id, ()))
 
     def latest(self, job_id: str) -> dict[str, Any] | None:
         return self._progress.get(job_id)
 
-    def changed(self, job_id: str) -> None:
-        """Wake the handlers waiting on ``job_id`` (safe from any thread)."""
+    def changed(self, job_id: str, step: bool = False) -> None:
+        """Wake the handlers waiting on ``job_id`` (for a step: those that follow steps); safe from any thread."""
         with self._lock:
-            waiters = list(self._waiters.get(job_id, ()))
-        for loop, flag in waiters:
+            waiters = [w for w in self._waiters.get(job_id, ()) if w[2] or not step]
+        for loop, flag, _ in waiters:
             try:
                 loop.call_soon_threadsafe(flag.set)
             except RuntimeError:  # that loop has closed
                 pass
 
-    async def wait(self, job_id: str, timeout: float) -> None:
-        """Until ``job_id`` changes here, or ``timeout`` seconds (then the caller polls the database)."""
+    async def wait(self, job_id: str, timeout: float, steps: bool = False) -> None:
+        """Until ``job_id`` changes here (``steps``: also at each step), or ``timeout`` seconds (then the caller
+        polls the database)."""
         flag = asyncio.Event()
-        entry = (asyncio.get_running_loop(), flag)
+        entry = (asyncio.get_running_loop(), flag, steps)
         with self._lock:
             self._waiters.setdefault(job_id, set()).add(entry)
         try:

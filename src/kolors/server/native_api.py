@@ -225,7 +225,7 @@ async def _stream(service: Service, job_id: str):
         if time.monotonic() - last_sent > KEEPALIVE_S:
             yield ": keep-alive\n\n"
             last_sent = time.monotonic()
-        await service.events.wait(job_id, 0.25 if service.events.latest(job_id) is not None else 0.5)
+        await service.events.wait(job_id, 0.25 if service.events.latest(job_id) is not None else 0.5, steps=True)
 
 
 def _info(service: Service) -> dict[str, Any]:
@@ -246,9 +246,7 @@ def _info(service: Service) -> dict[str, Any]:
     controlnets = References.names(settings.controlnet_dir, files=False)
     by_type = {kind: [n for n in controlnets if kind in n.lower() or not any(k in n.lower() for k in CONTROL_TYPES)]
                for kind in CONTROL_TYPES}
-    from ..performance.modes import MODES
-
-    return {"model": model, "builtin": builtin, "ready": pipe is not None, "mode": settings.mode, "modes": list(MODES),
+    return {"model": model, "builtin": builtin, "ready": pipe is not None, "mode": settings.mode, "modes": list(kolors_defaults.MODES),
             "defaults": defaults, "size_presets": [list(p) for p in presets], "schedulers": list(SCHEDULER_NAMES),
             "tasks": list(TASKS), "control_types": list(CONTROL_TYPES),
             "loras": References.names(settings.lora_dir, files=True), "controlnets": by_type,

@@ -74,7 +74,7 @@ class Worker:
         s = self.settings
         started = time.perf_counter()
         self.pipe = Pipeline.from_pretrained(s.model, device=self.device, dtype=s.dtype, mode=s.mode)
-        log.info("worker %s: model %s loaded on %s in %.1f s", self.name, self.pipe.model_name, self.device,
+        log.info("worker %s: model %s loaded on %s in %.1f s", self.name, self.pipe.model_name, self.pipe.device,
                  time.perf_counter() - started)
 
     def _run(self) -> None:
