@@ -8,7 +8,7 @@ import openai
 import pytest
 import webuiapi
 
-from conftest import Server
+from helpers.server_process import Server
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from conftest import Server
+from helpers.server_process import Server, wait_job
 
 
 @pytest.fixture(scope="module")
@@ -105,8 +105,6 @@ def test_bad_bodies_and_uploads(bad_client):
 
 
 def test_a_broken_lora_file_fails_the_job_with_the_reason(bad_client):
-    from conftest import wait_job
-
     job_id = bad_client.post("/api/v1/jobs", json={"prompt": "x", "steps": 2,
                                                    "loras": [{"name": "style"}]}).json()["id"]
     job = wait_job(bad_client, job_id)

@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from conftest import Server, wait_job
+from helpers.server_process import Server, wait_job
 
 
 def _progress_step(client: httpx.Client, job_id: str) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from conftest import Server
+from helpers.server_process import Server
 
 EXAMPLES_PER_OPERATION = 6
 

@@ -10,7 +10,7 @@ import time
 import httpx
 from PIL import Image
 
-from conftest import wait_job
+from helpers.server_process import wait_job
 
 
 def _events(client: httpx.Client, job_id: str) -> list[tuple[str, dict]]:

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import sqlalchemy
 
-from conftest import Server, free_port, wait_job
+from helpers.server_process import Server, free_port, wait_job
 
 
 def _postgres_bin() -> Path | None:

@@ -15,7 +15,7 @@ import pytest
 import webuiapi
 from PIL import Image
 
-from conftest import SRC, wait_job
+from helpers.server_process import SRC, wait_job
 
 SETTINGS = {"prompt": "a red circle", "seed": 7, "steps": 5, "guidance": 5.0, "width": 128, "height": 128}
 
