@@ -97,6 +97,11 @@ class Worker:
             self.holding = jobs
             try:
                 self.run(jobs)
+            except Exception as exc:  # noqa: BLE001 - e.g. the disk is full: the jobs fail, the worker goes on
+                log.error("worker %s: jobs %s failed:\n%s", self.name, [j.id for j in jobs], traceback.format_exc())
+                for job in jobs:  # those still running (the others have ended already)
+                    self._guard(self.queue.fail, self.name, job, f"internal error: {type(exc).__name__}: {exc}")
+                    self.events.done(job.id)
             finally:
                 self.holding = []
 
@@ -225,7 +230,7 @@ class _Progress:
         now = time.perf_counter()
         if now - self.last_write >= PROGRESS_EVERY_S:
             self.last_write = now
-            asked = w.queue.renew(w.name, [j.id for j in self.jobs], w.settings.lease_s,
-                                  {j.id: (step, steps, eta) for j in self.jobs})
-            for job_id in asked:
+            asked = w._guard(w.queue.renew, w.name, [j.id for j in self.jobs], w.settings.lease_s,
+                             {j.id: (step, steps, eta) for j in self.jobs})
+            for job_id in asked or ():
                 w.events.cancel(job_id)
