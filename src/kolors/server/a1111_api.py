@@ -19,7 +19,7 @@ from ..version import __version__
 from .api_errors import ApiError
 from .api_inputs import REQUEST_FIELDS, base64_bytes, inverted_mask, upload
 from .jobqueue import Job
-from .service import Service, service_of
+from .service import Service, server_fault, service_of
 
 SAMPLERS = sorted({name for name, _ in A1111_SAMPLERS.values()})
 ALIASES = {"Euler": ["k_euler"], "Euler a": ["k_euler_a"], "DPM++ 2M": ["k_dpmpp_2m"], "DDIM": [], "UniPC": []}
@@ -178,7 +178,7 @@ async def _generate(service: Service, body: Txt2Img, native: dict[str, Any]) -> 
     job = await service.submit_async(native, "a1111")
     job = await service.wait(job.id)
     if job.status == "failed":
-        raise ApiError(400 if not (job.error or "").startswith("internal") else 500,
+        raise ApiError(500 if server_fault(job) else 400,
                        f"generation failed: {job.error}", code="generation_failed")
     images = []
     if job.status == "succeeded" and body.send_images:

@@ -19,7 +19,7 @@ from starlette.datastructures import UploadFile
 from .api_errors import ApiError
 from .api_inputs import kolors_options, mask_from_alpha, size, upload
 from .jobqueue import Job
-from .service import Service, service_of
+from .service import Service, server_fault, service_of
 
 log = logging.getLogger("kolors.server")
 MODEL_ID = "kolors"
@@ -151,7 +151,7 @@ async def _run(service: Service, request: Request, native: dict[str, Any], respo
         log.info(json.dumps({"job": job.id, "event": "user", "user": str(user)[:80]}))
     job = await service.wait(job.id)
     if job.status != "succeeded":
-        raise ApiError(400 if job.status == "cancelled" else 500,
+        raise ApiError(500 if server_fault(job) else 400,
                        f"the generation {job.status}: {job.error or 'no reason given'} (job {job.id})",
                        code=f"generation_{job.status}")
     fmt = output_format or "png"

@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from .api_errors import ApiError
 from .auth import ApiKeys
 from .events import JobEvents
-from .jobqueue import Job, JobQueue, QueueFull
+from .jobqueue import DIED, Job, JobQueue, QueueFull
 from .metrics import Metrics
 from .references import References, batch_key
 from .settings import ServerSettings
@@ -129,3 +129,8 @@ class Service:
 
 def service_of(request: Request) -> Service:
     return request.app.state.service
+
+
+def server_fault(job: Job) -> bool:
+    """Whether a failed job failed through the server's fault (an internal error, a crash) rather than its input."""
+    return (job.error or "").startswith("internal error") or job.error == DIED
