@@ -66,8 +66,7 @@ def create_app(settings: ServerSettings, *, start_workers: bool = True) -> FastA
             log.info("took back %d jobs that a stopped server was running", taken)
         if start_workers:
             for index, device in enumerate(worker_devices(settings)):
-                worker = Worker(index, device, settings, service.queue, service.events, service.storage,
-                                service.references, service.metrics)
+                worker = Worker(index, device, service)
                 service.workers.append(worker)
                 worker.start()
         retention.start()

@@ -8,7 +8,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 from PIL import Image
@@ -23,7 +23,9 @@ from .references import References, batch_key
 from .settings import ServerSettings
 from .storage import Storage
 from .uploads import Uploads
-from .worker import Worker
+
+if TYPE_CHECKING:
+    from .worker import Worker
 
 log = logging.getLogger("kolors.server")
 FORMATS = {"png": ("PNG", "image/png"), "jpeg": ("JPEG", "image/jpeg"), "jpg": ("JPEG", "image/jpeg"),

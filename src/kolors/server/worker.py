@@ -13,14 +13,13 @@ import logging
 import threading
 import time
 import traceback
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import GenerationCancelled, KolorsError
-from .events import JobEvents
-from .jobqueue import Job, JobQueue, worker_name
-from .references import References
-from .settings import ServerSettings
-from .storage import Storage
+from .jobqueue import Job, worker_name
+
+if TYPE_CHECKING:
+    from .service import Service
 
 log = logging.getLogger("kolors.server")
 PROGRESS_EVERY_S = 0.5
@@ -29,17 +28,11 @@ PREVIEW_SIDE = 96
 
 
 class Worker:
-    def __init__(self, index: int, device: str, settings: ServerSettings, queue: JobQueue, events: JobEvents,
-                 storage: Storage, references: References, metrics: Any = None) -> None:
+    def __init__(self, index: int, device: str, service: Service) -> None:
         self.index = index
         self.device = device
         self.name = worker_name(index)
-        self.settings = settings
-        self.queue = queue
-        self.events = events
-        self.storage = storage
-        self.references = references
-        self.metrics = metrics
+        self.service = service  # the queue, events, storage, settings it works with
         self.pipe: Any = None
         self.error: str | None = None  # why the model could not be loaded
         self.holding: list[Job] = []  # the jobs being run, for the heartbeat
@@ -71,7 +64,7 @@ class Worker:
     def load(self) -> None:
         from ..pipelines.pipeline import Pipeline
 
-        s = self.settings
+        s = self.service.settings
         started = time.perf_counter()
         self.pipe = Pipeline.from_pretrained(s.model, device=self.device, dtype=s.dtype, mode=s.mode)
         log.info("worker %s: model %s loaded on %s in %.1f s", self.name, self.pipe.model_name, self.pipe.device,
@@ -88,11 +81,11 @@ class Worker:
         while not self._stop.is_set():
             if time.monotonic() - last_recover > RECOVER_EVERY_S:
                 last_recover = time.monotonic()
-                self._guard(self.queue.recover)
-            jobs = self._guard(self.queue.claim, self.name, self.settings.batch_images, self.settings.lease_s)
+                self._guard(self.service.queue.recover)
+            jobs = self._guard(self.service.queue.claim, self.name, self.service.settings.batch_images, self.service.settings.lease_s)
             if not jobs:
-                self.events.work.wait(0.5)
-                self.events.work.clear()
+                self.service.events.work.wait(0.5)
+                self.service.events.work.clear()
                 continue
             self.holding = jobs
             try:
@@ -100,8 +93,8 @@ class Worker:
             except Exception as exc:  # noqa: BLE001 - e.g. the disk is full: the jobs fail, the worker goes on
                 log.error("worker %s: jobs %s failed:\n%s", self.name, [j.id for j in jobs], traceback.format_exc())
                 for job in jobs:  # those still running (the others have ended already)
-                    self._guard(self.queue.fail, self.name, job, f"internal error: {type(exc).__name__}: {exc}")
-                    self.events.done(job.id)
+                    self._guard(self.service.queue.fail, self.name, job, f"internal error: {type(exc).__name__}: {exc}")
+                    self.service.events.done(job.id)
             finally:
                 self.holding = []
 
@@ -115,12 +108,12 @@ class Worker:
             return None
 
     def _heartbeat(self) -> None:
-        while not self._stop.wait(self.settings.lease_s / 4):
+        while not self._stop.wait(self.service.settings.lease_s / 4):
             held = list(self.holding)
             if held:
-                asked = self._guard(self.queue.renew, self.name, [j.id for j in held], self.settings.lease_s)
+                asked = self._guard(self.service.queue.renew, self.name, [j.id for j in held], self.service.settings.lease_s)
                 for job_id in asked or ():
-                    self.events.cancel(job_id)
+                    self.service.events.cancel(job_id)
 
     # --- one batch --------------------------------------------------------------------------------------------
     def run(self, jobs: list[Job]) -> None:
@@ -128,52 +121,50 @@ class Worker:
         requests, runnable = [], []
         for job in jobs:
             try:
-                requests.append(self.references.request(job.request))
+                requests.append(self.service.references.request(job.request))
                 runnable.append(job)
             except KolorsError as exc:  # e.g. an upload removed since it was accepted
-                self._end(job, "failed", lambda j, e=str(exc): self.queue.fail(self.name, j, e))
+                self._end(job, "failed", lambda j, e=str(exc): self.service.queue.fail(self.name, j, e))
         if not runnable:
             return
         for job in runnable:
-            self.events.started(job.id)
+            self.service.events.started(job.id)
         tracker = _Progress(self, runnable, requests)
         started = time.perf_counter()
         try:
             results = self.pipe.generate_batch(requests, progress=False, on_step=tracker.step)
         except GenerationCancelled:
             for job in runnable:
-                if self.events.is_cancelled(job.id):
-                    self._end(job, "cancelled", lambda j: self.queue.cancelled(self.name, j, tracker.done))
+                if self.service.events.is_cancelled(job.id):
+                    self._end(job, "cancelled", lambda j: self.service.queue.cancelled(self.name, j, tracker.done))
                 else:  # a batch partner was cancelled, or the server stops: back to the queue
-                    self.queue.release(self.name, job)
-                    self.events.done(job.id)
+                    self.service.queue.release(self.name, job)
+                    self.service.events.done(job.id)
             return
         except KolorsError as exc:
             for job in runnable:
-                self._end(job, "failed", lambda j, e=str(exc): self.queue.fail(self.name, j, e))
+                self._end(job, "failed", lambda j, e=str(exc): self.service.queue.fail(self.name, j, e))
             return
         except Exception as exc:  # noqa: BLE001 - one bad job must not stop the worker
             log.error("worker %s: jobs %s failed:\n%s", self.name, [j.id for j in runnable], traceback.format_exc())
             message = f"internal error: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
             for job in runnable:
-                self._end(job, "failed", lambda j, m=message: self.queue.fail(self.name, j, m))
+                self._end(job, "failed", lambda j, m=message: self.service.queue.fail(self.name, j, m))
             return
         seconds = time.perf_counter() - started
         for job, result in zip(runnable, results, strict=True):
             records = []
             for i, (image, params) in enumerate(zip(result.images, result.parameters, strict=True)):
-                self.storage.save_result(job.id, i, image, params)
+                self.service.storage.save_result(job.id, i, image, params)
                 records.append({"seed": params["seed"], "parameters": params})
-            self._end(job, "succeeded", lambda j, r=records: self.queue.succeed(self.name, j, r))
-        if self.metrics is not None:
-            self.metrics.generated(sum(len(r.images) for r in results), seconds, len(runnable))
+            self._end(job, "succeeded", lambda j, r=records: self.service.queue.succeed(self.name, j, r))
+        self.service.metrics.generated(sum(len(r.images) for r in results), seconds, len(runnable))
 
     def _end(self, job: Job, status: str, record: Any) -> None:
         record(job)
-        self.events.done(job.id)
-        if self.metrics is not None:
-            self.metrics.finished(status)
-        ended = self.queue.get(job.id) if status != "succeeded" else None
+        self.service.events.done(job.id)
+        self.service.metrics.finished(status)
+        ended = self.service.queue.get(job.id) if status != "succeeded" else None
         log.info(json.dumps({"job": job.id, "event": status, "worker": self.name, "attempt": job.attempts,
                              "seconds": round(time.time() - job.created, 3),
                              **({"error": ended.error} if ended is not None and ended.error else {})},
@@ -211,7 +202,7 @@ class _Progress:
 
     def step(self, info: Any) -> None:
         w = self.worker
-        if w.stopping or any(w.events.is_cancelled(j.id) for j in self.jobs):
+        if w.stopping or any(w.service.events.is_cancelled(j.id) for j in self.jobs):
             raise GenerationCancelled("cancelled")
         step, steps = info.batch * info.steps + info.step, info.steps * info.batches
         self.done = step
@@ -222,15 +213,15 @@ class _Progress:
         for job, first in zip(self.jobs, self.first_rows, strict=True):
             event = {"step": step, "steps": steps, "fraction": round(fraction, 4), "eta_s": eta}
             local = first - info.batch * rows
-            if w.settings.previews and 0 <= local < rows and w.events.watched(job.id):
+            if w.service.settings.previews and 0 <= local < rows and w.service.events.watched(job.id):
                 preview = w.preview(info.latents[local : local + 1])
                 if preview:
                     event["preview"] = preview
-            w.events.progress(job.id, event)
+            w.service.events.progress(job.id, event)
         now = time.perf_counter()
         if now - self.last_write >= PROGRESS_EVERY_S:
             self.last_write = now
-            asked = w._guard(w.queue.renew, w.name, [j.id for j in self.jobs], w.settings.lease_s,
+            asked = w._guard(w.service.queue.renew, w.name, [j.id for j in self.jobs], w.service.settings.lease_s,
                              {j.id: (step, steps, eta) for j in self.jobs})
             for job_id in asked or ():
-                w.events.cancel(job_id)
+                w.service.events.cancel(job_id)
