@@ -7,8 +7,10 @@ Importable without torch.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,26 +19,37 @@ from .errors import KolorsError
 MAX_INPUT_PIXELS = 8192 * 8192  # larger inputs are refused before decoding (they would be resized down anyway)
 
 
-def _open(path: str | os.PathLike, what: str):
-    """The PIL image of ``path``, opened lazily (header only), with one-line errors."""
+@contextlib.contextmanager
+def reading(what: str, path: Any = None) -> Iterator[None]:
+    """Failures while reading an image (``path``, or bytes when None) as one-line KolorsErrors."""
     from PIL import Image, UnidentifiedImageError
 
+    name = what if path is None else f"{what} {path}"
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            return Image.open(path)
+        yield
+    except KolorsError:
+        raise
     except FileNotFoundError:
         raise KolorsError(f"{what} not found: {path}") from None
     except IsADirectoryError:
-        raise KolorsError(f"{what} {path} is a folder, not an image file") from None
+        raise KolorsError(f"{name} is a folder, not an image file") from None
     except Image.DecompressionBombError:
-        raise KolorsError(f"{what} {path} declares more pixels than the {MAX_INPUT_PIXELS // 10**6}-megapixel "
-                          "limit: use a smaller image") from None
+        raise KolorsError(f"{name} declares more pixels than the {MAX_INPUT_PIXELS // 10**6}-megapixel limit: use a "
+                          "smaller image") from None
     except UnidentifiedImageError:
-        raise KolorsError(f"cannot read {what} {path}: not an image file PIL can read (PNG, JPEG, WebP, …)") from None
+        raise KolorsError(f"cannot read {name}: not an image file PIL can read (PNG, JPEG, WebP, …)") from None
     except (OSError, ValueError, SyntaxError) as exc:
         reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise KolorsError(f"cannot read {what} {path}: {reason}") from None
+        raise KolorsError(f"cannot read {name}: {reason}") from None
+
+
+def _open(path: str | os.PathLike, what: str):
+    """The PIL image of ``path``, opened lazily (header only), with one-line errors."""
+    from PIL import Image
+
+    with reading(what, path), warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(path)
 
 
 def _check_size(size: tuple[int, int], what: str, path: Any) -> tuple[int, int]:
@@ -72,13 +85,9 @@ def open_image(value: Any, what: str = "image", mode: str = "RGB"):
         return value.convert(mode)
     if not isinstance(value, (str, Path)):
         raise KolorsError(f"{what} must be a file path or an image, got {type(value).__name__}")
-    with _open(value, what) as im:
+    with _open(value, what) as im, reading(what, value):
         _check_size(im.size, what, value)
-        try:
-            return im.convert(mode)
-        except (OSError, ValueError, SyntaxError) as exc:
-            reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-            raise KolorsError(f"cannot read {what} {value}: {reason}") from None
+        return im.convert(mode)
 
 
 def open_mask(value: Any, what: str = "mask"):

@@ -1,7 +1,8 @@
 """The ``kolors`` command line: one module per command, dispatched from here.
 
-``generate``, ``img2img``, ``inpaint``, ``outpaint`` (cli/generate.py, cli/inpainting.py), ``info`` (cli/info.py),
-``convert`` (cli/convert.py), ``data shapes`` (cli/data.py) and ``train`` (cli/train.py). Each command module has
+``generate``, ``img2img``, ``inpaint``, ``outpaint`` (cli/generate.py, options in cli/inpaint.py), ``info`` (cli/info.py),
+``convert`` (cli/convert.py), ``data shapes`` (cli/data.py), ``train`` (cli/train.py) and ``serve``
+(cli/serve.py). Each command module has
 ``add_parser(sub, common)`` and ``run(args) -> int``; this module assembles the parser, runs the command and turns
 every failure into one line: a user mistake (a ``KolorsError``, a usage error, an unwritable output, …) is
 ``kolors: error: …`` on stderr and exit status 2; Ctrl-C exits with 130 and SIGTERM with 143, after the command
@@ -21,13 +22,13 @@ from types import ModuleType
 
 from ..errors import KolorsError
 from ..signals import ExitSignals, Terminated, exit_status
-from . import convert, data, generate, info, train
+from . import convert, data, generate, info, serve, train
 from .common import EXIT_ERROR, EXIT_UNEXPECTED, Parser, error, threads
 
 # command -> the module that adds its parser and runs it (in the order of `kolors --help`)
 COMMANDS: dict[str, ModuleType] = {"generate": generate, "img2img": generate, "inpaint": generate,
                                    "outpaint": generate, "info": info, "convert": convert, "data": data,
-                                   "train": train}
+                                   "train": train, "serve": serve}
 
 
 def build_parser() -> argparse.ArgumentParser:
