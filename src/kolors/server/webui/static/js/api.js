@@ -5,7 +5,7 @@
 import { readEvents } from "./sse.js";
 
 const BASE = "api/v1/";
-const KEY_STORAGE = "kolors.apiKey"; // sessionStorage: kept for this tab's session only
+const KEY_STORAGE = "kolors-api-key"; // sessionStorage: kept for this tab's session only
 
 export class ApiError extends Error {
   constructor(status, body, retryAfter) {

@@ -6,7 +6,7 @@
 // (prompts, file names, parameters), sits inside an element marked `data-content`.
 
 export const LANGUAGES = ["zh", "en"];
-const STORAGE_KEY = "kolors.language";
+const STORAGE_KEY = "kolors-language";
 const HTML_LANG = { zh: "zh-CN", en: "en" };
 
 /** The remembered language, else the browser's first language we have, else English. */
