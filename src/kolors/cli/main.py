@@ -1,4 +1,4 @@
-"""The ``kolors`` command line: generate, img2img, info.
+"""The ``kolors`` command line: generate, img2img, info, serve, ….
 
 Every user mistake (a ``KolorsError``, a usage error, an unwritable output, …) ends as one line
 ``kolors: error: …`` on stderr and exit status 2; Ctrl-C exits with 130; ``--debug`` shows tracebacks.
@@ -196,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     from . import train as train_command
 
     train_command.add_command(sub, _positive_int, _number)
+    from . import serve as serve_command
+
+    serve_command.add_command(sub, _positive_int)
     return parser
 
 
@@ -230,6 +233,10 @@ def _run(args: argparse.Namespace) -> int:
                 from . import train as train_command
 
                 return train_command.run(args)
+            if args.command == "serve":
+                from . import serve as serve_command
+
+                return serve_command.run(args)
             return _generate(args)
         except KolorsError as exc:
             if args.debug:

@@ -1,0 +1,39 @@
+"""The ``kolors`` command line that makes an image again from its stored parameters."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Any
+
+from ..request import IMAGE_TO_IMAGE, INPAINT, OUTPAINT
+
+_COMMANDS = {IMAGE_TO_IMAGE: "img2img", INPAINT: "inpaint", OUTPAINT: "outpaint"}
+_FLAGS = (("negative_prompt", "--negative-prompt"), ("width", "--width"), ("height", "--height"),
+          ("steps", "--steps"), ("guidance", "--guidance"), ("scheduler", "--scheduler"), ("seed", "--seed"),
+          ("strength", "--strength"), ("feather", "--feather"), ("pag_scale", "--pag-scale"), ("mode", "--mode"))
+
+
+def command_line(params: dict[str, Any]) -> str:
+    """``kolors generate "prompt" --seed 42 ...`` for a stored record (file inputs by their base name)."""
+    task = params.get("task")
+    words = ["kolors", _COMMANDS.get(task, "generate"), params.get("prompt") or ""]
+    if task in _COMMANDS and params.get("init_image"):
+        words += ["--image", Path(str(params["init_image"])).name]
+    if task == INPAINT and params.get("mask"):
+        words += ["--mask", Path(str(params["mask"])).name]
+    if task == OUTPAINT and params.get("extend"):
+        words += ["--extend", ",".join(str(v) for v in params["extend"])]
+    for key, flag in _FLAGS:
+        value = params.get(key)
+        if value is not None and value != "" and not (key == "pag_scale" and not value):
+            if key in ("width", "height") and task in (INPAINT, OUTPAINT):
+                continue
+            words += [flag, str(value)]
+    for lora in params.get("loras") or []:
+        words += ["--lora", f"{Path(str(lora.get('path'))).name}:{lora.get('weight', 1.0)}"]
+    for control in params.get("controls") or []:
+        words += ["--control", f"{control.get('type')}={Path(str(control.get('image'))).name}:{control.get('scale')}"]
+    if params.get("model") and params["model"] != "built-in":
+        words += ["--model", str(params["model"])]
+    return shlex.join(words)
