@@ -14,6 +14,7 @@ import { Parameters } from "./parameters.js";
 import { Queue } from "./queue.js";
 
 const $ = (id) => document.getElementById(id);
+const LOADING_POLL_MS = 2000;
 
 async function start() {
   const i18n = new I18n("ui/i18n/");
@@ -28,13 +29,8 @@ async function start() {
   let keys;
   const api = new Api({ askKey: (options) => keys.ask(options) });
   keys = new KeyDialog(api);
-  let info;
-  try {
-    info = await api.info();
-  } catch (error) {
-    toasts.error("error.info", error);
-    return;
-  }
+  const info = await serverInfo(api, toasts);
+  if (!info) return;
   if (info.auth && !api.key) await keys.ask();
   if (info.auth) $("key-button").hidden = false;
   $("model-name").textContent = info.model;
@@ -105,6 +101,27 @@ async function start() {
     toasts.error("error.jobs", error);
   }
   document.body.dataset.ready = "true";
+}
+
+/** The server's /api/v1/info once its model is loaded (its defaults are the model's); null if unreachable. */
+async function serverInfo(api, toasts) {
+  let waiting = null;
+  for (;;) {
+    let info;
+    try {
+      info = await api.info();
+    } catch (error) {
+      waiting?.remove();
+      toasts.error("error.info", error);
+      return null;
+    }
+    if (info.ready !== false) {
+      waiting?.remove();
+      return info;
+    }
+    waiting ??= toasts.show("app.loading", { timeout: 0 });
+    await new Promise((resolve) => setTimeout(resolve, LOADING_POLL_MS));
+  }
 }
 
 /** Point at the field the server named in its error (`param`), where the form has it. */

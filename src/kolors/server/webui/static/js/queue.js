@@ -70,7 +70,8 @@ class JobCard {
     this.root.dataset.status = status;
     this.i18n.set(this.status, `status.${status}`);
     if (status === "queued" && data.position != null) {
-      this.i18n.set(this.detail, "queue.position", { position: data.position });
+      const key = data.position > 0 ? "queue.ahead" : "queue.next"; // position: jobs ahead of this one
+      this.i18n.set(this.detail, key, { position: data.position });
     } else if (status !== "running") {
       this.detail.textContent = "";
       delete this.detail.dataset.i18n;
