@@ -23,7 +23,8 @@ def generate(page, timeout: float = 45000):
                            " return !v.hidden && v.dataset.image && v.dataset.image !== before; }",
                            arg=before, timeout=timeout)
     wait_viewer_image(page)
-    return page.get_attribute("#viewer", "data-image").split("/")
+    job_id, index = page.get_attribute("#viewer", "data-image").split("/")
+    return job_id, int(index)
 
 
 def wait_viewer_image(page) -> None:

@@ -5,6 +5,7 @@
 import { copyText, download, instantiate, role } from "./dom.js";
 
 const PAGE = 50;
+const INPUT_KEYS = ["init_image", "mask", "controls", "ip_adapter", "face_id"];
 // Parameters shown first, in this order; the others follow as stored.
 const PARAM_ORDER = ["prompt", "negative_prompt", "task", "width", "height", "steps", "guidance", "scheduler", "seed",
   "strength", "model", "mode"];
@@ -88,7 +89,9 @@ export class Viewer {
     this.section.hidden = false;
     this.section.dataset.image = `${job.id}/${index}`;
     this.image.src = await this.api.imageUrl(image.url);
-    this.showParameters({ ...(image.parameters || job.request || {}), seed: image.seed });
+    // The image inputs as the request named them (uploads, results), not as files on the server.
+    const inputs = Object.fromEntries(INPUT_KEYS.filter((k) => job.request?.[k] != null).map((k) => [k, job.request[k]]));
+    this.showParameters({ ...(image.parameters || job.request || {}), ...inputs, seed: image.seed });
     this.infotext.textContent = image.infotext || "";
     this.command.textContent = image.command || "";
   }
