@@ -33,16 +33,19 @@ export class Toasts {
     const toast = document.createElement("div");
     toast.className = error ? "toast error" : "toast";
     toast.setAttribute("role", error ? "alert" : "status");
+    const message = document.createElement("p");
+    message.className = "toast-text";
     const text = document.createElement("span");
     this.i18n.set(text, key, vars);
-    toast.append(text);
+    message.append(text);
     if (detail) {
       const data = document.createElement("span");
       data.dataset.content = "";
       data.className = "toast-detail";
       data.textContent = detail;
-      toast.append(" ", data);
+      message.append(" ", data);
     }
+    toast.append(message);
     const close = document.createElement("button");
     close.type = "button";
     close.className = "icon";
