@@ -9,17 +9,30 @@ function loraName(lora) {
   return String(lora.name || lora.path || lora.file || "").split(/[\\/]/).pop();
 }
 
-/** An IP-Adapter or FaceID section: `imageKey` is the request field of its image ("image" or "face"). */
+// The two image prompts: request field, its image's key, the server's model list, the default scale, messages.
+const IMAGE_PROMPTS = [
+  { id: "ip-adapter", field: "ip_adapter", imageKey: "image", models: "ip_adapters", scale: 0.5,
+    messages: { legend: "ip.legend", missing: "ip.missing", preview: "ip.preview" } },
+  { id: "face-id", field: "face_id", imageKey: "face", models: "face_id_models", scale: 0.8,
+    messages: { legend: "face.legend", missing: "face.missing", preview: "face.preview" } },
+];
+
+/** An IP-Adapter or FaceID section (from the tpl-image-prompt template). */
 class ImagePromptInput {
-  constructor(root, { field, imageKey, models, deps }) {
-    this.root = root;
-    this.field = field;
-    this.imageKey = imageKey;
+  constructor(spec, models, deps) {
+    const root = (this.root = instantiate("tpl-image-prompt", deps.i18n));
+    root.id = spec.id;
+    this.field = spec.field;
+    this.imageKey = spec.imageKey;
     this.enabled = role(root, "enabled");
     this.model = role(root, "model");
     this.scale = role(root, "scale");
+    this.scale.value = spec.scale;
     this.preview = role(root, "preview");
     this.i18n = deps.i18n;
+    deps.i18n.set(role(root, "legend"), spec.messages.legend);
+    deps.i18n.set(role(root, "missing"), spec.messages.missing);
+    deps.i18n.setAttr(this.preview, "alt", spec.messages.preview);
     this.source = new ImageSource(root, {
       ...deps,
       onChange: () => {
@@ -73,11 +86,8 @@ export class Adapters {
   }
 
   setup(info) {
-    const deps = this.deps;
-    this.ipAdapter = new ImagePromptInput(document.getElementById("ip-adapter"),
-      { field: "ip_adapter", imageKey: "image", models: info.ip_adapters || [], deps });
-    this.faceId = new ImagePromptInput(document.getElementById("face-id"),
-      { field: "face_id", imageKey: "face", models: info.face_id_models || [], deps });
+    this.imagePrompts = IMAGE_PROMPTS.map((spec) => new ImagePromptInput(spec, info[spec.models] || [], this.deps));
+    document.getElementById("image-prompts").append(...this.imagePrompts.map((input) => input.root));
     this.loras = info.loras || [];
     for (const name of this.loras) {
       const option = new Option(name, name);
@@ -99,8 +109,7 @@ export class Adapters {
   }
 
   contribute(request) {
-    this.ipAdapter.contribute(request);
-    this.faceId.contribute(request);
+    for (const input of this.imagePrompts) input.contribute(request);
     request.loras = [...this.loraList.children].map((row) => ({
       name: row.dataset.name,
       weight: numberOf(role(row, "weight")) ?? 1,
@@ -116,7 +125,7 @@ export class Adapters {
   /** Show a request's adapters; returns the names of inputs that could not be used. */
   async apply(request) {
     const lost = [];
-    for (const input of [this.ipAdapter, this.faceId]) {
+    for (const input of this.imagePrompts) {
       if (!(await input.apply(request))) lost.push(input.field);
     }
     this.loraList.replaceChildren();
