@@ -196,3 +196,13 @@ def test_foreign_or_broken_json_chunk_falls_back_to_the_text(tmp_path):
     info.add_itxt("parameters", format_parameters(PARAMS))
     image().save(tmp_path / "a.png", pnginfo=info)
     assert read_parameters(tmp_path / "a.png")["seed"] == 42
+
+
+def test_a1111_sampler_names_map_to_schedulers():
+    from kolors.metadata import scheduler_from_a1111
+
+    assert scheduler_from_a1111("Euler a") == "euler_a"
+    assert scheduler_from_a1111("DPM++ 2M", "Karras") == "dpmpp_2m_karras"
+    assert scheduler_from_a1111("DPM++ 2M Karras") == "dpmpp_2m_karras"
+    assert scheduler_from_a1111("DPM++ 2M", "Automatic") == "dpmpp_2m"
+    assert scheduler_from_a1111("Heun") is None

@@ -147,12 +147,17 @@ def parse_parameters(text: str) -> dict[str, Any]:
         params["width"], params["height"] = int(size[1]), int(size[2])
     sampler = fields.get("Sampler")
     if sampler is not None:
-        karras = fields.get("Schedule type", "").strip().lower() == "karras"
-        scheduler = (_FROM_A1111_KARRAS.get(sampler) if karras else None) or _FROM_A1111_LEGACY.get(sampler) \
-            or (None if karras else _FROM_A1111.get(sampler))
+        scheduler = scheduler_from_a1111(sampler, fields.get("Schedule type"))
         if scheduler:
             params["scheduler"] = scheduler
     return params
+
+
+def scheduler_from_a1111(sampler: str, schedule_type: str | None = None) -> str | None:
+    """Our scheduler name for an AUTOMATIC1111 sampler name (and schedule type); None when we have no equal."""
+    karras = (schedule_type or "").strip().lower() == "karras"
+    return (_FROM_A1111_KARRAS.get(sampler) if karras else None) or _FROM_A1111_LEGACY.get(sampler) \
+        or (None if karras else _FROM_A1111.get(sampler))
 
 
 def save_png(image: Image.Image, path: str | os.PathLike, params: dict[str, Any], *,

@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from ..version import __version__
-from . import api_errors, native_api
+from . import a1111_api, api_errors, native_api, openai_api
 from .auth import ApiKeys
 from .database import connect
 from .events import JobEvents
@@ -82,11 +82,8 @@ def create_app(settings: ServerSettings, *, start_workers: bool = True) -> FastA
     app.state.service = service
     api_errors.install(app)
     auth = service.keys
-    app.include_router(native_api.router(auth))
-    for name in ("openai_api", "a1111_api"):
-        module = _optional(name)
-        if module is not None:
-            app.include_router(module.router(auth))
+    for api in (native_api, openai_api, a1111_api):
+        app.include_router(api.router(auth))
 
     @app.get("/health", tags=["operations"])
     async def health() -> dict[str, str]:
@@ -117,17 +114,6 @@ def create_app(settings: ServerSettings, *, start_workers: bool = True) -> FastA
                            allow_headers=["*"])
     app.add_middleware(RequestLog, metrics=service.metrics)
     return app
-
-
-def _optional(name: str) -> Any:
-    import importlib
-
-    try:
-        return importlib.import_module(f"kolors.server.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"kolors.server.{name}":
-            raise
-        return None
 
 
 def _mount_web_ui(app: FastAPI) -> None:

@@ -35,5 +35,6 @@ def job_json(job: Job, queue: JobQueue, events: JobEvents) -> dict[str, Any]:
             images.append({"url": f"/api/v1/jobs/{job.id}/images/{i}", "seed": record["seed"], "parameters": params,
                            "infotext": format_parameters(params), "command": command_line(params)})
     return {"id": job.id, "status": job.status, "position": queue.position(job), "progress": progress_of(job, events),
-            "request": job.request, "error": job.error, "images": images, "expired": job.expired,
+            "request": job.request, "error": job.error, "images": images, "attempts": job.attempts,
+            "expired": job.expired,
             "created": iso(job.created), "started": iso(job.started), "finished": iso(job.finished)}
