@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from webui_page import choose_file, open_panel, scene_png
+from .webui_page import choose_file, open_panel, scene_png
 
 ADAPTERS = {"loras": ["ink-style.safetensors", "pixel.safetensors"], "ip_adapters": ["Kolors-IP-Adapter-Plus"],
             "face_id_models": ["Kolors-IP-Adapter-FaceID-Plus"]}

@@ -8,7 +8,7 @@ import io
 import json
 
 from PIL import Image
-from webui_page import generate, set_fast, shown_parameters, wait_viewer_image
+from .webui_page import generate, set_fast, shown_parameters, wait_viewer_image
 
 PROMPT = "一个红色的圆形，白色背景"
 

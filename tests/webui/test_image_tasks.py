@@ -8,7 +8,7 @@ import io
 
 import numpy as np
 from PIL import Image
-from webui_page import choose_file, generate, open_panel, scene_png, set_fast
+from .webui_page import choose_file, generate, open_panel, scene_png, set_fast
 
 
 def _png(data: bytes, mode: str = "RGB") -> np.ndarray:

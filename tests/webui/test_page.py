@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from webui_page import choose_file, open_panel, scene_png, wait_viewer_image
+from .webui_page import choose_file, open_panel, scene_png, wait_viewer_image
 
 from kolors.server.webui import STATIC
 
