@@ -12,7 +12,7 @@ import pytest
 
 from kolors.cli.main import main
 from kolors.loading import EMBEDDED_MODEL_DIR
-from kolors.loading.convert import MARKER
+from kolors.loading.conversion import MARKER
 
 
 def snapshot(folder):
@@ -108,7 +108,7 @@ def test_the_source_inside_the_destination_through_a_link_is_refused(world, caps
 
 
 def test_an_interrupted_conversion_leaves_nothing(world, capsys, monkeypatch):
-    import kolors.loading.convert as convert_module
+    import kolors.loading.conversion as convert_module
 
     real = convert_module._convert_weights
     calls = []
