@@ -115,3 +115,30 @@ def test_outpainting_at_the_default_feather_has_no_step_at_the_old_border(tmp_pa
         steps = np.abs(np.diff(out, axis=1)).mean(axis=(0, 2))  # column-to-column change
         assert (steps[127] <= np.median(steps[100:120])) == seamless, (feather, steps[127], np.median(steps[100:120]))
     assert json.loads(json.dumps(result.parameters[0]))["feather"] == 0
+
+
+def test_img2img_takes_a_one_pixel_image(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("KOLORS_MODEL", raising=False)
+    Image.new("RGB", (1, 1), (255, 0, 0)).save(tmp_path / "one.png")
+    code, out, err = run(capsys, "img2img", "a red circle", "--image", tmp_path / "one.png", "--steps", 2, "--seed",
+                         1, "-q", "-o", tmp_path / "x.png")
+    assert code == 0, err
+    assert Image.open(tmp_path / "x.png").size == (8, 8)  # the smallest size a model takes
+
+
+def test_a_lora_with_nan_values_is_refused_and_the_model_is_untouched(tmp_path, capsys, monkeypatch):
+    import torch
+    from safetensors.torch import save_file
+
+    monkeypatch.delenv("KOLORS_MODEL", raising=False)
+    from kolors import load_pipeline
+
+    unet = load_pipeline(device="cpu").components.unet
+    module = "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q"
+    width = unet.get_submodule(module).in_features
+    down, up = torch.zeros(4, width), torch.full((width, 4), float("nan"))
+    save_file({f"unet.{module}.lora_A.weight": down, f"unet.{module}.lora_B.weight": up}, tmp_path / "nan.safetensors")
+    code, _, err = run(capsys, "generate", "a red circle", "--lora", tmp_path / "nan.safetensors", "--steps", 2,
+                       "-o", tmp_path / "x.png")
+    assert code == 2 and "LoRA file nan.safetensors is damaged: tensor" in err and "NaN or infinite" in err, err
+    assert not (tmp_path / "x.png").exists()

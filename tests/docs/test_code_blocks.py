@@ -3,17 +3,20 @@
 ``bash`` and ``python`` blocks run, in order, in one scratch folder per document (the repository's ``configs/``
 linked in), against the built-in model, with the ``kolors`` command of this environment. A block that cannot run
 on a CPU machine without downloads says so on a first line ``# needs: gpu``, ``# needs: real weights`` (a published
-Kolors folder), ``# needs: network`` (installs packages) or ``# needs: long run`` (a recipe of many minutes): those
-are skipped. ``# slow`` marks a block that runs only with ``pytest -m slow``. Output, trees and synopses are
+Kolors folder), ``# needs: network`` (installs packages), ``# needs: long run`` (a recipe of many minutes) or ``# needs: comfyui``
+(a ComfyUI install): those are skipped. ``# needs: a running server`` blocks run against ``kolors serve`` (the
+built-in model) started by the test on the documented port, 7860. ``# slow`` marks a block that runs only with ``pytest -m slow``. Output, trees and synopses are
 ```` ```text ```` blocks, which are not run; a fence without a language fails.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +29,8 @@ SHOWN = {"text", "yaml", "toml", "json"}
 NEEDS = re.compile(r"^#\s*needs:\s*(.+)$")
 FENCE = re.compile(r"^```(\S*)\n(.*?)^```\s*$", re.MULTILINE | re.DOTALL)
 TIMEOUT_S = 600
+SERVER = "a running server"  # such blocks run against `kolors serve` started here on the documented port
+SERVER_PORT = 7860
 
 
 @dataclass(frozen=True)
@@ -74,8 +79,9 @@ def _params() -> list:
         if block.language not in RUN:
             continue
         marks = [pytest.mark.slow] if block.slow else []
-        if block.needs:
-            marks.append(pytest.mark.skip(reason=f"needs {', '.join(block.needs)}"))
+        unmet = [n for n in block.needs if n != SERVER]  # a server is started for the block
+        if unmet:
+            marks.append(pytest.mark.skip(reason=f"needs {', '.join(unmet)}"))
         params.append(pytest.param(block, id=str(block), marks=marks))
     return params
 
@@ -100,7 +106,7 @@ def test_every_fence_names_its_language():
 
 
 def test_markers_are_known():
-    known = {"gpu", "real weights", "network", "long run"}
+    known = {"gpu", "real weights", "network", "long run", "a running server", "comfyui"}
     unknown = [(str(b), n) for b in blocks() for n in b.needs if n not in known]
     assert not unknown, f"unknown '# needs:' markers (use {sorted(known)}): {unknown}"
 
@@ -112,6 +118,39 @@ def test_block_runs_as_written(block: Block, scratch):
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
     command = (["bash", "-euo", "pipefail", "-c", block.code] if RUN[block.language] == "bash"
                else [sys.executable, "-c", block.code])
-    done = subprocess.run(command, cwd=scratch(block.document), env=env, capture_output=True, text=True,
-                          timeout=TIMEOUT_S)
+    with contextlib.ExitStack() as stack:
+        if SERVER in block.needs:
+            stack.enter_context(_kolors_serve(scratch(block.document), env))
+        done = subprocess.run(command, cwd=scratch(block.document), env=env, capture_output=True, text=True,
+                              timeout=TIMEOUT_S)
     assert done.returncode == 0, f"{block} failed ({done.returncode}):\n{done.stderr[-3000:]}"
+
+
+@contextlib.contextmanager
+def _kolors_serve(folder: Path, env: dict[str, str]):
+    """``kolors serve`` with the built-in model on the documented port, ready, for the block's requests."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", SERVER_PORT)) == 0:
+            pytest.skip(f"port {SERVER_PORT} is taken by another program: the block's requests would go there")
+    server = subprocess.Popen([sys.executable, "-m", "kolors.cli.main", "serve", "--port", str(SERVER_PORT),
+                               "--data-dir", str(folder / "kolors-data"), "--quiet"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{SERVER_PORT}/ready", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"kolors serve did not get ready: {server.stderr.read()[-2000:]}")
+            time.sleep(0.5)
+        yield
+    finally:
+        server.terminate()
+        server.wait(30)

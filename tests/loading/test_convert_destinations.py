@@ -128,7 +128,7 @@ def test_an_interrupted_conversion_leaves_nothing(world, capsys, monkeypatch):
 
 
 def test_the_built_in_model_keeps_its_canny_controlnet(tmp_path, capsys):
-    from kolors.cli.controls import _conventional_folder
+    from kolors.loading.locate import conventional_controlnet_folder
 
     out = tmp_path / "shapes-fp16"
     assert convert(capsys, "built-in", out) == (0, "")
@@ -136,4 +136,4 @@ def test_the_built_in_model_keeps_its_canny_controlnet(tmp_path, capsys):
     assert (out / "controlnet-canny" / "config.json").is_file()
     assert (snapshot(out / "controlnet-canny")["diffusion_pytorch_model.fp16.safetensors"]
             == snapshot(shipped)["diffusion_pytorch_model.fp16.safetensors"])  # already fp16: the same bytes
-    assert _conventional_folder("canny", str(out)) == out / "controlnet-canny"
+    assert conventional_controlnet_folder("canny", out) == out / "controlnet-canny"

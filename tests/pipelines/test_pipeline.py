@@ -78,8 +78,12 @@ def test_adapters_change_the_image_and_are_recorded(tiny_kolors_diffusers, files
     plain = pipe.generate(request(), progress=False)
     with_lora = pipe.generate(request(loras=[Lora(files["a"], 0.8)]), progress=False)
     assert np.abs(with_lora.pixels - plain.pixels).max() > 0.02
-    assert with_lora.parameters[0]["loras"] == [{"name": "a", "file": "a.safetensors", "path": str(files["a"]),
-                                                 "weight": 0.8, "sha256": with_lora.parameters[0]["loras"][0]["sha256"]}]
+    import hashlib
+
+    record = with_lora.parameters[0]["loras"]
+    assert record == [{"name": "a", "file": "a.safetensors", "path": str(files["a"]), "weight": 0.8,
+                       "sha256": hashlib.sha256(files["a"].read_bytes()).hexdigest(), "hash": record[0]["hash"]}]
+    assert with_lora.parameters[0]["lora_hashes"] == f"a: {record[0]['hash']}"
     assert "loras" not in plain.parameters[0]
 
 

@@ -113,7 +113,8 @@ def test_send_a_result_to_image_to_image_and_outpaint(open_page, server, shots):
     set_fast(page)
     new_id, _ = generate(page)
     request = server.call("GET", f"/api/v1/jobs/{new_id}")["request"]
-    assert request["init_image"] == f"job:{job['id']}/0" and request["strength"] == 0.3
+    default = server.call("GET", "/api/v1/info")["defaults"]["img2img_strength"]  # the model's own (0.6 built-in)
+    assert request["init_image"] == f"job:{job['id']}/0" and request["strength"] == default
 
     page.click("label[for=task-outpaint]")
     page.fill("#extend-right", "30")
