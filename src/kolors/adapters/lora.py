@@ -68,6 +68,9 @@ class LoraSet:
         self._active: dict[str, float] = {}
         self._fused = False
         self._originals: dict[tuple[str, str], torch.Tensor] = {}  # weights before fusing (CPU)
+        # peft layers taken out of the model while none of their LoRAs is active (or while fused): the model then
+        # runs its plain layers, with no wrapper overhead; (component, module name) -> the peft layer
+        self._idle: dict[tuple[str, str], Any] = {}
 
     # --- requests ---------------------------------------------------------------------------------------------
     def get(self, path: str | Path, *, allow_pickle: bool = False) -> LoadedLora:
@@ -198,6 +201,7 @@ class LoraSet:
         was_fused = self._fused
         if was_fused:
             self._unfuse()
+        self._attach_all()  # peft adds the new LoRA to the layers it already wraps
         try:
             for component, entries in lora_file.layers.items():
                 _inject(self._models[component], entries, name)
@@ -213,12 +217,14 @@ class LoraSet:
         return record
 
     def _remove(self, name: str) -> None:
+        self._attach_all()
         _remove_adapter(self._models, name)
         self._loaded.pop(name, None)
         self._active.pop(name, None)
         for key, value in list(self._by_path.items()):
             if value == name:
                 del self._by_path[key]
+        self._detach_idle()
 
     def _evict(self) -> None:
         """Remove the least recently used request LoRAs beyond ``max_loaded`` (never attached or active ones)."""
@@ -230,7 +236,9 @@ class LoraSet:
             self._remove(victim)
 
     def _activate(self, weights: dict[str, float]) -> None:
-        """Make exactly the LoRAs of ``weights`` active in every layer they have, at their weights."""
+        """Make exactly the LoRAs of ``weights`` active in every layer they have, at their weights; layers with
+        none of them active run as the plain layers they wrap."""
+        self._attach_all()
         names = [n for n in weights if n in self._loaded]
         for model in self._models.values():
             for _, module in _tuner_layers(model):
@@ -238,8 +246,25 @@ class LoraSet:
                 for name in names:
                     module.set_scale(name, weights[name])
         self._active = {n: weights[n] for n in names}
+        self._detach_idle()
+
+    def _attach_all(self) -> None:
+        """Every peft layer back in its place (peft's own operations find them there)."""
+        for (component, module_name), layer in self._idle.items():
+            _replace(self._models[component], module_name, layer)
+        self._idle.clear()
+
+    def _detach_idle(self) -> None:
+        """Layers with no active LoRA (all of them when fused: the merged weights are in the plain layers) are
+        replaced by the plain layers they wrap."""
+        for component, model in self._models.items():
+            for module_name, module in _tuner_layers(model):
+                if self._fused or not any(n in module.lora_A for n in self._active):
+                    self._idle[(component, module_name)] = module
+                    _replace(model, module_name, module.get_base_layer())
 
     def _fuse(self) -> None:
+        self._attach_all()
         for component, model in self._models.items():
             for module_name, module in _tuner_layers(model):
                 adapters = [n for n in self._active if n in module.lora_A]
@@ -249,8 +274,10 @@ class LoraSet:
                 self._originals[(component, module_name)] = base.weight.detach().to("cpu", copy=True)
                 module.merge(adapter_names=adapters)
         self._fused = True
+        self._detach_idle()
 
     def _unfuse(self) -> None:
+        self._attach_all()
         for component, model in self._models.items():
             for module_name, module in _tuner_layers(model):
                 original = self._originals.pop((component, module_name), None)
@@ -261,6 +288,7 @@ class LoraSet:
                     module.get_base_layer().weight.copy_(original)  # bit-exact, whatever unmerge's rounding
         self._originals.clear()
         self._fused = False
+        self._detach_idle()
 
     def _adapter_name(self, name: str | None, path: Path) -> str:
         if name is not None:
@@ -409,6 +437,11 @@ def _tuner_layers(model: torch.nn.Module):
     return [(n, m) for n, m in model.named_modules() if isinstance(m, BaseTunerLayer)]
 
 
+def _replace(model: torch.nn.Module, module_name: str, module: torch.nn.Module) -> None:
+    parent_name, _, child = module_name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
+
+
 def _remove_adapter(models: dict[str, torch.nn.Module], name: str) -> None:
     """Delete adapter ``name``; layers left without adapters become the original modules again."""
     for model in models.values():
@@ -416,9 +449,7 @@ def _remove_adapter(models: dict[str, torch.nn.Module], name: str) -> None:
             if name in module.lora_A:
                 module.delete_adapter(name)
             if not module.lora_A:
-                parent_name, _, child = module_name.rpartition(".")
-                parent = model.get_submodule(parent_name) if parent_name else model
-                setattr(parent, child, module.get_base_layer())
+                _replace(model, module_name, module.get_base_layer())
         configs = model.__dict__.get("peft_config")
         if isinstance(configs, dict):
             configs.pop(name, None)
