@@ -62,27 +62,12 @@ def plain_in_subprocess(src: Path, runs: int, threads: int) -> list[float]:
 
 def random_lora(pipe, path: Path, seed: int) -> Path:
     """A random LoRA for the built-in model (UNet attention + ChatGLM query_key_value), as diffusers saves one."""
-    import copy
-
-    import torch
-    from diffusers import KolorsPipeline
-    from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
-
-    def state(model, targets, rank):
-        model = inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=rank, target_modules=targets),
-                                        copy.deepcopy(model))
-        gen = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for name, param in model.named_parameters():
-                if "lora_" in name:
-                    param.copy_(torch.randn(param.shape, generator=gen) * 0.02)
-        return get_peft_model_state_dict(model)
+    sys.path.insert(0, str(ROOT / "tests"))
+    from helpers.tiny_lora import peft_lora, write_lora
 
     c = pipe.components
-    KolorsPipeline.save_lora_weights(path.parent, weight_name=path.name,
-                                     unet_lora_layers=state(c.unet, ["to_q", "to_k", "to_v", "to_out.0"], 8),
-                                     text_encoder_lora_layers=state(c.text_encoder, ["query_key_value"], 4))
-    return path
+    return write_lora(path, peft_lora(c.unet, ["to_q", "to_k", "to_v", "to_out.0"], 8, seed, spread=0.02),
+                      peft_lora(c.text_encoder, ["query_key_value"], 4, seed, spread=0.02))
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, PngImagePlugin
 
 from .errors import KolorsError
 
@@ -182,30 +182,20 @@ def save_png(image: Image.Image, path: str | os.PathLike, params: dict[str, Any]
 
 def read_png_text(path: str | os.PathLike) -> dict[str, str]:
     """The text chunks of a PNG (tEXt, zTXt, iTXt), with one-line KolorsErrors for anything else."""
+    from .images import reading
+
     path = Path(path)
-    try:
-        with Image.open(path) as im:
-            if im.format != "PNG":
-                raise KolorsError(f"{path} is a {im.format} file, not a PNG: only PNGs carry kolors parameters")
-            chunks = {k: str(v) for k, v in im.info.items() if isinstance(v, str)}
-            if JSON_CHUNK not in chunks:
-                # chunks stored after the image data are only seen once the image is read
-                try:
-                    chunks.update((k, str(v)) for k, v in im.text.items())
-                except (OSError, ValueError, SyntaxError):
-                    if PARAMETERS_CHUNK not in chunks:  # a damaged image whose text we still have is fine
-                        raise
-    except KolorsError:
-        raise
-    except FileNotFoundError:
-        raise KolorsError(f"image not found: {path}") from None
-    except IsADirectoryError:
-        raise KolorsError(f"{path} is a folder, not a PNG file") from None
-    except UnidentifiedImageError:
-        raise KolorsError(f"cannot read {path}: not an image file, or a damaged one") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise KolorsError(f"cannot read {path}: {reason}") from None
+    with reading("image", path), Image.open(path) as im:
+        if im.format != "PNG":
+            raise KolorsError(f"{path} is a {im.format} file, not a PNG: only PNGs carry kolors parameters")
+        chunks = {k: str(v) for k, v in im.info.items() if isinstance(v, str)}
+        if JSON_CHUNK not in chunks:
+            # chunks stored after the image data are only seen once the image is read
+            try:
+                chunks.update((k, str(v)) for k, v in im.text.items())
+            except (OSError, ValueError, SyntaxError):
+                if PARAMETERS_CHUNK not in chunks:  # a damaged image whose text we still have is fine
+                    raise
     return chunks
 
 

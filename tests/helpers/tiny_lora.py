@@ -9,8 +9,10 @@ from pathlib import Path
 import torch
 
 
-def peft_lora(model: torch.nn.Module, targets: list[str], rank: int, seed: int) -> dict[str, torch.Tensor]:
-    """A random LoRA for ``model`` made with peft: its state dict in peft names (``<module>.lora_A.weight``)."""
+def peft_lora(model: torch.nn.Module, targets: list[str], rank: int, seed: int,
+              spread: float | None = None) -> dict[str, torch.Tensor]:
+    """A random LoRA for ``model`` made with peft: its state dict in peft names (``<module>.lora_A.weight``).
+    Its tensors are normal with standard deviation ``spread`` (default: 0.6 / sqrt(fan-in))."""
     from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
 
     model = inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=rank, target_modules=targets),
@@ -20,7 +22,8 @@ def peft_lora(model: torch.nn.Module, targets: list[str], rank: int, seed: int) 
         for name, param in model.named_parameters():
             if "lora_" in name:
                 fan_in = param[0].numel()
-                param.copy_(torch.randn(param.shape, generator=gen) * (0.6 / math.sqrt(fan_in)))
+                scale = spread if spread is not None else 0.6 / math.sqrt(fan_in)
+                param.copy_(torch.randn(param.shape, generator=gen) * scale)
     return {k: v.contiguous() for k, v in get_peft_model_state_dict(model).items()}
 
 

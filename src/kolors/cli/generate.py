@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
 # --- the request ---------------------------------------------------------------------------------------------------
 def build_request(args: argparse.Namespace, stored: dict[str, Any]):
     """The request of the command in ``args``: the stored one (``--from-image``) with the options given winning."""
-    from ..request import GenerationRequest, Lora
+    from ..request import GenerationRequest
     from . import controls, image_prompt_options
 
     task = TASKS[args.command]

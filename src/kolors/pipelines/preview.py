@@ -36,7 +36,6 @@ class LatentPreview:
     @torch.no_grad()
     def fit(cls, pipe: Pipeline) -> LatentPreview:
         """The map for ``pipe``'s VAE (seeded: the same map every time)."""
-        vae = pipe.components.vae
         g = torch.Generator("cpu").manual_seed(0)
         latents = torch.randn(FIT_IMAGES, pipe.latent_channels, PATCHES, PATCHES, generator=g)
         latents = torch.nn.functional.interpolate(latents, size=(FIT_SIDE, FIT_SIDE), mode="nearest")
