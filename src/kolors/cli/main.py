@@ -280,7 +280,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 # --- data ------------------------------------------------------------------------------------------------------
 def _data(args: argparse.Namespace) -> int:
-    from ..data.shapes import write_imagefolder
+    from ..data.examples import write_imagefolder
 
     out = args.output
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
