@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from full_size import write_full_size  # noqa: E402
 
-from kolors.data.shapes import write_imagefolder  # noqa: E402
+from kolors.data.examples import write_imagefolder  # noqa: E402
 from kolors.training.config import TrainConfig  # noqa: E402
 from kolors.training.finetune import train  # noqa: E402
 

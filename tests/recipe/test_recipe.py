@@ -149,7 +149,7 @@ def test_init_from_carries_weights_across_tokenizers(tiny_run, tmp_path):
     shared = [t for t in new_vocab if t in old_vocab]
     assert 0 < carried["rows_carried"] == len(shared) < carried["rows"] == len(new_vocab)
     new_rows, old_rows = te.embedding.word_embeddings.weight, old_te.embedding.word_embeddings.weight
-    for token in ("▁red", "蓝", "[gMASK]"):
+    for token in ("▁circle", "蓝", "[gMASK]"):
         assert torch.equal(new_rows[new_vocab[token]], old_rows[old_vocab[token]].float())
     only_new = next(t for t in new_vocab if t not in old_vocab)
     assert torch.equal(new_rows[new_vocab[only_new]], fresh_rows[new_vocab[only_new]])
@@ -185,18 +185,18 @@ def test_average_matches_embedding_rows_by_token_and_averages_the_rest(tiny_run,
     def weights(folder, part):
         return load_file(next((folder / part).glob("*.safetensors")))
 
-    # B: the tiny model with every UNet weight tripled, and a tokenizer that numbers "▁red" and "蓝" the other way
+    # B: the tiny model with every UNet weight tripled, and a tokenizer that numbers "▁circle" and "蓝" the other way
     # round, its embedding rows swapped to match (and scaled by 5).
     b = tmp_path / "b"
     shutil.copytree(tiny_run.out, b)
     save_file({k: v * 3 for k, v in weights(b, "unet").items()}, next((b / "unet").glob("*.safetensors")))
     te = weights(b, "text_encoder")
     vocab = tokenizer_module.load_tokenizer(b / "tokenizer").get_vocab()
-    red, blue = vocab["▁red"], vocab["蓝"]
+    red, blue = vocab["▁circle"], vocab["蓝"]
     rows = te["embedding.word_embeddings.weight"]
     rows[[red, blue]] = rows[[blue, red]] * 5
     save_file(te, next((b / "text_encoder").glob("*.safetensors")))
-    renumbered = types.SimpleNamespace(get_vocab=lambda: {**vocab, "▁red": blue, "蓝": red})
+    renumbered = types.SimpleNamespace(get_vocab=lambda: {**vocab, "▁circle": blue, "蓝": red})
     real = tokenizer_module.load_tokenizer
     monkeypatch.setattr(tokenizer_module, "load_tokenizer",
                         lambda folder: renumbered if Path(folder).parent == b else real(folder))
@@ -207,7 +207,7 @@ def test_average_matches_embedding_rows_by_token_and_averages_the_rest(tiny_run,
         assert torch.allclose(got_unet[name].float(), 2 * value.float(), rtol=1e-3, atol=1e-3), name
     a_rows = weights(tiny_run.out, "text_encoder")["embedding.word_embeddings.weight"].float()
     got_rows = weights(out, "text_encoder")["embedding.word_embeddings.weight"].float()
-    for k in (red, blue, vocab["▁blue"]):  # the token's own row: (1 + 5) / 2 = 3 times it for the swapped two
+    for k in (red, blue, vocab["紫"]):  # the token's own row: (1 + 5) / 2 = 3 times it for the swapped two
         assert torch.allclose(got_rows[k], (3 if k in (red, blue) else 1) * a_rows[k], rtol=1e-3, atol=1e-3)
     assert {p.name for p in out.iterdir()} == {p.name for p in tiny_run.out.iterdir()}
     with pytest.raises(KolorsError, match="at least two"):

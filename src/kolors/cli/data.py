@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     existing = next((p for p in out.parents if p.exists()), None)
     if existing is not None and not existing.is_dir():
         raise KolorsError(f"cannot create {out}: {existing} is a file")
-    from ..data.shapes import write_imagefolder
+    from ..data.examples import write_imagefolder
 
     with staging_folder(out) as tmp:
         write_imagefolder(tmp, args.num, args.seed, split=args.split, size=args.size, lang=args.lang,

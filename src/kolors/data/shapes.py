@@ -1,30 +1,32 @@
 """Synthetic bilingual "shapes" dataset: flat coloured shapes on plain backgrounds, captioned in English and Chinese.
 
-A :class:`Scene` holds one or two shapes (shape × colour × size × position on a 3×3 grid) and a background. Scenes
-render deterministically (analytic anti-aliasing, any size) and are captioned from many templates per language
-with synonyms, optional attributes left out at random.
+A :class:`Scene` is one of three kinds, each a category of what a prompt can ask (GenEval's, in miniature):
+
+* ``single`` — one shape (shape × colour × size × position on a 3×3 grid) on a background;
+* ``count``  — one to three identical shapes (same colour, shape and size) in different cells;
+* ``pair``   — two different objects (each its own colour and shape) in a clear relation: the first is left of,
+  right of, above or below the second (its column, or row, differs more than the other).
+
+Scenes render deterministically (analytic anti-aliasing, any size). Captions are in :mod:`kolors.data.captions`,
+captioned examples (batches, image folders) in :mod:`kolors.data.examples`.
 
 Held-out design (for measuring generalisation, never seen in training):
 
-* combinations — for each (colour, shape) pair, three (size, position) combinations are held out: one per size, in
-  one grid column, all three rows (36 of the 324 quadruples; every position is held out for 4 pairs). Training
-  scenes never contain a held-out quadruple (in either of their shapes); held-out scenes are single-shape and
-  always use one. Every (colour, shape) pair, size, position and background still occurs in training.
-* wordings — each language has held-out templates that training captions never use. They only recombine words
-  (English) / characters (Chinese) that training captions contain, so a tokenizer trained on training captions
-  covers them; a held-out caption never equals any training caption.
+* single shapes — for each (colour, shape) pair, three (size, position) combinations are held out: one per size, in
+  one grid column, all three rows (every position is held out for 10 (colour, shape) pairs). No training scene
+  contains a held-out quadruple in any of its shapes; held-out single and count-one scenes always use one.
+* counts — (colour, shape, count) triples for two and three shapes, one in six, held out.
+* pairs — (colour, shape) + (colour, shape) object pairs, one in eight (in either order), held out.
 
-``Scene.split`` records the split a scene was sampled for; :func:`caption` uses that split's templates unless told
-otherwise, so captions of held-out scenes use held-out wordings.
+Every colour, shape, size, position, background, count and relation still occurs in training; held-out scenes
+recombine them. ``Scene.split`` records the split a scene was sampled for; captions use that split's wordings.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -35,25 +37,25 @@ __all__ = [
     "SIZES",
     "POSITIONS",
     "BACKGROUNDS",
+    "RELATIONS",
+    "KINDS",
     "COLOUR_RGB",
     "BACKGROUND_RGB",
     "SPLITS",
     "LANGS",
     "HELDOUT_COMBOS",
     "HELDOUT_COMBO_LIST",
-    "TEMPLATES",
     "Shape",
     "Scene",
     "is_heldout_combo",
+    "is_heldout_count",
+    "is_heldout_pair",
+    "allowed_backgrounds",
+    "relation_of",
     "place_shape",
     "sample_scene",
     "render",
     "render_array",
-    "caption",
-    "caption_with_template",
-    "sample_example",
-    "batch",
-    "write_imagefolder",
     "CONTROLS",
 ]
 
@@ -61,7 +63,8 @@ __all__ = [
 # attributes
 
 SHAPES = ("circle", "square", "triangle")
-COLOURS = ("red", "green", "blue", "yellow")
+# The first four are the colours of the first built-in model; its held-out combinations stay held out.
+COLOURS = ("red", "green", "blue", "yellow", "purple", "orange", "white", "black", "pink", "brown")
 SIZES = ("small", "medium", "large")
 POSITIONS = (
     "top-left", "top", "top-right",
@@ -69,16 +72,25 @@ POSITIONS = (
     "bottom-left", "bottom", "bottom-right",
 )  # row-major 3×3 grid
 BACKGROUNDS = ("white", "gray", "black", "beige")
+RELATIONS = ("left", "right", "above", "below")  # the first object is left of / right of / above / below the second
+KINDS = ("single", "count", "pair")
 SPLITS = ("train", "heldout")
 LANGS = ("en", "zh")
 CONTROLS = ("canny",)  # control maps `write_imagefolder` can add (for ControlNet training)
+MAX_COUNT = 3
 
-# Saturated shape colours far (in hue) from each other; achromatic / nearly achromatic backgrounds far from all.
+# Shape colours far from each other in lightness or hue; backgrounds achromatic or nearly so.
 COLOUR_RGB: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
     "green": (40, 170, 60),
     "blue": (40, 80, 220),
     "yellow": (245, 205, 30),
+    "purple": (135, 50, 185),
+    "orange": (250, 135, 20),
+    "white": (255, 255, 255),
+    "black": (25, 25, 25),
+    "pink": (250, 140, 200),
+    "brown": (125, 70, 30),
 }
 BACKGROUND_RGB: dict[str, tuple[int, int, int]] = {
     "white": (255, 255, 255),
@@ -86,6 +98,8 @@ BACKGROUND_RGB: dict[str, tuple[int, int, int]] = {
     "black": (0, 0, 0),
     "beige": (235, 222, 195),
 }
+# Shape colours that would vanish into a background (too little contrast to be seen or read back).
+_CLASHES = {("white", "white"), ("white", "beige"), ("black", "black")}
 
 # Half-extent of a shape as a fraction of the image side, by size; grid cell centres; position jitter.
 SIZE_FRACTION = {"small": 0.09, "medium": 0.14, "large": 0.19}
@@ -93,8 +107,10 @@ GRID = (0.25, 0.5, 0.75)
 JITTER = 0.03
 SQUARE_HALF = 0.9  # square half-side / size fraction
 TRIANGLE_HALF_WIDTH = 1.1  # equilateral triangle (pointing up) half-width / size fraction
-TWO_SHAPE_PROBABILITY = 0.3
 _GAP = 0.03  # minimum gap between the boxes of two shapes of a scene (fraction of the side)
+# How often each kind of training scene is drawn, and the counts of ``count`` scenes.
+KIND_WEIGHTS = {"single": 0.4, "count": 0.25, "pair": 0.35}
+COUNT_WEIGHTS = {1: 0.2, 2: 0.4, 3: 0.4}
 
 
 def _heldout_combos() -> frozenset[tuple[str, str, str, str]]:
@@ -108,6 +124,23 @@ def _heldout_combos() -> frozenset[tuple[str, str, str, str]]:
 
 
 HELDOUT_COMBOS: frozenset[tuple[str, str, str, str]] = _heldout_combos()
+HELDOUT_COMBO_LIST: tuple[tuple[str, str, str, str], ...] = tuple(sorted(HELDOUT_COMBOS))
+
+
+def is_heldout_count(colour: str, shape: str, count: int) -> bool:
+    """Whether ``count`` (2 or 3) shapes of ``colour`` and ``shape`` are a held-out count (one triple in six)."""
+    return count >= 2 and (COLOURS.index(colour) + 2 * SHAPES.index(shape) + count) % 6 == 0
+
+
+def is_heldout_pair(a: tuple[str, str], b: tuple[str, str]) -> bool:
+    """Whether objects ``a`` and ``b`` = (colour, shape), in either order, are a held-out pair (one in eight)."""
+    ca, cb = COLOURS.index(a[0]), COLOURS.index(b[0])
+    return (ca * cb + ca + cb + SHAPES.index(a[1]) + SHAPES.index(b[1])) % 8 == 5
+
+
+def allowed_backgrounds(colours) -> tuple[str, ...]:
+    """The backgrounds on which every colour of ``colours`` stays visible."""
+    return tuple(bg for bg in BACKGROUNDS if not any((c, bg) in _CLASHES for c in colours))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -135,10 +168,16 @@ class Shape:
         """(colour, shape, size, position)."""
         return (self.colour, self.shape, self.size, self.position)
 
+    @property
+    def cell(self) -> tuple[int, int]:
+        """(column, row) of the grid cell, 0–2 each."""
+        i = POSITIONS.index(self.position)
+        return i % 3, i // 3
+
     def centre(self) -> tuple[float, float]:
         """Centre (x, y) as fractions of the image side."""
-        i = POSITIONS.index(self.position)
-        return GRID[i % 3] + self.dx, GRID[i // 3] + self.dy
+        col, row = self.cell
+        return GRID[col] + self.dx, GRID[row] + self.dy
 
     def half_extent(self) -> tuple[float, float]:
         """Half width and half height of the shape's box as fractions of the side."""
@@ -151,54 +190,77 @@ class Shape:
         return hw, hw * math.sqrt(3) / 2
 
 
+def relation_of(a: Shape, b: Shape) -> str | None:
+    """The clear relation of ``a`` to ``b`` on the grid (left/right/above/below), or None when there is none:
+    the cells must differ more along the relation's axis than across it."""
+    (ca, ra), (cb, rb) = a.cell, b.cell
+    dc, dr = cb - ca, rb - ra
+    if abs(dc) > abs(dr):
+        return "left" if dc > 0 else "right"
+    if abs(dr) > abs(dc):
+        return "above" if dr > 0 else "below"
+    return None
+
+
 @dataclass(frozen=True)
 class Scene:
-    """One or two shapes on a plain background; ``split`` is the split it was sampled for (picks caption wordings)."""
+    """Shapes on a plain background. ``kind``: single, count (identical shapes) or pair (with ``relation``:
+    ``shapes[0]`` is ``relation`` of ``shapes[1]``, None for diagonal cells); ``split`` is the split it was sampled
+    for (picks wordings)."""
 
     shapes: tuple[Shape, ...]
     background: str = "white"
     split: str = "train"
+    kind: str = "single"
+    relation: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shapes", tuple(self.shapes))
-        if not 1 <= len(self.shapes) <= 2:
-            raise ValueError("a scene has one or two shapes")
+        n = len(self.shapes)
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {self.kind!r}")
+        if not 1 <= n <= MAX_COUNT or (self.kind == "single" and n != 1) or (self.kind == "pair" and n != 2):
+            raise ValueError(f"a {self.kind} scene cannot have {n} shapes")
+        if self.kind == "count" and len({(s.colour, s.shape, s.size) for s in self.shapes}) != 1:
+            raise ValueError("the shapes of a count scene are identical but for their positions")
+        if self.kind == "pair" and self.relation != relation_of(*self.shapes):
+            raise ValueError(f"the relation of this pair's cells is {relation_of(*self.shapes)}, "
+                             f"not {self.relation!r}")
+        if self.kind != "pair" and self.relation is not None:
+            raise ValueError("only pair scenes have a relation")
         if self.background not in BACKGROUNDS:
             raise ValueError(f"background must be one of {', '.join(BACKGROUNDS)}, not {self.background!r}")
         if self.split not in SPLITS:
             raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {self.split!r}")
 
+    @property
+    def count(self) -> int:
+        return len(self.shapes)
+
     def to_dict(self) -> dict:
         """JSON-serialisable form (``from_dict`` reads it back)."""
-        return {
-            "shapes": [asdict(s) for s in self.shapes],
-            "background": self.background,
-            "split": self.split,
-        }
+        d = {"shapes": [asdict(s) for s in self.shapes], "background": self.background, "split": self.split,
+             "kind": self.kind}
+        if self.relation is not None:
+            d["relation"] = self.relation
+        return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> Scene:
-        """The scene of a ``to_dict`` dict (or its JSON string)."""
+    def from_dict(cls, d: dict | str) -> Scene:
+        """The scene of a ``to_dict`` dict (or its JSON string). Dicts of the first model's data (no ``kind``) read
+        as single scenes and pairs, a pair's relation being its cells' (None when they are diagonal)."""
         if isinstance(d, str):
             d = json.loads(d)
-        return cls(
-            shapes=tuple(Shape(**s) for s in d["shapes"]),
-            background=d.get("background", "white"),
-            split=d.get("split", "train"),
-        )
+        shapes = tuple(Shape(**s) for s in d["shapes"])
+        kind = d.get("kind") or ("single" if len(shapes) == 1 else "pair")
+        relation = d.get("relation", relation_of(*shapes) if kind == "pair" else None)
+        return cls(shapes=shapes, background=d.get("background", "white"), split=d.get("split", "train"),
+                   kind=kind, relation=relation)
 
 
 def is_heldout_combo(shape: Shape) -> bool:
     """Whether ``shape``'s (colour, shape, size, position) is one of the held-out combinations."""
     return shape.combo in HELDOUT_COMBOS
-
-
-_TRAIN_COMBOS = tuple(
-    combo
-    for combo in ((c, s, z, p) for c in COLOURS for s in SHAPES for z in SIZES for p in POSITIONS)
-    if combo not in HELDOUT_COMBOS
-)
-HELDOUT_COMBO_LIST: tuple[tuple[str, str, str, str], ...] = tuple(sorted(HELDOUT_COMBOS))
 
 
 def place_shape(rng: np.random.Generator, combo: tuple[str, str, str, str]) -> Shape:
@@ -219,23 +281,83 @@ def _overlap(a: Shape, b: Shape) -> bool:
     return abs(ax - bx) < aw + bw + _GAP and abs(ay - by) < ah + bh + _GAP
 
 
-def sample_scene(rng: np.random.Generator, split: str = "train") -> Scene:
-    """A random scene of ``split``: training scenes have 1–2 shapes, held-out scenes one held-out shape."""
+def _choice(rng: np.random.Generator, options):
+    return options[int(rng.integers(len(options)))]
+
+
+def _weighted(rng: np.random.Generator, weights: dict):
+    keys = list(weights)
+    p = np.asarray([weights[k] for k in keys], dtype=np.float64)
+    return keys[int(rng.choice(len(keys), p=p / p.sum()))]
+
+
+def _fits(shapes: list[Shape], other: Shape) -> bool:
+    return all(other.position != s.position and not _overlap(s, other) for s in shapes)
+
+
+def _single(rng: np.random.Generator, split: str) -> list[Shape]:
+    combos = HELDOUT_COMBO_LIST if split == "heldout" else None
+    while True:
+        if combos is not None:
+            return [place_shape(rng, _choice(rng, combos))]
+        combo = (_choice(rng, COLOURS), _choice(rng, SHAPES), _choice(rng, SIZES), _choice(rng, POSITIONS))
+        if combo not in HELDOUT_COMBOS:
+            return [place_shape(rng, combo)]
+
+
+def _count(rng: np.random.Generator, split: str, count: int) -> list[Shape]:
+    if count == 1:
+        return _single(rng, split)
+    while True:
+        colour, shape = _choice(rng, COLOURS), _choice(rng, SHAPES)
+        if is_heldout_count(colour, shape, count) != (split == "heldout"):
+            continue
+        for size in (_choice(rng, SIZES), "small"):
+            placed: list[Shape] = []
+            for _ in range(40):
+                s = place_shape(rng, (colour, shape, size, _choice(rng, POSITIONS)))
+                if _fits(placed, s) and (split == "heldout" or not is_heldout_combo(s)):
+                    placed.append(s)
+                    if len(placed) == count:
+                        return placed
+
+
+def _pair(rng: np.random.Generator, split: str) -> tuple[list[Shape], str]:
+    while True:
+        a = (_choice(rng, COLOURS), _choice(rng, SHAPES))
+        b = (_choice(rng, COLOURS), _choice(rng, SHAPES))
+        if a == b or is_heldout_pair(a, b) != (split == "heldout"):
+            continue
+        relation = _choice(rng, RELATIONS)
+        for _ in range(40):
+            first = place_shape(rng, (*a, _choice(rng, SIZES), _choice(rng, POSITIONS)))
+            second = place_shape(rng, (*b, _choice(rng, SIZES), _choice(rng, POSITIONS)))
+            if (relation_of(first, second) == relation and _fits([first], second)
+                    and (split == "heldout" or not (is_heldout_combo(first) or is_heldout_combo(second)))):
+                return [first, second], relation
+
+
+def sample_scene(rng: np.random.Generator, split: str = "train", kind: str | None = None,
+                 count: int | None = None) -> Scene:
+    """A random scene of ``split`` and ``kind`` (default: drawn by ``KIND_WEIGHTS``; held-out scenes: single).
+
+    ``count`` fixes the number of shapes of a count scene (default: drawn by ``COUNT_WEIGHTS``).
+    """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
-    background = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
-    if split == "heldout":
-        shape = place_shape(rng, HELDOUT_COMBO_LIST[int(rng.integers(len(HELDOUT_COMBO_LIST)))])
-        return Scene(shapes=(shape,), background=background, split=split)
-    first = place_shape(rng, _TRAIN_COMBOS[int(rng.integers(len(_TRAIN_COMBOS)))])
-    shapes = [first]
-    if rng.random() < TWO_SHAPE_PROBABILITY:
-        for _ in range(20):
-            other = place_shape(rng, _TRAIN_COMBOS[int(rng.integers(len(_TRAIN_COMBOS)))])
-            if other.position != first.position and not _overlap(first, other):
-                shapes.append(other)
-                break
-    return Scene(shapes=tuple(shapes), background=background, split=split)
+    if kind is None:
+        kind = "single" if split == "heldout" else _weighted(rng, KIND_WEIGHTS)
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    relation = None
+    if kind == "single":
+        shapes = _single(rng, split)
+    elif kind == "count":
+        shapes = _count(rng, split, count or _weighted(rng, COUNT_WEIGHTS))
+    else:
+        shapes, relation = _pair(rng, split)
+    background = _choice(rng, allowed_backgrounds({s.colour for s in shapes}))
+    return Scene(shapes=tuple(shapes), background=background, split=split, kind=kind, relation=relation)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -280,277 +402,3 @@ def render_array(scene: Scene, size: int = 128) -> np.ndarray:
 def render(scene: Scene, size: int = 128) -> Image.Image:
     """``scene`` as a deterministic anti-aliased RGB image of ``size``×``size`` pixels."""
     return Image.fromarray(render_array(scene, size), mode="RGB")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# captions
-
-# Words and their synonyms. English words are single tokens where possible; no word is a substring of a word of
-# another attribute value in a way that changes its meaning (the tests map caption words back to attributes).
-EN_WORDS = {
-    "colour": {c: [c] for c in COLOURS},
-    "shape": {"circle": ["circle", "disk"], "square": ["square"], "triangle": ["triangle"]},
-    "size": {"small": ["small", "little"], "medium": ["medium", "medium-sized"], "large": ["large", "big"]},
-    "position": {
-        "top-left": ["in the top left corner", "at the top left", "in the upper left"],
-        "top": ["at the top", "near the top"],
-        "top-right": ["in the top right corner", "at the top right", "in the upper right"],
-        "left": ["on the left", "on the left side"],
-        "center": ["in the center", "in the middle"],
-        "right": ["on the right", "on the right side"],
-        "bottom-left": ["in the bottom left corner", "at the bottom left", "in the lower left"],
-        "bottom": ["at the bottom", "near the bottom"],
-        "bottom-right": ["in the bottom right corner", "at the bottom right", "in the lower right"],
-    },
-    "background": {"white": ["white"], "gray": ["gray", "grey"], "black": ["black"], "beige": ["beige"]},
-}
-ZH_WORDS = {
-    "colour": {
-        "red": ["红色", "红"],
-        "green": ["绿色", "绿"],
-        "blue": ["蓝色", "蓝"],
-        "yellow": ["黄色", "黄"],
-    },
-    "shape": {
-        "circle": ["圆形", "圆", "圆圈"],
-        "square": ["正方形", "方块", "方形"],
-        "triangle": ["三角形", "三角"],
-    },
-    "size": {"small": ["小", "小的"], "medium": ["中等大小的", "中号"], "large": ["大", "大的"]},
-    "position": {
-        "top-left": ["左上角", "左上方"],
-        "top": ["上方", "顶部", "上面"],
-        "top-right": ["右上角", "右上方"],
-        "left": ["左边", "左侧"],
-        "center": ["中间", "中央", "正中间"],
-        "right": ["右边", "右侧"],
-        "bottom-left": ["左下角", "左下方"],
-        "bottom": ["下方", "底部", "下面"],
-        "bottom-right": ["右下角", "右下方"],
-    },
-    "background": {"white": ["白色"], "gray": ["灰色"], "black": ["黑色"], "beige": ["米色"]},
-}
-
-# Slots: {col} colour (any form), {colL} colour (long form, Chinese only: 红色), {shp}, {sz}, {pos}, {bg};
-# two-shape templates: {d1}/{d2} noun phrases, {p1}/{p2} positions, {bg}.
-TEMPLATES: dict[str, dict[str, list[str]]] = {
-    "en": {
-        "train": [
-            "a {col} {shp}",
-            "{col} {shp}",
-            "a {sz} {col} {shp}",
-            "a {col} {shp} {pos}",
-            "a {sz} {col} {shp} {pos}",
-            "{col} {shp}, {bg} background",
-            "a {col} {shp} on a {bg} background",
-            "a {sz} {col} {shp} on a {bg} background",
-            "a picture of a {sz} {col} {shp} {pos}",
-            "a picture of a {col} {shp}",
-            "an image of a {col} {shp} {pos}",
-            "there is a {col} {shp} {pos}",
-            "there is a {sz} {col} {shp} on a {bg} background",
-            "{sz} {col} {shp} {pos}, {bg} background",
-            "a drawing of a {col} {shp} on a {bg} background",
-            "a simple drawing of a {sz} {col} {shp}",
-            "a {bg} background with a {col} {shp} {pos}",
-            "one {col} {shp}",
-            "a single {sz} {col} {shp} {pos} on a {bg} background",
-            "{pos}, a {sz} {col} {shp}",
-            "a {shp} in {col}",
-            "a {sz} {shp} in {col} {pos}",
-        ],
-        "heldout": [
-            "the {shp} is {col}",
-            "{bg} background, a {sz} {col} {shp}",
-            "an image of one {col} {shp} on a {bg} background",
-            "{pos} there is a {sz} {col} {shp}",
-            "{col} {shp} {pos}",
-            "the {shp} is {sz} and {col}",
-            "a simple picture of a {col} {shp} {pos}",
-            "one {sz} {col} {shp} on a {bg} background",
-        ],
-        "pair": [
-            "{d1} and {d2}",
-            "{d1} and {d2} on a {bg} background",
-            "two shapes: {d1} and {d2}",
-            "{d1} {p1} and {d2} {p2}",
-            "a picture of {d1} {p1} and {d2} {p2}",
-            "{d1} {p1}, {d2} {p2}, {bg} background",
-        ],
-    },
-    "zh": {
-        "train": [
-            "一个{colL}的{shp}",
-            "{col}{shp}",
-            "一个{col}{shp}",
-            "一个{sz}{col}{shp}",
-            "{pos}有一个{col}{shp}",
-            "{pos}有一个{sz}{col}{shp}",
-            "{bg}背景上的{col}{shp}",
-            "{bg}背景上有一个{sz}{col}{shp}",
-            "画面{pos}是一个{col}{shp}",
-            "画面{pos}是一个{sz}{colL}的{shp}",
-            "一张图片，{pos}有一个{colL}的{shp}",
-            "{colL}的{shp}，{bg}背景",
-            "在{bg}背景上，{pos}画着一个{sz}{col}{shp}",
-            "一幅简单的画：一个{col}{shp}",
-            "图中有一个{sz}{col}{shp}，位于{pos}",
-            "这张图片里有一个{colL}的{shp}",
-            "{sz}{col}{shp}，在{pos}",
-            "一个{shp}，颜色是{colL}",
-            "只有一个{col}{shp}",
-        ],
-        "heldout": [
-            "{shp}是{colL}的",
-            "{bg}背景，{pos}一个{sz}{col}{shp}",
-            "这是一个{sz}{col}{shp}",
-            "图片{pos}有{colL}的{shp}",
-            "{pos}画着一个{col}{shp}",
-            "画面里只有一个{colL}的{shp}",
-            "一个{colL}的{shp}在{pos}",
-            "{bg}背景上画着一个{col}{shp}",
-        ],
-        "pair": [
-            "{d1}和{d2}",
-            "{p1}是{d1}，{p2}是{d2}",
-            "{bg}背景上有{d1}和{d2}",
-            "两个图形：{d1}和{d2}",
-            "{p1}有{d1}，{p2}有{d2}",
-            "画面中有{d1}和{d2}",
-        ],
-    },
-}
-_WORDS = {"en": EN_WORDS, "zh": ZH_WORDS}
-
-
-def _pick(rng: np.random.Generator, options: Sequence[str]) -> str:
-    return options[int(rng.integers(len(options)))] if len(options) > 1 else options[0]
-
-
-def _slots(shape: Shape, background: str, lang: str, rng: np.random.Generator) -> dict[str, str]:
-    w = _WORDS[lang]
-    return {
-        "col": _pick(rng, w["colour"][shape.colour]),
-        "colL": w["colour"][shape.colour][0],
-        "shp": _pick(rng, w["shape"][shape.shape]),
-        "sz": _pick(rng, w["size"][shape.size]),
-        "pos": _pick(rng, w["position"][shape.position]),
-        "bg": _pick(rng, w["background"][background]),
-    }
-
-
-def _noun_phrase(slots: dict[str, str], lang: str, rng: np.random.Generator) -> str:
-    with_size = rng.random() < 0.5
-    if lang == "en":
-        return f"a {slots['sz']} {slots['col']} {slots['shp']}" if with_size else f"a {slots['col']} {slots['shp']}"
-    k = int(rng.integers(3))
-    if k == 0:
-        return "一个" + (slots["sz"] if with_size else "") + slots["col"] + slots["shp"]
-    if k == 1:
-        return f"一个{slots['colL']}的{slots['shp']}"
-    return f"{slots['sz']}{slots['col']}{slots['shp']}" if with_size else f"{slots['col']}{slots['shp']}"
-
-
-def caption_with_template(
-    scene: Scene, lang: str, rng: np.random.Generator, split: str | None = None
-) -> tuple[str, str]:
-    """(caption, template id such as ``"en/train/3"``) of ``scene`` in ``lang`` with ``split``'s wordings."""
-    if lang not in LANGS:
-        raise ValueError(f"lang must be one of {', '.join(LANGS)}, not {lang!r}")
-    split = split or scene.split
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
-    if len(scene.shapes) == 1:
-        templates = TEMPLATES[lang][split]
-        k = int(rng.integers(len(templates)))
-        return templates[k].format(**_slots(scene.shapes[0], scene.background, lang, rng)), f"{lang}/{split}/{k}"
-    # two-shape scenes: training wordings only (held-out prompts are single-shape)
-    templates = TEMPLATES[lang]["pair"]
-    k = int(rng.integers(len(templates)))
-    s1 = _slots(scene.shapes[0], scene.background, lang, rng)
-    s2 = _slots(scene.shapes[1], scene.background, lang, rng)
-    text = templates[k].format(
-        d1=_noun_phrase(s1, lang, rng), d2=_noun_phrase(s2, lang, rng), p1=s1["pos"], p2=s2["pos"], bg=s1["bg"]
-    )
-    return text, f"{lang}/pair/{k}"
-
-
-def caption(scene: Scene, lang: str, rng: np.random.Generator, split: str | None = None) -> str:
-    """A random caption of ``scene`` in ``lang`` ("en"/"zh"), worded from ``split`` (default: ``scene.split``)."""
-    return caption_with_template(scene, lang, rng, split)[0]
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# examples, batches, files
-
-
-def sample_example(
-    rng: np.random.Generator, split: str = "train", size: int = 128
-) -> tuple[Image.Image, str, str, Scene]:
-    """(image, English caption, Chinese caption, scene) of one random scene of ``split``."""
-    scene = sample_scene(rng, split)
-    return render(scene, size), caption(scene, "en", rng), caption(scene, "zh", rng), scene
-
-
-def batch(
-    rng: np.random.Generator, n: int, split: str = "train", size: int = 128, lang: str = "both"
-) -> tuple[np.ndarray, list[str], list[Scene]]:
-    """(uint8 n×size×size×3 images, one caption each — random language when ``lang="both"`` —, scenes)."""
-    if lang not in (*LANGS, "both"):
-        raise ValueError(f"lang must be en, zh or both, not {lang!r}")
-    images = np.empty((n, size, size, 3), dtype=np.uint8)
-    captions, scenes = [], []
-    for i in range(n):
-        scene = sample_scene(rng, split)
-        images[i] = render_array(scene, size)
-        lg = lang if lang != "both" else LANGS[int(rng.integers(len(LANGS)))]
-        captions.append(caption(scene, lg, rng))
-        scenes.append(scene)
-    return images, captions, scenes
-
-
-def write_imagefolder(
-    out_dir: str | Path, n: int, seed: int, split: str = "train", size: int = 128, lang: str = "both",
-    control: str | None = None,
-) -> Path:
-    """Write ``n`` examples as a Hugging Face imagefolder (``images/*.png`` + ``metadata.jsonl``); returns ``out_dir``.
-
-    One row per image. ``text`` is the caption in ``lang``; with ``lang="both"`` each row's language is drawn at
-    random (recorded in ``lang``). Every row also has ``text_en``, ``text_zh`` and ``scene`` (a JSON string).
-    ``control="canny"`` also writes each render's control map to ``conditioning/`` (canny edges, made exactly as
-    ``kolors generate --control canny=IMAGE`` makes them) and names it in a ``conditioning_image`` column: the
-    layout ControlNet training reads. The scenes and captions do not depend on ``control``.
-    """
-    if lang not in (*LANGS, "both"):
-        raise ValueError(f"lang must be en, zh or both, not {lang!r}")
-    if control not in (None, *CONTROLS):
-        raise ValueError(f"control must be one of {', '.join(CONTROLS)}, not {control!r}")
-    out = Path(out_dir)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    if control is not None:
-        from ..annotators.maps import control_map
-
-        (out / "conditioning").mkdir(exist_ok=True)
-    rng = np.random.default_rng(seed)
-    width = max(6, len(str(max(n - 1, 0))))
-    with open(out / "metadata.jsonl", "w", encoding="utf-8") as f:
-        for i in range(n):
-            scene = sample_scene(rng, split)
-            name = f"images/{i:0{width}d}.png"
-            image = render(scene, size)
-            image.save(out / name, optimize=False)
-            texts = {lg: caption(scene, lg, rng) for lg in LANGS}
-            lg = lang if lang != "both" else LANGS[int(rng.integers(len(LANGS)))]
-            row = {
-                "file_name": name,
-                "text": texts[lg],
-                "lang": lg,
-                "text_en": texts["en"],
-                "text_zh": texts["zh"],
-                "scene": json.dumps(scene.to_dict(), ensure_ascii=False),
-            }
-            if control is not None:
-                row["conditioning_image"] = f"conditioning/{i:0{width}d}.png"
-                control_map(control, image).save(out / row["conditioning_image"], optimize=False)
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return out

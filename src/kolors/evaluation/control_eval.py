@@ -27,7 +27,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..data.shapes import TEMPLATES, Scene, render
+from ..data.shapes import Scene, render
 from . import shapes_checker
 from .heldout_prompts import load_heldout_prompts
 
@@ -37,9 +37,8 @@ DEFAULT_PAIRS = 64  # 128 cases: 64 scenes × (English, Chinese)
 
 
 def names_position(row: dict) -> bool:
-    """Whether the held-out prompt of ``row`` states the shape's position (its wording has a position slot)."""
-    lang, split, k = row["template"].split("/")
-    return "{pos}" in TEMPLATES[lang][split][int(k)]
+    """Whether the held-out prompt of ``row`` states the shape's position."""
+    return "position" in row["states"]
 
 
 def control_cases(pairs: int | None = DEFAULT_PAIRS, languages: Sequence[str] = ("en", "zh"),

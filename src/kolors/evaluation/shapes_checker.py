@@ -1,22 +1,27 @@
-"""Automatic checker for images of the shapes dataset: which colour and which shape is drawn (numpy + PIL only).
+"""Automatic checker for images of the shapes dataset: background, and each shape's colour, shape and position
+(numpy + PIL only).
 
 Method, per image:
 
 1. background = a quadratic surface per channel fitted robustly to a thin border ring (follows gradients and
-   vignetting); foreground = pixels far (in RGB) from it, the threshold raised above the border's own noise;
+   vignetting); foreground = pixels far (in RGB) from it, the threshold raised above the border's own noise; the
+   background's name = the reference nearest (CIELAB) to the ring's median colour;
 2. 8-connected components of the foreground; specks below a minimum area are ignored, the largest remain;
 3. per component: its colour is the median of its interior (eroded) pixels; the component is re-segmented at half
    way between background and that colour (so blur does not change its area) with holes filled;
-4. colour = nearest reference hue (``None`` when the colour is nearly grey); shape = nearest prototype in two
-   rotation-invariant features: area / minimum-area bounding rectangle (circle π/4, square 1, triangle 1/2) and
-   area / circle through the farthest hull point (circle 1, square 2/π, triangle ≈ 0.41).
+4. colour = white / black / none (grey) when the colour is nearly achromatic, else the nearest chromatic reference
+   in CIELAB; shape = nearest prototype in two rotation-invariant features: area / minimum-area bounding rectangle
+   (circle π/4, square 1, triangle 1/2) and area / circle through the farthest hull point (circle 1, square 2/π,
+   triangle ≈ 0.41); position = nearest cell centre of the 3×3 grid;
+5. count = shapes of at least a third of the smallest shape's area; two objects = both asked (colour, shape)
+   found in different shapes; relation = the first's centre a tenth of the side or more left of / right of /
+   above / below the second's.
 
 Works at any resolution (the model's native 128 px included) and tolerates blur, noise and colour shifts.
 """
 
 from __future__ import annotations
 
-import colorsys
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -24,17 +29,49 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from ..data.shapes import COLOUR_RGB, GRID, POSITIONS, SIZE_FRACTION, SIZES, SQUARE_HALF, TRIANGLE_HALF_WIDTH, Scene
+from ..data.shapes import (
+    BACKGROUND_RGB,
+    COLOUR_RGB,
+    GRID,
+    POSITIONS,
+    SIZE_FRACTION,
+    SIZES,
+    SQUARE_HALF,
+    TRIANGLE_HALF_WIDTH,
+    Scene,
+)
 
-__all__ = ["ImageLike", "Detection", "detect_shapes", "check_image", "check", "evaluate_images", "REFERENCE_HUES"]
+__all__ = [
+    "ImageLike",
+    "Detection",
+    "detect_shapes",
+    "check_image",
+    "check",
+    "read_background",
+    "count_shapes",
+    "find_objects",
+    "relation_holds",
+    "evaluate_images",
+]
 
 ImageLike = Image.Image | np.ndarray  # PIL image, uint8 H×W×3 (or C×H×W) array, or float array in 0–1
 SceneLike = Scene | Mapping | tuple[str, str]  # a Scene, its dict, {"colour", "shape"}, or (colour, shape)
 
-# Reference hue (degrees) of every shape colour, from the renderer's RGB values.
-REFERENCE_HUES: dict[str, float] = {
-    name: colorsys.rgb_to_hsv(*(v / 255 for v in rgb))[0] * 360 for name, rgb in COLOUR_RGB.items()
-}
+
+def _lab(rgb) -> np.ndarray:
+    """CIELAB (D65) of sRGB values in 0–255 (any leading shape, last axis 3)."""
+    c = np.asarray(rgb, dtype=np.float64) / 255.0
+    c = np.where(c > 0.04045, ((c + 0.055) / 1.055) ** 2.4, c / 12.92)
+    xyz = c @ np.array([[0.4124, 0.2126, 0.0193], [0.3576, 0.7152, 0.1192], [0.1805, 0.0722, 0.9505]])
+    xyz = xyz / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16 / 116)
+    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], axis=-1)
+
+
+ACHROMATIC = ("white", "black")
+CHROMATIC_LAB = {name: _lab(rgb) for name, rgb in COLOUR_RGB.items() if name not in ACHROMATIC}
+BACKGROUND_LAB = {name: _lab(rgb) for name, rgb in BACKGROUND_RGB.items()}
+
 # Shape prototypes in (area / min-area rectangle, area / circumscribed circle), measured on clean renders;
 # FEATURE_SCALE weighs the two features' distances.
 PROTOTYPES: dict[str, tuple[float, float]] = {
@@ -43,7 +80,11 @@ PROTOTYPES: dict[str, tuple[float, float]] = {
     "triangle": (0.52, 0.43),
 }
 FEATURE_SCALE = (1.0, 1.0)
-MIN_CHROMA = 40.0  # below this (0–255 max-min channel spread) the colour is called grey: no colour
+MIN_CHROMA = 40.0  # below this (0–255 max-min channel spread) the colour is achromatic: white, black or grey
+WHITE_L, BLACK_L = 80.0, 30.0  # CIELAB lightness above which an achromatic shape is white, below which black
+MAX_BACKGROUND_DELTA = 25.0  # CIELAB distance beyond which a border colour is none of the backgrounds
+COUNT_AREA = 0.4  # a shape counts when at least this fraction of the smallest rendered shape's area
+RELATION_MARGIN = 0.1  # centres must differ by this fraction of the side along a relation's axis
 MIN_AREA_FRACTION = 0.002  # components smaller than this fraction of the image are specks
 BASE_THRESHOLD = 48.0  # RGB distance from the background that counts as foreground (raised for noisy borders)
 
@@ -218,10 +259,10 @@ def _classify_shape(features: Mapping[str, float]) -> str:
 
 def _classify_colour(rgb: np.ndarray) -> str | None:
     r, g, b = (float(v) for v in rgb)
+    lab = _lab((r, g, b))
     if max(r, g, b) - min(r, g, b) < MIN_CHROMA:
-        return None
-    hue = colorsys.rgb_to_hsv(r / 255, g / 255, b / 255)[0] * 360
-    return min(REFERENCE_HUES, key=lambda n: min(abs(hue - REFERENCE_HUES[n]), 360 - abs(hue - REFERENCE_HUES[n])))
+        return "white" if lab[0] >= WHITE_L else "black" if lab[0] <= BLACK_L else None
+    return min(CHROMATIC_LAB, key=lambda n: float(np.sum((lab - CHROMATIC_LAB[n]) ** 2)))
 
 
 def _position(cx: float, cy: float) -> str:
@@ -288,6 +329,15 @@ def _poly(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.stack([np.ones_like(x), x, y, x * x, y * y, x * y], axis=-1)
 
 
+def _ring_mask(h: int, w: int) -> np.ndarray:
+    """A border ring about 1/64 of the side wide: where the background is read."""
+    b = max(1, round(min(h, w) / 64))
+    ring = np.zeros((h, w), dtype=bool)
+    ring[:b] = ring[-b:] = True
+    ring[:, :b] = ring[:, -b:] = True
+    return ring
+
+
 def _background(arr: np.ndarray) -> tuple[np.ndarray, float]:
     """(H×W×3 background estimate, its noise level): a quadratic per channel fitted robustly to a border ring.
 
@@ -297,11 +347,7 @@ def _background(arr: np.ndarray) -> tuple[np.ndarray, float]:
     surface (≈ 1.5 σ for Gaussian pixel noise).
     """
     h, w = arr.shape[:2]
-    b = max(1, round(min(h, w) / 64))
-    ring = np.zeros((h, w), dtype=bool)
-    ring[:b] = ring[-b:] = True
-    ring[:, :b] = ring[:, -b:] = True
-    ys, xs = np.nonzero(ring)
+    ys, xs = np.nonzero(_ring_mask(h, w))
     design = _poly(xs / w - 0.5, ys / h - 0.5)
     values = arr[ys, xs].astype(np.float64)
     # start from the ring's median colour (robust while up to half the ring is a shape), then fit the surface
@@ -381,6 +427,44 @@ def check(image: ImageLike, scene: SceneLike) -> tuple[bool, bool]:
         _multiset_covered([c for c, _ in expected], [d.colour for d in dets]),
         _multiset_covered([s for _, s in expected], [d.shape for d in dets]),
     )
+
+
+def read_background(image: ImageLike) -> str | None:
+    """The background's name: the reference nearest (CIELAB) to the border's median colour, None when that is
+    farther than ``MAX_BACKGROUND_DELTA`` from every reference."""
+    arr = _as_array(image)
+    lab = _lab(np.median(arr[_ring_mask(*arr.shape[:2])], axis=0))
+    name = min(BACKGROUND_LAB, key=lambda n: float(np.sum((lab - BACKGROUND_LAB[n]) ** 2)))
+    return name if float(np.sqrt(np.sum((lab - BACKGROUND_LAB[name]) ** 2))) <= MAX_BACKGROUND_DELTA else None
+
+
+_SMALLEST_AREA = min(_AREA_FACTOR.values()) * SIZE_FRACTION["small"] ** 2  # fraction of the image
+
+
+def count_shapes(image: ImageLike, detections: list[Detection] | None = None) -> int:
+    """How many shapes ``image`` shows: components of at least ``COUNT_AREA`` × the smallest shape's area."""
+    found = detect_shapes(image, max_shapes=8) if detections is None else detections
+    return sum(d.area >= COUNT_AREA * _SMALLEST_AREA for d in found)
+
+
+def find_objects(detections: list[Detection], wanted: list[tuple[str | None, str]]) -> list[Detection] | None:
+    """Distinct detections matching each (colour, shape) of ``wanted`` in order (colour None: any), largest
+    first; None when some object has no match."""
+    chosen: list[Detection] = []
+    for colour, shape in wanted:
+        match = next((d for d in detections if d not in chosen and d.shape == shape
+                      and (colour is None or d.colour == colour)), None)
+        if match is None:
+            return None
+        chosen.append(match)
+    return chosen
+
+
+def relation_holds(a: Detection, b: Detection, relation: str) -> bool:
+    """Whether ``a``'s centre is ``relation`` (left/right/above/below) of ``b``'s by ``RELATION_MARGIN`` or more."""
+    (ax, ay), (bx, by) = a.centre, b.centre
+    gap = {"left": bx - ax, "right": ax - bx, "above": by - ay, "below": ay - by}[relation]
+    return gap >= RELATION_MARGIN
 
 
 # ---------------------------------------------------------------------------------------------------------------

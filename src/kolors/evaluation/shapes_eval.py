@@ -1,11 +1,18 @@
-"""Colour/shape accuracy of a shapes model on the committed held-out prompts, per language.
+"""What a shapes model gets right on the committed held-out prompts, per category and language, with intervals.
 
-    python -m kolors.evaluation.shapes_eval [--model DIR] [--pairs 252] [--seeds 2] [--steps N] [--guidance F]
+    python -m kolors.evaluation.shapes_eval [--model DIR] [--prompts composition|colour-shape] [--seeds 2]
+        [--pairs N] [--category C ...] [--steps N] [--guidance F] [--reference JSON|none] [--json FILE]
+        [--images DIR]
 
-Generates every held-out prompt (English and its Chinese translation) at seeds 0..S-1 with this project's
-pipeline, scores each image with the automatic checker and prints a table: per language the fraction of images
-with the asked colour and the asked shape, and how often a Chinese prompt and its English translation give the
-same attributes. ``--json FILE`` also writes the report.
+Generates every prompt of the set (each English prompt and its Chinese translation) at seeds 0..S-1 with this
+project's pipeline, scores each image with the automatic checker (:mod:`kolors.evaluation.composition`) and prints
+per metric and language the rate with its 95% Wilson interval, next to a reference report on the same prompts
+(by default the first built-in model's, committed in ``data/``; ``--reference`` names another ``--json`` file).
+
+Prompt sets: ``composition`` (default) — the composition benchmark (plain, background, position, count and pair
+prompts); ``colour-shape`` — the first model's 252-pair colour/shape benchmark, also scored on position and
+background where a prompt states them. ``--images DIR`` keeps every image (``{pair}-{lang}-{seed}.png``) to look
+at the failures.
 """
 
 from __future__ import annotations
@@ -19,80 +26,125 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from . import shapes_checker
-from .heldout_prompts import load_heldout_prompts
+from .composition import METRICS, score, summarise
+from .heldout_prompts import load_composition_prompts, load_heldout_prompts
 
-__all__ = ["evaluate_pipeline", "format_report", "main"]
+__all__ = ["PROMPT_SETS", "REFERENCES", "prompt_rows", "evaluate_pipeline", "format_report", "main"]
+
+PROMPT_SETS = ("composition", "colour-shape")
+DATA = Path(__file__).with_name("data")
+# The first built-in model's reports on each set (25 steps, guidance 5, seeds 0 and 1).
+REFERENCES = {name: DATA / f"reference_v1_{name}.json" for name in PROMPT_SETS}
 
 
-def evaluate_pipeline(
-    pipe,
-    *,
-    pairs: int | None = None,
-    seeds: int = 2,
-    steps: int | None = None,
-    guidance: float | None = None,
-    languages: Sequence[str] = ("en", "zh"),
-    progress: bool = False,
-) -> dict:
-    """The checker's report (see ``shapes_checker.evaluate_images``) on the first ``pairs`` held-out pairs."""
-    rows = [r for r in load_heldout_prompts() if r["lang"] in languages and (pairs is None or r["pair_id"] < pairs)]
+def _colour_shape_expects(row: dict) -> dict:
+    out = {"colour": row["colour"], "shape": row["shape"]}
+    for attribute in ("position", "background"):
+        if attribute in row["states"]:
+            out[attribute] = row[attribute]
+    return out
+
+
+def prompt_rows(prompts: str = "composition", *, pairs: int | None = None, categories: Sequence[str] | None = None,
+                languages: Sequence[str] = ("en", "zh")) -> list[dict]:
+    """The rows of a prompt set, each with ``expects``; the first ``pairs`` pairs of each category when given."""
+    if prompts == "composition":
+        rows = load_composition_prompts()
+    elif prompts == "colour-shape":
+        rows = [{**r, "category": "colour-shape", "expects": _colour_shape_expects(r)} for r in load_heldout_prompts()]
+    else:
+        raise ValueError(f"prompt set must be one of {', '.join(PROMPT_SETS)}, not {prompts!r}")
+    first: dict[str, int] = {}
+    for r in rows:
+        first.setdefault(r["category"], r["pair_id"])
+    return [r for r in rows if r["lang"] in languages and (not categories or r["category"] in categories)
+            and (pairs is None or r["pair_id"] - first[r["category"]] < pairs)]
+
+
+def evaluate_pipeline(pipe, rows: list[dict], *, seeds: int = 2, steps: int | None = None,
+                      guidance: float | None = None, progress: bool = False, images: Path | None = None) -> dict:
+    """``{"settings", "metrics": summarise(...), "records"}`` of ``pipe`` on ``rows`` at seeds 0..``seeds``-1."""
     records = []
+    if images is not None:
+        images.mkdir(parents=True, exist_ok=True)
     for row in tqdm(rows, desc="evaluating", unit="prompt", disable=not progress):
         result = pipe(row["prompt"], seed=0, num_images=seeds, steps=steps, guidance=guidance, progress=False)
         for seed, image in zip(result.seeds, result.images):
-            records.append({"lang": row["lang"], "colour": row["colour"], "shape": row["shape"],
-                            "pair_id": row["pair_id"], "seed": seed, "detection": shapes_checker.check_image(image)})
-    report = shapes_checker.evaluate_images(records)
-    report["settings"] = {"pairs": len({r["pair_id"] for r in rows}), "seeds": seeds,
-                          "steps": steps or pipe.defaults.steps, "guidance": guidance or pipe.defaults.guidance}
-    return report
+            records.append({"pair_id": row["pair_id"], "lang": row["lang"], "category": row["category"],
+                            "prompt": row["prompt"], "seed": seed, "scores": score(image, row["expects"])})
+            if images is not None:
+                image.save(images / f"{row['pair_id']:03d}-{row['lang']}-{seed}.png")
+    return {"settings": {"pairs": len({r["pair_id"] for r in rows}), "seeds": seeds,
+                         "steps": steps or pipe.defaults.steps, "guidance": guidance or pipe.defaults.guidance},
+            "metrics": summarise(records), "records": records}
 
 
-def format_report(report: dict) -> str:
-    """A Markdown table of a report."""
+def format_report(report: dict, reference: dict | None = None) -> str:
+    """A Markdown table: per metric and language, the rate [95% interval] (n), beside the reference's."""
     s = report["settings"]
-    lines = [
-        f"{s['pairs']} held-out prompt pairs, {s['seeds']} seeds each, {s['steps']} steps, guidance {s['guidance']:g}",
-        "",
-        "| language | colour right | shape right | both | images |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for lang, v in report["languages"].items():
-        lines.append(f"| {lang} | {v['colour']:.1%} | {v['shape']:.1%} | {v['both']:.1%} | {v['n']} |")
-    a = report["agreement"]
-    if a["pairs"]:
-        lines += ["", f"zh/en agreement over {a['pairs']} image pairs: colour {a['colour']:.1%}, "
-                      f"shape {a['shape']:.1%}"]
+    head = (f"{s['pairs']} prompt pairs, seeds 0–{s['seeds'] - 1}, {s['steps']} steps, guidance {s['guidance']:g}; "
+            "rate [95% Wilson interval] (images)")
+    cols = ["this model"] + ([reference.get("name", "reference")] if reference else [])
+    lines = [head, "", "| metric | language | " + " | ".join(cols) + " |", "| --- | --- |" + " --- |" * len(cols)]
+    for metric in METRICS:
+        for lang, v in report["metrics"].get(metric, {}).items():
+            cells = [_cell(v)]
+            if reference:
+                cells.append(_cell(reference["metrics"].get(metric, {}).get(lang)))
+            lines.append(f"| {metric} | {lang} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _cell(v: dict | None) -> str:
+    if not v:
+        return "–"
+    lo, hi = v["ci"]
+    return f"{v['rate']:.1%} [{lo:.1%}, {hi:.1%}] ({v['n']})"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m kolors.evaluation.shapes_eval", description=__doc__.split("\n")[0])
     p.add_argument("--model", help="model folder (default: $KOLORS_MODEL, else the built-in model)")
-    p.add_argument("--pairs", type=int, help="held-out prompt pairs to use (default: all)")
+    p.add_argument("--prompts", choices=PROMPT_SETS, default="composition")
+    p.add_argument("--pairs", type=int, help="first pairs of each category (default: all)")
+    p.add_argument("--category", action="append", help="only this category (repeatable)")
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--steps", type=int)
     p.add_argument("--guidance", type=float)
     p.add_argument("--device", default="auto")
-    p.add_argument("--json", type=Path, help="also write the report here")
+    p.add_argument("--reference", help="a --json report to compare with ('none': no comparison; default: the "
+                                       "first built-in model's on these prompts)")
+    p.add_argument("--name", default="this model", help="the model's name in a --json report")
+    p.add_argument("--json", type=Path, help="also write the report here (without per-image records: --records)")
+    p.add_argument("--records", action="store_true", help="keep per-image scores in the --json report")
+    p.add_argument("--images", type=Path, help="save every image here")
     args = p.parse_args(argv)
 
     from ..errors import KolorsError
     from ..pipelines.legacy import Text2ImagePipeline
 
+    reference = None
+    if args.reference != "none":
+        path = Path(args.reference) if args.reference else REFERENCES[args.prompts]
+        if path.is_file():
+            reference = json.loads(path.read_text(encoding="utf-8"))
+        elif args.reference:
+            print(f"kolors: error: no reference report {path}", file=sys.stderr)
+            return 2
     try:
         pipe = Text2ImagePipeline.from_pretrained(args.model, device=args.device)
     except KolorsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"kolors: error: {exc}", file=sys.stderr)
         return 2
+    rows = prompt_rows(args.prompts, pairs=args.pairs, categories=args.category)
     t0 = time.monotonic()
-    report = evaluate_pipeline(pipe, pairs=args.pairs, seeds=args.seeds, steps=args.steps, guidance=args.guidance,
-                               progress=sys.stderr.isatty())
-    report["seconds"] = time.monotonic() - t0
-    print(format_report(report))
+    report = evaluate_pipeline(pipe, rows, seeds=args.seeds, steps=args.steps, guidance=args.guidance,
+                               progress=sys.stderr.isatty(), images=args.images)
+    report.update(name=args.name, prompts=args.prompts, seconds=time.monotonic() - t0)
+    print(format_report(report, reference))
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+        saved = report if args.records else {k: v for k, v in report.items() if k != "records"}
+        args.json.write_text(json.dumps(saved, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return 0
 
 

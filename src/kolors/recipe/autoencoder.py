@@ -89,17 +89,29 @@ def train_vae(
     deadline: float | None = None,
     log: Callable[[int, dict], None] | None = None,
     log_every: int = 50,
+    crop: int | None = None,
+    anchor: AutoencoderKL | None = None,
+    anchor_weight: float = 1.0,
 ) -> dict:
     """Train ``vae`` in place on random batches of ``pool`` (uint8 N×H×W×3, on any device); returns last metrics.
 
     Stops early when ``time.monotonic()`` passes ``deadline``; the learning rate decays with the larger of the
     step and the time progress, so a run cut by the deadline still ends at a low rate.
+
+    ``crop``: train on random ``crop``×``crop`` windows (the autoencoder is convolutional: the same function at a
+    fraction of the cost). ``anchor``: a frozen autoencoder whose latents (posterior means, scaled by its
+    ``scaling_factor``) the trained one is held near with ``anchor_weight`` — continuing an autoencoder on new data
+    (new colours) without moving the latents a diffusion model has learned more than the new data needs.
     """
     import time
 
     t_start = time.monotonic()
     vae.to(device).train()
-    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.99),
+    trained = list(vae.parameters())
+    if anchor is not None:
+        anchor = anchor.to(device).eval().requires_grad_(False)
+        scale = float(anchor.config.scaling_factor)
+    opt = torch.optim.AdamW(trained, lr=lr, weight_decay=0.0, betas=(0.9, 0.99),
                             fused=device.type == "cuda")
     warmup = max(1, min(200, steps // 10))
 
@@ -118,25 +130,31 @@ def train_vae(
     for step in range(steps):
         idx = torch.randint(0, n, (batch_size,), generator=generator)
         x = _augment(to_model_range(pool[idx].to(device, non_blocking=True)))
+        # Shapes cover a few percent of the pixels: weigh them (and a one-pixel ring) up against the background.
+        weight = 1.0 + foreground_weight * foreground_mask(x)
+        if crop is not None and crop < x.shape[-1]:
+            oy, ox = (int(v) for v in torch.randint(0, x.shape[-1] - crop + 1, (2,), generator=generator))
+            x, weight = x[..., oy : oy + crop, ox : ox + crop], weight[..., oy : oy + crop, ox : ox + crop]
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             posterior = vae.encode(x).latent_dist
-            z = posterior.sample()
-            rec = vae.decode(z).sample
+            rec = vae.decode(posterior.sample()).sample
         rec = rec.float()
         err = rec - x
         l1 = err.abs().mean()
         mse = err.pow(2).mean()
-        # Shapes cover a few percent of the pixels: weigh them (and a one-pixel ring) up against the background.
-        weight = 1.0 + foreground_weight * foreground_mask(x)
         wl = (weight * (err.abs() + err.pow(2))).mean() / weight.mean()
         mean, logvar = posterior.mean.float(), posterior.logvar.float()
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).mean()
         loss = wl + kl_weight * kl
+        if anchor is not None:
+            with torch.no_grad():
+                target = anchor.encode(x).latent_dist.mean.float()
+            loss = loss + anchor_weight * ((mean - target) * scale).pow(2).mean()
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
         opt.step()
         acc["l1"] += l1.detach()
         acc["mse"] += mse.detach()

@@ -31,8 +31,12 @@ def export_folder(
     unet,
     defaults: dict,
     info: dict,
+    vocabulary: Path | None = None,
 ) -> None:
-    """Write the diffusers Kolors layout (fp16 variant) into ``out``, replacing what was there only when complete."""
+    """Write the diffusers Kolors layout (fp16 variant) into ``out``, replacing what was there only when complete.
+
+    ``vocabulary``: the run's ``vocabulary.json`` (the words of its training captions), copied beside the weights.
+    """
     import copy
 
     from diffusers import EulerDiscreteScheduler, KolorsPipeline
@@ -52,6 +56,8 @@ def export_folder(
     )
     pipe.save_pretrained(str(tmp), variant="fp16", safe_serialization=True)
     (tmp / "kolors_defaults.json").write_text(json.dumps(defaults, indent=2) + "\n", encoding="utf-8")
+    if vocabulary is not None and Path(vocabulary).is_file():
+        shutil.copyfile(vocabulary, tmp / Path(vocabulary).name)
     info = dict(info, defaults=defaults, size_mb=(folder_size(tmp) + 4096) / 1e6)
     (tmp / "README.md").write_text(render_readme(info), encoding="utf-8")
     old = out.with_name(out.name + ".old")
@@ -75,7 +81,7 @@ def count_params(module: torch.nn.Module) -> int:
 def render_readme(info: dict) -> str:
     ev = info.get("eval") or {}
     lines = [
-        "# Kolors-shapes: the embedded default model",
+        "# Kolors-shapes: the built-in model",
         "",
         "A small model of the Kolors architecture (ChatGLM-style text encoder, SDXL-style UNet with Kolors",
         "conditioning, AutoencoderKL), every component trained from scratch by this project's recipe",
@@ -122,19 +128,17 @@ def render_readme(info: dict) -> str:
         if init.get("command"):
             lines += ["```", init["command"], "```", ""]
     if ev:
-        pairs = max((v.get("n", 0) for v in ev["per_language"].values()), default=0) // max(1, ev.get("seeds", 1))
         lines += [
-            f"Held-out evaluation: {pairs} prompt pairs (the same scene in English and Chinese; colour/shape/size/"
-            "position combinations and wordings never seen in training), "
-            f"{ev.get('seeds', 2)} seeds each, scored by the automatic checker (`kolors.evaluation.shapes_checker`):",
+            f"Held-out evaluation (the committed composition prompts, `kolors.evaluation.heldout_prompts`; scenes and "
+            f"wordings never seen in training), {ev.get('seeds', 2)} seeds each, {ev['steps']} steps, guidance "
+            f"{ev['guidance']:g}, scored by the automatic checker (`kolors.evaluation.composition`):",
             "",
-            "| language | colour right | shape right | both | images |",
+            "| metric | language | right | 95% interval | images |",
             "| --- | --- | --- | --- | --- |",
         ]
-        for lang, v in ev["per_language"].items():
-            lines.append(f"| {lang} | {v['colour']:.1%} | {v['shape']:.1%} | {v.get('both', 0):.1%} | {v['n']} |")
-        lines.append("")
-        lines.append(f"(at {ev['steps']} steps, guidance {ev['guidance']:g})")
+        for metric, per_lang in ev["metrics"].items():
+            for lang, v in per_lang.items():
+                lines.append(f"| {metric} | {lang} | {v['rate']:.1%} | {v['ci'][0]:.1%}–{v['ci'][1]:.1%} | {v['n']} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -12,36 +12,31 @@ import multiprocessing as mp
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import torch
 
-__all__ = ["LANGUAGES", "Pool", "caption_corpus", "render_pool", "CaptionTokens", "shapes_module", "scene_captions"]
+from ..data.captions import caption
+from ..data.examples import batch
+from ..data.shapes import LANGS, Scene, sample_scene
 
-LANGUAGES = ("en", "zh")
+__all__ = ["LANGUAGES", "Pool", "caption_corpus", "render_pool", "CaptionTokens", "scene_captions"]
+
+LANGUAGES = LANGS
 CHUNK = 256
 
 
-def shapes_module() -> ModuleType:
-    """The dataset generator (imported lazily so the recipe can be imported without it)."""
-    from ..data import shapes
-
-    return shapes
-
-
-def scene_captions(shapes: ModuleType, scene, rng: np.random.Generator) -> tuple[str, ...]:
+def scene_captions(scene: Scene, rng: np.random.Generator) -> tuple[str, ...]:
     """One caption of ``scene`` per language (wordings of the scene's own split)."""
-    return tuple(shapes.caption(scene, lang, rng) for lang in LANGUAGES)
+    return tuple(caption(scene, lang, rng) for lang in LANGUAGES)
 
 
 def caption_corpus(n_scenes: int, *, seed: int) -> list[str]:
     """Training-split captions of ``n_scenes`` random scenes in every language (no rendering): tokenizer data."""
-    shapes = shapes_module()
     rng = np.random.default_rng([seed, 7])
     out = []
     for _ in range(n_scenes):
-        out.extend(scene_captions(shapes, shapes.sample_scene(rng, "train"), rng))
+        out.extend(scene_captions(sample_scene(rng, "train"), rng))
     return out
 
 
@@ -80,13 +75,12 @@ def _render_chunk(args: tuple[int, int, str, int, int, int, str]):
     if _worker_tokenizer is None or _worker_tokenizer[0] != tokenizer_dir:
         _worker_tokenizer = (tokenizer_dir, load_tokenizer(Path(tokenizer_dir)))
     tokenizer = _worker_tokenizer[1]
-    shapes = shapes_module()
     rng = np.random.default_rng([seed, chunk_index])
-    images, _captions, scenes = shapes.batch(rng, n, split, size)
+    images, _captions, scenes = batch(rng, n, split, size)
     texts = []
     for scene in scenes:
         for lang in LANGUAGES:
-            texts.extend(shapes.caption(scene, lang, rng) for _ in range(k_caps))
+            texts.extend(caption(scene, lang, rng) for _ in range(k_caps))
     ids, mask, pos = _tokenize_np(tokenizer, texts)
     shape = (n, len(LANGUAGES), k_caps, -1)
     return np.asarray(images, dtype=np.uint8), ids.reshape(shape), mask.reshape(shape), pos.reshape(shape)

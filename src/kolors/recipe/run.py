@@ -40,6 +40,7 @@ from .pool import LANGUAGES, CaptionTokens, Pool, caption_corpus, render_pool
 from .settings import RecipeConfig, config_from_args, parse_language_weights
 from .tokenizer import load_tokenizer, padded_vocab_size, train_tokenizer
 from .trainer import DiffusionTrainer
+from .vocabulary import VOCABULARY_FILE, write_vocabulary
 
 __all__ = ["RecipeResult", "RecipeRun", "run", "main"]
 
@@ -131,6 +132,7 @@ class RecipeRun:
             self.log(f"tokenizer: resumed from {folder}")
             return load_tokenizer(folder)
         corpus = caption_corpus(cfg.tokenizer_scenes, seed=cfg.seed)
+        write_vocabulary(self.work, corpus)
         tokenizer = train_tokenizer(corpus, folder, vocab_size=cfg.vocab_size,
                                     han_characters=not cfg.merge_han_characters)
         self.log(f"tokenizer: {len(tokenizer)} ids (SentencePiece BPE, byte fallback) from {len(corpus)} captions "
@@ -160,10 +162,17 @@ class RecipeRun:
         elif cfg.init_from is not None:
             folder = Path(cfg.init_from) / "vae"
             vae = AutoencoderKL.from_pretrained(str(folder), **weights_variant(folder)).float()
-            means, stds = self._encode_pool(vae, pool_to_tensor(pool.images))
+            images = pool_to_tensor(pool.images)
             self.vae_info = {"steps": 0, "initialised_from": str(cfg.init_from),
                              "scaling_factor": float(vae.config.scaling_factor)}
-            self.log(f"vae: kept from {cfg.init_from} (scaling_factor {vae.config.scaling_factor}); pool encoded")
+            if cfg.vae_finetune_steps:
+                import copy
+
+                self._train_autoencoder(vae, images, steps=cfg.vae_finetune_steps, anchor=copy.deepcopy(vae))
+            means, stds = self._encode_pool(vae, images)
+            self.log(f"vae: kept from {cfg.init_from} (scaling_factor {vae.config.scaling_factor}"
+                     + (f", continued {cfg.vae_finetune_steps} steps" if cfg.vae_finetune_steps else "")
+                     + "); pool encoded")
             self._save_autoencoder_stage(vae, means, stds, pool)
         else:
             vae = build_vae(self.arch["vae"], cfg.image_size)
@@ -177,11 +186,12 @@ class RecipeRun:
         tokens = {k: cache[k] for k in ("input_ids", "attention_mask", "position_ids")}
         return vae, Latents(cache["means"], cache["stds"], tokens, float(vae.config.scaling_factor))
 
-    def _train_autoencoder(self, vae, images: torch.Tensor) -> None:
+    def _train_autoencoder(self, vae, images: torch.Tensor, *, steps: int | None = None, anchor=None) -> None:
         cfg, log = self.cfg, self.log
+        steps = steps or cfg.steps_vae
         if self.device.type == "cuda":
             images = images.to(self.device)
-        bar = log.bar(cfg.steps_vae, "vae")
+        bar = log.bar(steps, "vae")
         last_print = [time.monotonic()]
 
         def vae_log(step: int, m: dict) -> None:
@@ -189,22 +199,22 @@ class RecipeRun:
                 bar.n = step
                 bar.set_postfix(l1=f"{m['l1']:.4f}", psnr=f"{m['psnr']:.1f}")
                 bar.refresh()
-            elif time.monotonic() - last_print[0] >= cfg.log_seconds or step == cfg.steps_vae:
+            elif time.monotonic() - last_print[0] >= cfg.log_seconds or step == steps:
                 last_print[0] = time.monotonic()
-                log(f"vae step {step}/{cfg.steps_vae}: l1 {m['l1']:.4f} psnr {m['psnr']:.2f} kl {m['kl']:.3f}")
+                log(f"vae step {step}/{steps}: l1 {m['l1']:.4f} psnr {m['psnr']:.2f} kl {m['kl']:.3f}")
 
         t0 = time.monotonic()
         metrics = train_vae(
-            vae, images, steps=cfg.steps_vae, batch_size=cfg.batch_size_vae, lr=cfg.lr_vae, kl_weight=cfg.kl_weight,
+            vae, images, steps=steps, batch_size=cfg.batch_size_vae, lr=cfg.lr_vae, kl_weight=cfg.kl_weight,
             foreground_weight=cfg.vae_foreground_weight, device=self.device, amp_dtype=self._amp_dtype(),
             generator=torch.Generator().manual_seed(cfg.seed + 1),
             deadline=self.start + 0.25 * self.budget if self.budget else None, log=vae_log,
-            log_every=max(1, min(50, cfg.steps_vae // 10)),
+            log_every=max(1, min(50, steps // 10)), crop=cfg.vae_crop, anchor=anchor, anchor_weight=cfg.vae_anchor,
         )
         if bar is not None:
             bar.close()
-        self.vae_info = {"steps": metrics["steps"], "seconds": time.monotonic() - t0, "l1": metrics["l1"],
-                         "psnr": metrics["psnr"]}
+        self.vae_info.update({"steps_continued" if anchor is not None else "steps": metrics["steps"],
+                              "seconds": time.monotonic() - t0, "l1": metrics["l1"], "psnr": metrics["psnr"]})
         log(f"vae: {metrics['steps']} steps in {self.vae_info['seconds']:.0f}s, l1 {metrics['l1']:.4f}, "
             f"psnr {metrics['psnr']:.2f} dB")
 
@@ -261,7 +271,8 @@ class RecipeRun:
         trainer = DiffusionTrainer(
             unet, te, image_size=cfg.image_size, device=self.device, lr=cfg.lr, lr_text_encoder=cfg.lr_text_encoder,
             warmup_steps=cfg.warmup_steps, amp_dtype=self._amp_dtype(), ema_decay=cfg.ema_decay,
-            min_snr_gamma=cfg.min_snr_gamma, timestep_shift=cfg.timestep_shift,
+            min_snr_gamma=cfg.min_snr_gamma, timestep_shift=cfg.timestep_shift, noise_offset=cfg.noise_offset,
+            pyramid_noise=cfg.pyramid_noise,
         )
         if resuming:
             state = torch.load(checkpoint, map_location=self.device, weights_only=False)
@@ -355,7 +366,7 @@ class RecipeRun:
             unet, te = trainer.ema_copies()
             info = self.info(trainer, f"partial (checkpoint at step {trainer.step_count})", self.preliminary_defaults)
             export_folder(self.cfg.out, tokenizer=tokenizer, vae=vae, text_encoder=te, unet=unet,
-                          defaults=self.preliminary_defaults, info=info)
+                          defaults=self.preliminary_defaults, info=info, vocabulary=self.work / VOCABULARY_FILE)
 
     # 5. export, evaluation, README ------------------------------------------------------------------------------
     def finish_stage(self, tokenizer, vae, trainer: DiffusionTrainer) -> RecipeResult:
@@ -366,11 +377,10 @@ class RecipeRun:
             torch.cuda.empty_cache()
         defaults = self.preliminary_defaults
         export_folder(cfg.out, tokenizer=tokenizer, vae=vae, text_encoder=te, unet=unet, defaults=defaults,
-                      info=self.info(trainer, self.status, defaults))
+                      info=self.info(trainer, self.status, defaults), vocabulary=self.work / VOCABULARY_FILE)
         ev = None
         if not cfg.skip_eval:
-            spec = EvalSpec(pairs=cfg.eval_pairs, seeds=tuple(range(cfg.eval_seeds)), split=cfg.eval_split,
-                            batch_size=cfg.eval_batch)
+            spec = EvalSpec(pairs=cfg.eval_pairs, seeds=tuple(range(cfg.eval_seeds)), batch_size=cfg.eval_batch)
             best, evals = evaluate_folder(cfg.out, spec, parse_grid(cfg.eval_grid), final_pairs=cfg.eval_final_pairs,
                                           device=self.device, log=log)
             result.eval = [e.as_dict() for e in evals]

@@ -25,8 +25,8 @@ DEVICE_DEFAULTS = {
         "ema_decay": 0.9995,
         "checkpoint_minutes": 1.5,
         "log_seconds": 15.0,
-        "eval_pairs": 96,
-        "eval_final_pairs": 252,
+        "eval_pairs": 12,
+        "eval_final_pairs": 54,
         "eval_grid": "20x3,20x5,30x5,30x7.5",
         "eval_batch": 256,
     },
@@ -41,8 +41,8 @@ DEVICE_DEFAULTS = {
         "ema_decay": 0.999,
         "checkpoint_minutes": 10.0,
         "log_seconds": 60.0,
-        "eval_pairs": 48,
-        "eval_final_pairs": 252,
+        "eval_pairs": 6,
+        "eval_final_pairs": 54,
         "eval_grid": "20x5,30x5,30x7.5",
         "eval_batch": 32,
     },
@@ -68,6 +68,9 @@ class RecipeConfig:
     lr_vae: float | None = None
     kl_weight: float = 1e-5
     vae_foreground_weight: float = 4.0
+    vae_finetune_steps: int = 0
+    vae_anchor: float = 1.0
+    vae_crop: int | None = None
     steps_diffusion: int | None = None
     batch_size: int | None = None
     lr: float | None = None
@@ -78,6 +81,8 @@ class RecipeConfig:
     caption_dropout: float = 0.1
     min_snr_gamma: float | None = 5.0
     timestep_shift: float = 1.0
+    noise_offset: float = 0.0
+    pyramid_noise: float = 0.0
     time_budget_minutes: float | None = None
     checkpoint_minutes: float | None = None
     log_seconds: float | None = None
@@ -152,6 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kl-weight", type=float, default=1e-5)
     p.add_argument("--vae-foreground-weight", type=float, default=4.0,
                    help="extra weight of shape pixels in the VAE reconstruction loss")
+    p.add_argument("--vae-finetune-steps", type=int, default=0,
+                   help="with --init-from: steps continuing the kept VAE on this run's scenes (e.g. new colours), "
+                        "its latents held near the old ones (--vae-anchor)")
+    p.add_argument("--vae-anchor", type=float, default=1.0,
+                   help="weight holding a continued VAE's (scaled) latents near its starting point's")
+    p.add_argument("--vae-crop", type=int, metavar="PX",
+                   help="train the VAE on random PX×PX crops (cheaper; the VAE is convolutional)")
     p.add_argument("--steps-diffusion", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
@@ -164,10 +176,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-snr-gamma", type=float, default=5.0, help="0 disables Min-SNR weighting")
     p.add_argument("--timestep-shift", type=float, default=1.0,
                    help="draw training timesteps shifted towards high noise (1: uniform; 3: three quarters in the noisier half)")
+    p.add_argument("--noise-offset", type=float, default=0.0,
+                   help="offset noise: a per-channel constant of this std added to the training noise (0: off)")
+    p.add_argument("--pyramid-noise", type=float, default=0.0, metavar="DISCOUNT",
+                   help="multi-resolution training noise, level i weighted DISCOUNT**i (0: off)")
     p.add_argument("--time-budget-minutes", type=float, help="wall-clock limit of the whole run")
     p.add_argument("--checkpoint-minutes", type=float)
     p.add_argument("--log-seconds", type=float)
-    p.add_argument("--eval-pairs", type=int, help="held-out prompt pairs (en + zh) per grid point")
+    p.add_argument("--eval-pairs", type=int, help="composition prompt pairs (en + zh) per category and grid point")
     p.add_argument("--eval-final-pairs", type=int, help="pairs of the final evaluation at the chosen settings")
     p.add_argument("--eval-seeds", type=int, default=2)
     p.add_argument("--eval-grid", help='STEPSxGUIDANCE list, e.g. "20x5,30x7.5"')

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DConditionModel
 
 from ..models.chatglm import ChatGLMModel, ChatGLMTokenizer
@@ -29,6 +30,7 @@ __all__ = [
     "encode_text",
     "time_ids",
     "sample_timesteps",
+    "training_noise",
     "noise_scheduler",
     "EMA",
     "DiffusionTrainer",
@@ -65,6 +67,32 @@ def sample_timesteps(n: int, num_train_timesteps: int, *, shift: float = 1.0, de
     if shift != 1.0:
         u = shift * u / (1 + (shift - 1) * u)
     return (u * num_train_timesteps).long().clamp_(max=num_train_timesteps - 1)
+
+
+def training_noise(latents: torch.Tensor, *, offset: float = 0.0, pyramid: float = 0.0,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """Gaussian noise for ``latents``, with extra low-frequency components when asked.
+
+    ``offset``: plus ``offset`` × one normal draw per sample and channel (offset noise, diffusers' ``noise_offset``).
+    ``pyramid``: plus normal draws at half, quarter, … of the latent's side down to 1×1, upsampled, level i weighted
+    ``pyramid``**i, the sum rescaled to unit variance (multi-resolution noise). A small latent's lowest frequencies
+    (its mean colour, where its shapes sit) carry only a sliver of white noise's energy, so at the first sampling
+    step the seed's own low frequencies decide the background and the layout; with these components in training,
+    the model has to predict them, and learns to set them from the prompt.
+    """
+    b, c, h, w = latents.shape
+    noise = torch.randn(latents.shape, generator=generator, device=latents.device)
+    if pyramid:
+        total, level, size = noise, 1, min(h, w) // 2
+        while size >= 1:
+            weight = pyramid**level
+            low = torch.randn((b, c, size, size), generator=generator, device=latents.device)
+            total = total + weight * F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)
+            level, size = level + 1, size // 2
+        noise = total / total.std(dim=(1, 2, 3), keepdim=True)
+    if offset:
+        noise = noise + offset * torch.randn((b, c, 1, 1), generator=generator, device=latents.device)
+    return noise.to(latents.dtype)
 
 
 def noise_scheduler() -> DDPMScheduler:
@@ -125,6 +153,8 @@ class DiffusionTrainer:
         ema_decay: float | None = 0.999,
         min_snr_gamma: float | None = 5.0,
         timestep_shift: float = 1.0,
+        noise_offset: float = 0.0,
+        pyramid_noise: float = 0.0,
         grad_clip: float = 1.0,
     ):
         self.unet = unet.to(device).train()
@@ -159,6 +189,8 @@ class DiffusionTrainer:
         self.min_lr_ratio = min_lr_ratio
         self.min_snr_gamma = min_snr_gamma
         self.timestep_shift = timestep_shift
+        self.noise_offset = noise_offset
+        self.pyramid_noise = pyramid_noise
         self.grad_clip = grad_clip
         self.ema = EMA(self.trained, ema_decay) if ema_decay else None
         self.step_count = 0
@@ -186,7 +218,7 @@ class DiffusionTrainer:
         """Epsilon-prediction loss on scaled latents (optionally Min-SNR-γ weighted)."""
         b = latents.shape[0]
         if noise is None:
-            noise = torch.randn_like(latents)
+            noise = training_noise(latents, offset=self.noise_offset, pyramid=self.pyramid_noise)
         if timesteps is None:
             timesteps = sample_timesteps(b, self.num_train_timesteps, shift=self.timestep_shift, device=latents.device)
         noisy = self.scheduler.add_noise(latents, noise, timesteps)
