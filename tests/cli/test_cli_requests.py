@@ -133,3 +133,23 @@ def test_a_lora_with_nan_values_is_refused_and_the_model_is_untouched(tmp_path, 
                        "-o", tmp_path / "x.png")
     assert code == 2 and "LoRA file nan.safetensors is damaged: tensor" in err and "NaN or infinite" in err, err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_words_the_model_never_learned_are_named_once(tmp_path, capsys):
+    """A model trained by kolors' recipe records its captions' vocabulary; the CLI names the prompt's words outside
+    it (here the built-in model's parts, with a vocabulary that lacks "purple" and "宇航员")."""
+    from kolors.loading.locate import EMBEDDED_MODEL_DIR
+    from kolors.recipe.vocabulary import write_vocabulary
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for part in EMBEDDED_MODEL_DIR.iterdir():
+        (folder / part.name).symlink_to(part)
+    write_vocabulary(folder, ["a red circle on a white background", "一个红色的圆形"])
+    code, _, err = run(capsys, "generate", "a purple circle, 宇航员", "--model", folder, "--steps", 1, "--seed", 1,
+                       "-q", "-o", tmp_path / "x.png")
+    assert code == 0, err
+    assert err.count("never saw") == 1 and "never saw purple, 宇航员 in training" in err, err
+    code, _, err = run(capsys, "generate", "一个红色的圆形", "--model", folder, "--steps", 1, "--seed", 1, "-q",
+                       "-o", tmp_path / "y.png")
+    assert code == 0 and "never saw" not in err, err

@@ -126,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
     output = OutputPlan(args.output, request.num_images)
     load = model_options(args, stored)
     _check_controlnets(request, load["model"])
+    _note_unknown_words(request.prompt, load["model"])
 
     from ..pipelines.pipeline import Pipeline
 
@@ -268,6 +269,18 @@ def _check_controlnets(request: Any, model: str | None) -> None:
             raise KolorsError(f"no ControlNet folder for '{control.type}' controls: pass --controlnet "
                               f"{control.type}=DIR (a Kwai-Kolors/Kolors-ControlNet-{control.type.title()} folder)")
         control.controlnet = str(found)
+
+
+def _note_unknown_words(prompt: str, model: str | None) -> None:
+    """One warning line when the prompt uses words the model never saw in training (models trained by kolors'
+    recipe, such as the built-in one, record their captions' vocabulary), instead of silently ignoring them."""
+    from ..loading.locate import locate_model
+    from ..recipe.vocabulary import unknown_words
+
+    words = unknown_words(prompt, locate_model(model))
+    if words:
+        log.warning("this model never saw %s in training: %s will not steer the image", ", ".join(words),
+                    "it" if len(words) == 1 else "they")
 
 
 def _model_exists(model: str) -> bool:
