@@ -10,7 +10,7 @@ import torch
 
 from kolors.recipe.architecture import KOLORS_SCHEDULER_CONFIG
 from kolors.recipe.run import run
-from kolors.recipe.settings import RecipeConfig
+from kolors.recipe.options import RecipeConfig
 from kolors.recipe.trainer import encode_text, sample_timesteps, tokenize
 
 

@@ -3,7 +3,7 @@
 A small model of the Kolors architecture trained from scratch (or continued) on the synthetic bilingual shapes
 data of :mod:`kolors.data.shapes`. Modules, by job:
 
-* ``settings``      every option of the command, with defaults by device
+* ``options``       every option of the command, with defaults by device
 * ``architecture``  the small ChatGLM3 / SDXL-UNet shapes (``full``, ``tiny``) and the scheduler config
 * ``tokenizer``     SentencePiece BPE trained on captions, saved as a ChatGLM tokenizer folder
 * ``pool``          the pre-rendered scenes with tokenized bilingual captions the stages train on

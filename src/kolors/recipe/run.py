@@ -37,7 +37,7 @@ from .export import count_params, export_folder, folder_size, hardware_descripti
     verify_on_cpu
 from .initialise import initialise_from, weights_variant
 from .pool import LANGUAGES, CaptionTokens, Pool, caption_corpus, render_pool
-from .settings import RecipeConfig, config_from_args, parse_language_weights
+from .options import RecipeConfig, config_from_args, parse_language_weights
 from .tokenizer import load_tokenizer, padded_vocab_size, train_tokenizer
 from .trainer import DiffusionTrainer
 from .vocabulary import VOCABULARY_FILE, write_vocabulary

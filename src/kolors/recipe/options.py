@@ -1,4 +1,4 @@
-"""The recipe's settings: every option of ``python -m kolors.recipe``, with defaults by device."""
+"""The recipe's options: every option of ``python -m kolors.recipe``, with defaults by device."""
 
 from __future__ import annotations
 
