@@ -82,11 +82,11 @@ def test_an_unusable_folder_is_one_line_and_creates_nothing(tmp_path, capsys, mo
 
 @pytest.mark.parametrize("failure", [KeyboardInterrupt(), Terminated(), OSError(28, "No space left on device")])
 def test_a_failure_midway_removes_the_partial_dataset_and_only_it(tmp_path, capsys, monkeypatch, failure):
-    import kolors.data.shapes as shapes
+    import kolors.data.examples as examples
 
     (tmp_path / "shapes.writing").mkdir()  # somebody's folder with the name an older version used
     (tmp_path / "shapes.writing" / "theirs.txt").write_text("keep")
-    real = shapes.render
+    real = examples.render
     calls = []
 
     def failing(*args, **kwargs):
@@ -95,7 +95,7 @@ def test_a_failure_midway_removes_the_partial_dataset_and_only_it(tmp_path, caps
             raise failure
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(shapes, "render", failing)
+    monkeypatch.setattr(examples, "render", failing)
     code = main(["data", "shapes", str(tmp_path / "shapes"), "-n", "20", "--size", "32"])
     err = capsys.readouterr().err
     assert code == {KeyboardInterrupt: 130, Terminated: 143, OSError: 2}[type(failure)], err
