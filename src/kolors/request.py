@@ -387,10 +387,10 @@ class GenerationRequest:
                 value = _int(name, value, -(2**63), 2**63)
                 if value <= 0:
                     raise _fail(f"{name} must be a positive number of pixels, got {value}")
-                if value % 8:
-                    raise _fail(f"{name} {value} is not a multiple of 8: try {max(8, value // 8 * 8)}")
                 if value > MAX_SIDE:
                     raise _fail(f"{name} {value} is larger than {MAX_SIDE} pixels: generate smaller and upscale")
+                if value % 8:
+                    raise _fail(f"{name} {value} is not a multiple of 8: try {max(8, value // 8 * 8)}")
                 setattr(self, name, value)
         if self.steps is not None:
             self.steps = _int("steps", self.steps, 1, MAX_STEPS)
