@@ -13,7 +13,7 @@ Method, per image:
    in CIELAB; shape = nearest prototype in two rotation-invariant features: area / minimum-area bounding rectangle
    (circle π/4, square 1, triangle 1/2) and area / circle through the farthest hull point (circle 1, square 2/π,
    triangle ≈ 0.41); position = nearest cell centre of the 3×3 grid;
-5. count = shapes of at least a third of the smallest shape's area; two objects = both asked (colour, shape)
+5. count = coloured shapes of at least 0.4 × the smallest shape's area; two objects = both asked (colour, shape)
    found in different shapes; relation = the first's centre a tenth of the side or more left of / right of /
    above / below the second's.
 
@@ -442,9 +442,10 @@ _SMALLEST_AREA = min(_AREA_FACTOR.values()) * SIZE_FRACTION["small"] ** 2  # fra
 
 
 def count_shapes(image: ImageLike, detections: list[Detection] | None = None) -> int:
-    """How many shapes ``image`` shows: components of at least ``COUNT_AREA`` × the smallest shape's area."""
+    """How many shapes ``image`` shows: components of at least ``COUNT_AREA`` × the smallest shape's area with a
+    colour (a grey halo or smudge is no shape)."""
     found = detect_shapes(image, max_shapes=8) if detections is None else detections
-    return sum(d.area >= COUNT_AREA * _SMALLEST_AREA for d in found)
+    return sum(d.area >= COUNT_AREA * _SMALLEST_AREA and d.colour is not None for d in found)
 
 
 def find_objects(detections: list[Detection], wanted: list[tuple[str | None, str]]) -> list[Detection] | None:

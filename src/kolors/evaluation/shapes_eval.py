@@ -24,6 +24,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from PIL import Image
 from tqdm.auto import tqdm
 
 from .composition import METRICS, score, summarise
@@ -63,27 +64,49 @@ def prompt_rows(prompts: str = "composition", *, pairs: int | None = None, categ
 
 def evaluate_pipeline(pipe, rows: list[dict], *, seeds: int = 2, steps: int | None = None,
                       guidance: float | None = None, progress: bool = False, images: Path | None = None) -> dict:
-    """``{"settings", "metrics": summarise(...), "records"}`` of ``pipe`` on ``rows`` at seeds 0..``seeds``-1."""
+    """``{"settings", "metrics": summarise(...), "records"}`` of ``pipe`` on ``rows`` at seeds 0..``seeds``-1.
+
+    ``images``: a folder to save every image in; with ``pipe`` None, the folder to read them from instead (scores
+    of images generated before, e.g. after a change of the checker).
+    """
     records = []
-    if images is not None:
+    if images is not None and pipe is not None:
         images.mkdir(parents=True, exist_ok=True)
     for row in tqdm(rows, desc="evaluating", unit="prompt", disable=not progress):
-        result = pipe(row["prompt"], seed=0, num_images=seeds, steps=steps, guidance=guidance, progress=False)
-        for seed, image in zip(result.seeds, result.images):
+        if pipe is None:  # score images saved before
+            generated = [(seed, _saved_image(images / _image_name(row, seed))) for seed in range(seeds)]
+        else:
+            result = pipe(row["prompt"], seed=0, num_images=seeds, steps=steps, guidance=guidance, progress=False)
+            generated = list(zip(result.seeds, result.images))
+        for seed, image in generated:
             records.append({"pair_id": row["pair_id"], "lang": row["lang"], "category": row["category"],
                             "prompt": row["prompt"], "seed": seed, "scores": score(image, row["expects"])})
-            if images is not None:
-                image.save(images / f"{row['pair_id']:03d}-{row['lang']}-{seed}.png")
+            if images is not None and pipe is not None:
+                image.save(images / _image_name(row, seed))
+    defaults = pipe.defaults if pipe is not None else None
     return {"settings": {"pairs": len({r["pair_id"] for r in rows}), "seeds": seeds,
-                         "steps": steps or pipe.defaults.steps, "guidance": guidance or pipe.defaults.guidance},
+                         "steps": steps or getattr(defaults, "steps", None),
+                         "guidance": guidance or getattr(defaults, "guidance", None)},
             "metrics": summarise(records), "records": records}
+
+
+def _image_name(row: dict, seed: int) -> str:
+    return f"{row['pair_id']:03d}-{row['lang']}-{seed}.png"
+
+
+def _saved_image(path: Path) -> Image.Image:
+    if not path.is_file():
+        raise ValueError(f"no image {path.name} in {path.parent}: --rescore reads the --images folder of a run with "
+                         "the same --prompts, --pairs, --category and --seeds")
+    with Image.open(path) as image:
+        return image.convert("RGB")
 
 
 def format_report(report: dict, reference: dict | None = None) -> str:
     """A Markdown table: per metric and language, the rate [95% interval] (n), beside the reference's."""
     s = report["settings"]
-    head = (f"{s['pairs']} prompt pairs, seeds 0–{s['seeds'] - 1}, {s['steps']} steps, guidance {s['guidance']:g}; "
-            "rate [95% Wilson interval] (images)")
+    how = f"{s['steps']} steps, guidance {s['guidance']:g}" if s["steps"] else "images saved before"
+    head = f"{s['pairs']} prompt pairs, seeds 0–{s['seeds'] - 1}, {how}; rate [95% Wilson interval] (images)"
     cols = ["this model"] + ([reference.get("name", "reference")] if reference else [])
     lines = [head, "", "| metric | language | " + " | ".join(cols) + " |", "| --- | --- |" + " --- |" * len(cols)]
     for metric in METRICS:
@@ -118,6 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="also write the report here (without per-image records: --records)")
     p.add_argument("--records", action="store_true", help="keep per-image scores in the --json report")
     p.add_argument("--images", type=Path, help="save every image here")
+    p.add_argument("--rescore", type=Path, metavar="DIR", help="score the images an earlier --images run saved in "
+                                                               "DIR instead of generating (no model is loaded)")
     args = p.parse_args(argv)
 
     from ..errors import KolorsError
@@ -131,15 +156,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.reference:
             print(f"kolors: error: no reference report {path}", file=sys.stderr)
             return 2
-    try:
-        pipe = Text2ImagePipeline.from_pretrained(args.model, device=args.device)
-    except KolorsError as exc:
-        print(f"kolors: error: {exc}", file=sys.stderr)
-        return 2
+    pipe = None
+    if args.rescore is None:
+        try:
+            pipe = Text2ImagePipeline.from_pretrained(args.model, device=args.device)
+        except KolorsError as exc:
+            print(f"kolors: error: {exc}", file=sys.stderr)
+            return 2
     rows = prompt_rows(args.prompts, pairs=args.pairs, categories=args.category)
     t0 = time.monotonic()
-    report = evaluate_pipeline(pipe, rows, seeds=args.seeds, steps=args.steps, guidance=args.guidance,
-                               progress=sys.stderr.isatty(), images=args.images)
+    try:
+        report = evaluate_pipeline(pipe, rows, seeds=args.seeds, steps=args.steps, guidance=args.guidance,
+                                   progress=sys.stderr.isatty(), images=args.rescore or args.images)
+    except ValueError as exc:
+        print(f"kolors: error: {exc}", file=sys.stderr)
+        return 2
     report.update(name=args.name, prompts=args.prompts, seconds=time.monotonic() - t0)
     print(format_report(report, reference))
     if args.json:
