@@ -23,6 +23,7 @@ def run(capsys, *argv):
 def inputs(tmp_path):
     Image.new("RGB", (32, 24), (200, 30, 30)).save(tmp_path / "photo.png")
     (tmp_path / "style.safetensors").write_bytes(b"")
+    (tmp_path / "style.pt").write_bytes(b"")
     return tmp_path
 
 
@@ -31,8 +32,11 @@ def inputs(tmp_path):
                                               "number, got 'abc'"),
     (["--lora", "{d}/style.safetensors:inf"], "weight of LoRA style.safetensors must be between -100 and 100"),
     (["--lora", "{d}/nope.safetensors:0.5"], "LoRA file not found: {d}/nope.safetensors"),
-    (["--control", "canny={d}/photo.png:abc"], "--control canny= {d}/photo.png:abc: the scale after ':' must be a "
+    (["--control", "canny={d}/photo.png:abc"], "--control canny={d}/photo.png:abc: the scale after ':' must be a "
                                                "number, got 'abc'"),
+    (["--lora", "{d}"], "LoRA folder {d} holds no pytorch_lora_weights.safetensors or adapter_model.safetensors"),
+    (["--lora", "{d}/photo.png:0.5"], "LoRA file {d}/photo.png is not a .safetensors file"),
+    (["--lora", "{d}/style.pt"], "LoRA file {d}/style.pt is a pickle (.pt), which can run code when read"),
     (["--control", "canny={d}/photo.png:-1"], "control scale must be a number >= 0, got -1.0"),
     (["--ip-adapter", "{d}/photo.png:x", "--ip-adapter-model", "{d}"], "the scale after ':' must be a number"),
     (["--width", "13"], "width 13 is not a multiple of 8: try 8"),

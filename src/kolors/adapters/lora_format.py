@@ -36,14 +36,11 @@ import torch
 
 from ..errors import KolorsError
 from ..loading.weights import read_weight_file
+from .lora_files import SAFETENSORS_SUFFIX, lora_files
 
 logger = logging.getLogger(__name__)
 
-SAFETENSORS_SUFFIX = ".safetensors"
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 COMPONENTS = ("unet", "text_encoder")
-# Files of a Kolors DreamBooth checkpoint folder: the diffusers UNet LoRA and peft's text-encoder adapter.
-DREAMBOOTH_FILES = ("pytorch_lora_weights.safetensors", "adapter_model.safetensors")
 PEFT_ADAPTER_CONFIG = "adapter_config.json"
 LORA_METADATA_KEY = "lora_adapter_metadata"  # where diffusers' save_lora_weights stores the LoraConfig
 # Header fields in which kohya-ss and the ModelSpec convention name the base model a LoRA was trained on.
@@ -90,19 +87,11 @@ def read_lora(path: Path, models: dict[str, torch.nn.Module], *, allow_pickle: b
 # --- reading files ---------------------------------------------------------------------------------------------
 def _read_lora(path: Path, allow_pickle: bool) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """All tensors of a LoRA file (or DreamBooth folder) and the LoraConfig values found beside them."""
-    if path.is_dir():
-        files = [path / f for f in DREAMBOOTH_FILES if (path / f).is_file()]
-        if not files:
-            raise KolorsError(f"LoRA folder {path} holds no {' or '.join(DREAMBOOTH_FILES)}: pass the LoRA file")
-    elif path.is_file():
-        files = [path]
-    else:
-        raise KolorsError(f"LoRA file not found: {path}")
-
+    files = lora_files(path, allow_pickle=allow_pickle)
     state: dict[str, torch.Tensor] = {}
     config: dict[str, Any] = {}
     for file in files:
-        tensors = _read_file(file, allow_pickle)
+        tensors = _read_file(file)
         if any(k.startswith(_PEFT_MODEL_PREFIX) for k in tensors):
             config.update(_peft_adapter_config(file))
         if file.suffix == SAFETENSORS_SUFFIX:
@@ -111,15 +100,7 @@ def _read_lora(path: Path, allow_pickle: bool) -> tuple[dict[str, torch.Tensor],
     return state, config
 
 
-def _read_file(path: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
-    suffix = path.suffix.lower()
-    if suffix in PICKLE_SUFFIXES and not allow_pickle:
-        raise KolorsError(
-            f"LoRA file {path} is a pickle ({suffix}), which can run code when read: use the LoRA's .safetensors "
-            "release, or convert the file to .safetensors on a machine where you trust it"
-        )
-    if suffix != SAFETENSORS_SUFFIX and suffix not in PICKLE_SUFFIXES:
-        raise KolorsError(f"LoRA file {path} is not a .safetensors file")
+def _read_file(path: Path) -> dict[str, torch.Tensor]:
     state = read_weight_file(path)  # ModelLayoutError (a KolorsError) naming the file when unreadable
     if not state:
         raise KolorsError(f"LoRA file {path} holds no tensors")
@@ -162,7 +143,7 @@ def _peft_adapter_config(file: Path) -> dict[str, Any]:
 
 
 def _file_sha256(path: Path) -> str:
-    files = [path / f for f in DREAMBOOTH_FILES if (path / f).is_file()] if path.is_dir() else [path]
+    files = lora_files(path, allow_pickle=True)
     digest = hashlib.sha256()
     for file in files:
         with open(file, "rb") as f:

@@ -95,7 +95,8 @@ def path_and_number(text: str, option: str, what: str) -> tuple[str, float | Non
         value = float(tail)
     except ValueError:
         if not Path(text).expanduser().exists() and Path(head).expanduser().exists():
-            raise KolorsError(f"{option} {text}: the {what} after ':' must be a number, got '{tail}'") from None
+            spec = f"{option}{text}" if option.endswith("=") else f"{option} {text}"
+            raise KolorsError(f"{spec}: the {what} after ':' must be a number, got '{tail}'") from None
         return text, None
     if Path(text).expanduser().exists() and not Path(head).expanduser().exists():  # "…:2.png" is the file's name
         return text, None

@@ -201,12 +201,14 @@ def _replayable(args: argparse.Namespace, stored: dict[str, Any], task: str) -> 
 
 def lora_entries(args: argparse.Namespace, stored: dict[str, Any]) -> list:
     """``--lora FILE[:WEIGHT]`` options, else the stored LoRAs whose files are here (a warning for the others)."""
+    from ..adapters.lora_files import lora_files
     from ..request import Lora
 
     if args.lora:
         entries = []
         for spec in args.lora:
             path, weight = path_and_number(spec, "--lora", "weight")
+            lora_files(Path(path).expanduser())  # a missing or unusable file is refused before the model loads
             entries.append(Lora(path, 1.0 if weight is None else weight))
         return entries
     entries = []
