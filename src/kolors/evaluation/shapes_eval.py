@@ -2,7 +2,7 @@
 
     python -m kolors.evaluation.shapes_eval [--model DIR] [--prompts composition|colour-shape] [--seeds 2]
         [--pairs N] [--category C ...] [--steps N] [--guidance F] [--reference JSON|none] [--json FILE]
-        [--images DIR]
+        [--images DIR | --rescore DIR]
 
 Generates every prompt of the set (each English prompt and its Chinese translation) at seeds 0..S-1 with this
 project's pipeline, scores each image with the automatic checker (:mod:`kolors.evaluation.composition`) and prints
@@ -12,7 +12,7 @@ per metric and language the rate with its 95% Wilson interval, next to a referen
 Prompt sets: ``composition`` (default) — the composition benchmark (plain, background, position, count and pair
 prompts); ``colour-shape`` — the first model's 252-pair colour/shape benchmark, also scored on position and
 background where a prompt states them. ``--images DIR`` keeps every image (``{pair}-{lang}-{seed}.png``) to look
-at the failures.
+at the failures; ``--rescore DIR`` scores such a folder again without loading a model (after a checker change).
 """
 
 from __future__ import annotations
