@@ -127,6 +127,8 @@ def test_info_tokenize_health_ready_metrics(client):
     info = client.get("/api/v1/info").json()
     assert info["builtin"] and info["defaults"]["width"] == 128 and info["token_limit"] == 256
     assert "euler" in info["schedulers"] and info["limits"]["max_images"] == 8 and info["auth"] is False
+    # a control without a named ControlNet uses the built-in model's canny one; there is no depth or pose one
+    assert info["default_controlnets"] == {"canny": "kolors-shapes-small-controlnet-canny"}
     tokens = client.post("/api/v1/tokenize", json={"text": "a red circle"}).json()
     assert 3 <= tokens["tokens"] < 20 and tokens["dropped"] == 0 and tokens["limit"] == 256
     long = client.post("/api/v1/tokenize", json={"text": "红色 " * 400}).json()

@@ -81,6 +81,12 @@ def test_control_scene_shows_its_canny_map_then_generates(open_page, server, sho
     card = page.locator("#controls-list fieldset").first
     assert card.locator("[data-role=type]").input_value() == "canny"
     assert card.locator("[data-role=detect]").is_checked()
+    # the empty choice says which ControlNet it stands for (the built-in canny one); depth has none
+    default = card.locator("[data-role=model] option").first
+    assert default.inner_text() == "Default (kolors-shapes-small-controlnet-canny)"
+    card.locator("[data-role=type]").select_option("depth")
+    assert default.inner_text() == "Default"
+    card.locator("[data-role=type]").select_option("canny")
     choose_file(page, "#controls-list input[type=file]", "scene.png", scene_png())
     page.wait_for_function("() => { const i = document.querySelector('#controls-list [data-role=map]');"
                            " return i && i.complete && i.naturalWidth > 0; }")

@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from .. import defaults as kolors_defaults
 from ..errors import KolorsError
+from ..loading.locate import conventional_controlnet_folder
 from ..request import CONTROL_TYPES, TASKS, GenerationRequest
 from ..schedulers import SCHEDULER_NAMES
 from ..version import __version__
@@ -244,12 +245,17 @@ def _info(service: Service) -> dict[str, Any]:
     presets = sorted({(max(8, round(w * scale / 8) * 8), max(8, round(h * scale / 8) * 8)) for w, h in SIZE_PRESETS},
                      key=lambda s: (-(s[0] == s[1]), s[0]))
     controlnets = References.names(settings.controlnet_dir, files=False)
+    # What a control without a named ControlNet uses (the built-in model's canny, or one beside the model folder).
+    defaults_found = {kind: conventional_controlnet_folder(kind, pipe.components.folder) for kind in CONTROL_TYPES
+                      } if pipe is not None else {}
+    default_controlnets = {kind: folder.name for kind, folder in defaults_found.items() if folder is not None}
     by_type = {kind: [n for n in controlnets if kind in n.lower() or not any(k in n.lower() for k in CONTROL_TYPES)]
                for kind in CONTROL_TYPES}
     return {"model": model, "builtin": builtin, "ready": pipe is not None, "mode": settings.mode, "modes": list(kolors_defaults.MODES),
             "defaults": defaults, "size_presets": [list(p) for p in presets], "schedulers": list(SCHEDULER_NAMES),
             "tasks": list(TASKS), "control_types": list(CONTROL_TYPES),
             "loras": References.names(settings.lora_dir, files=True), "controlnets": by_type,
+            "default_controlnets": default_controlnets,
             "ip_adapters": References.names(settings.ip_adapter_dir, files=False),
             "face_id_models": References.names(settings.face_id_dir, files=False),
             "limits": settings.limits.as_json(), "token_limit": 256, "auth": service.keys.enabled,

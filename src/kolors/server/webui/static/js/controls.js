@@ -19,6 +19,7 @@ export class Controls {
   setup(info) {
     this.types = info.control_types || ["canny", "depth", "pose"];
     this.models = info.controlnets || {};
+    this.defaults = info.default_controlnets || {};
   }
 
   add() {
@@ -107,7 +108,7 @@ class ControlCard {
 
   typeChanged() {
     const type = this.type.value;
-    fillModels(this.model, this.owner.models[type] || [], this.i18n);
+    fillModels(this.model, this.owner.models[type] || [], this.i18n, this.owner.defaults[type]);
     this.detect.checked = type === "canny";
     role(this.root, "thresholds").hidden = type !== "canny";
   }

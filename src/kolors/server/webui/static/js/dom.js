@@ -112,10 +112,11 @@ export function numberOf(input) {
 }
 
 /** Fill `select` with a "default" choice (value "") and `names` (file or folder names: data, not messages). */
-export function fillModels(select, names, i18n) {
+export function fillModels(select, names, i18n, defaultName = null) {
   select.replaceChildren();
   const fallback = new Option("", "");
-  i18n.set(fallback, "common.default");
+  if (defaultName) i18n.set(fallback, "common.default_named", { name: defaultName });
+  else i18n.set(fallback, "common.default");
   select.append(fallback);
   for (const name of names) {
     const option = new Option(name, name);
