@@ -8,7 +8,7 @@ import io
 
 import numpy as np
 from PIL import Image
-from .webui_page import choose_file, generate, open_panel, scene_png, set_fast
+from .webui_page import choose_file, generate, open_panel, scene_png, set_fast, shown_parameters
 
 
 def _png(data: bytes, mode: str = "RGB") -> np.ndarray:
@@ -106,6 +106,9 @@ def test_control_scene_shows_its_canny_map_then_generates(open_page, server, sho
     shots(page, "generated-with-control")
     control = server.call("GET", f"/api/v1/jobs/{job_id}")["request"]["controls"][0]
     assert control["type"] == "canny" and control["image"].startswith("upload:") and control["detect"] is True
+    # shown as words, not as JSON
+    shown = shown_parameters(page)["controls"]
+    assert shown.startswith("type canny, image upload:") and "scale 0.7" in shown and "{" not in shown, shown
 
 
 def test_send_a_result_to_image_to_image_and_outpaint(open_page, server, shots):

@@ -111,7 +111,7 @@ export class Viewer {
       const detail = document.createElement("dd");
       detail.dataset.content = "";
       detail.dataset.param = key;
-      detail.textContent = typeof value === "object" ? JSON.stringify(value) : String(value);
+      detail.textContent = readable(value);
       rows.push(term, detail);
     }
     this.params.replaceChildren(...rows);
@@ -134,4 +134,17 @@ export class Viewer {
       this.toasts.error("error.download", error);
     }
   }
+}
+
+
+/** A parameter value as text: lists one item a line, objects as "key value, key value" (a control, a LoRA). */
+function readable(value) {
+  if (Array.isArray(value)) return value.map(readable).join(value.some((v) => typeof v === "object") ? "\n" : ", ");
+  if (value !== null && typeof value === "object") {
+    return Object.entries(value)
+      .filter(([, v]) => v !== null && v !== undefined)
+      .map(([k, v]) => `${k} ${readable(v)}`)
+      .join(", ");
+  }
+  return String(value);
 }
