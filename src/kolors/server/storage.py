@@ -8,7 +8,6 @@ decoded), and fully decodable. Nothing here takes a path from a request: files a
 from __future__ import annotations
 
 import io
-import os
 import re
 import secrets
 import shutil
@@ -20,6 +19,7 @@ from typing import Any
 from PIL import Image
 
 from ..errors import InvalidParameterError
+from ..files import write_bytes
 from ..images import reading
 from ..metadata import save_png
 from .settings import Limits
@@ -72,7 +72,7 @@ class Storage:
         image = self.check_image(data, what)
         upload_id = "up_" + secrets.token_hex(12)
         file = upload_id + UPLOAD_FORMATS[image.format]
-        _write_atomically(self.uploads / file, data)
+        write_bytes(self.uploads / file, data)
         clean = re.sub(r"[^\w.\- ]", "_", Path(name or "image").name)[:200] or "image"
         return StoredUpload(upload_id, clean, file, image.width, image.height, len(data))
 
@@ -101,16 +101,3 @@ class Storage:
         folder = self.results / job_id
         if _ID.fullmatch(job_id) and folder.is_dir():
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
