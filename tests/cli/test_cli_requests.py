@@ -148,12 +148,23 @@ def test_words_the_model_never_learned_are_named_once(tmp_path, capsys):
     folder = tmp_path / "model"
     folder.mkdir()
     for part in EMBEDDED_MODEL_DIR.iterdir():
-        (folder / part.name).symlink_to(part)
+        if part.name != "vocabulary.json":  # (written below: never through a link into the package)
+            (folder / part.name).symlink_to(part)
     write_vocabulary(folder, ["a red circle on a white background", "一个红色的圆形"])
     code, _, err = run(capsys, "generate", "a purple circle, 宇航员", "--model", folder, "--steps", 1, "--seed", 1,
                        "-q", "-o", tmp_path / "x.png")
     assert code == 0, err
     assert err.count("never saw") == 1 and "never saw purple, 宇航员 in training" in err, err
     code, _, err = run(capsys, "generate", "一个红色的圆形", "--model", folder, "--steps", 1, "--seed", 1, "-q",
+                       "-o", tmp_path / "y.png")
+    assert code == 0 and "never saw" not in err, err
+
+
+def test_the_built_in_model_names_the_colours_and_shapes_it_never_learned(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("KOLORS_MODEL", raising=False)
+    code, _, err = run(capsys, "generate", "a purple hexagon in the top left corner, 紫色", "--steps", 1, "--seed", 1,
+                       "-q", "-o", tmp_path / "x.png")
+    assert code == 0 and "never saw purple, hexagon, 紫 in training" in err, err
+    code, _, err = run(capsys, "generate", "一个红色的圆形，白色背景", "--steps", 1, "--seed", 1, "-q",
                        "-o", tmp_path / "y.png")
     assert code == 0 and "never saw" not in err, err

@@ -127,7 +127,7 @@ def test_an_interrupted_conversion_leaves_nothing(world, capsys, monkeypatch):
     assert sorted(p.name for p in world.iterdir()) == ["models", "user"]
 
 
-def test_the_built_in_model_keeps_its_canny_controlnet(tmp_path, capsys):
+def test_the_built_in_model_keeps_its_canny_controlnet_and_vocabulary(tmp_path, capsys):
     from kolors.loading.locate import conventional_controlnet_folder
 
     out = tmp_path / "shapes-fp16"
@@ -137,3 +137,5 @@ def test_the_built_in_model_keeps_its_canny_controlnet(tmp_path, capsys):
     assert (snapshot(out / "controlnet-canny")["diffusion_pytorch_model.fp16.safetensors"]
             == snapshot(shipped)["diffusion_pytorch_model.fp16.safetensors"])  # already fp16: the same bytes
     assert conventional_controlnet_folder("canny", out) == out / "controlnet-canny"
+    # the words of its training captions travel too: the converted copy still names the words it never learned
+    assert (out / "vocabulary.json").read_bytes() == (EMBEDDED_MODEL_DIR / "vocabulary.json").read_bytes()

@@ -69,7 +69,7 @@ def convert_model(
     controlnets = _controlnets(src)
     report = ConversionReport(folder=dst)
     with staging_folder(dst, replace=_check_replaceable if overwrite else None) as tmp:
-        for name in ("model_index.json", "kolors_defaults.json", "README.md"):
+        for name in ("model_index.json", "kolors_defaults.json", "README.md", "vocabulary.json"):
             if (src / name).is_file():
                 shutil.copy2(src / name, tmp / name)
         for component in COPIED_COMPONENTS:
