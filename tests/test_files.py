@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 
 import pytest
 
 from kolors.errors import KolorsError
 from kolors.files import atomic_file, staging_folder, write_text
-from kolors.signals import ExitSignals, Terminated, deferred, exit_status
+from kolors.signals import ExitSignals, Terminated, deferred, exit_status, import_whole
 
 
 def listing(folder):
@@ -79,3 +80,14 @@ def test_a_signal_inside_a_deferred_section_waits_for_its_end():
     assert done == ["section finished"]
     assert exit_status(Terminated()) == 143 and exit_status(KeyboardInterrupt()) == 130
     assert signal.getsignal(signal.SIGTERM) is not handler  # put back
+
+
+def test_a_signal_while_a_library_imports_is_raised_once_it_is_complete(tmp_path, monkeypatch):
+    """A library cut in half by Ctrl-C can swallow the interrupt and stay broken (numpy did, inside torch's import)."""
+    (tmp_path / "slow_library.py").write_text(
+        "import os, signal\nos.kill(os.getpid(), signal.SIGINT)\nREADY = True\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with ExitSignals().installed(), pytest.raises(KeyboardInterrupt):
+        import_whole("slow_library")
+    assert sys.modules["slow_library"].READY  # imported whole, then interrupted
+    del sys.modules["slow_library"]

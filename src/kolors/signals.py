@@ -11,6 +11,7 @@ section, so that no file is left half-made by an unlucky moment. Without the han
 from __future__ import annotations
 
 import contextlib
+import importlib
 import signal
 import threading
 from collections.abc import Iterator
@@ -85,3 +86,15 @@ def deferred() -> Iterator[None]:
         yield
     finally:
         handler.release()
+
+
+def import_whole(*modules: str) -> None:
+    """Import ``modules`` with SIGINT/SIGTERM held until they are loaded.
+
+    A signal in the middle of a large library's import can leave it half-initialised, and libraries swallow or wrap
+    the exception on the way out (numpy then recurses without end and diffusers reports a RuntimeError instead of the
+    interrupt); held, the signal is raised as soon as the imports are complete, a few seconds at most.
+    """
+    with deferred():
+        for name in modules:
+            importlib.import_module(name)

@@ -14,6 +14,7 @@ import torch
 
 import kolors.cli.info
 from kolors.cli.main import main
+from kolors.signals import Terminated
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -88,3 +89,21 @@ def test_an_interrupt_while_the_libraries_import_is_one_line(tmp_path, signum, s
     assert process.returncode == status, err
     assert err.splitlines() == [line]
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("signal_error, status, line", [(KeyboardInterrupt, 130, "kolors: error: interrupted"),
+                                                        (Terminated, 143, "kolors: error: terminated")])
+def test_an_interrupt_a_library_wrapped_in_its_own_error_is_still_an_interrupt(monkeypatch, capsys, signal_error,
+                                                                               status, line):
+    """diffusers' lazy imports turn an exception raised while a module imports into a RuntimeError; when that
+    exception was Ctrl-C or SIGTERM the command is interrupted, not failed 'unexpectedly'."""
+    def run(args):
+        try:
+            raise signal_error()
+        except KeyboardInterrupt as exc:
+            raise RuntimeError("Failed to import diffusers.models.controlnets.controlnet because of the following "
+                               "error (look up to see its traceback):\n") from exc
+
+    monkeypatch.setattr(kolors.cli.info, "run", run)
+    assert main(["info", "x.png"]) == status
+    assert capsys.readouterr().err.splitlines() == [line]

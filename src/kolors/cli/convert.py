@@ -24,6 +24,9 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Convert ``args.source`` into ``args.destination``."""
+    from ..signals import import_whole
+
+    import_whole("kolors.loading.conversion")  # torch, safetensors: not cut in half by a Ctrl-C
     from ..loading import EMBEDDED_MODEL_DIR
     from ..loading.conversion import convert_model
 

@@ -119,15 +119,18 @@ def generation_options(common: argparse.ArgumentParser) -> argparse.ArgumentPars
 def run(args: argparse.Namespace) -> int:
     """Run an image-making command: request, checks, model, images."""
     from ..metadata import read_parameters
+    from ..signals import import_whole
 
     stored = read_parameters(args.from_image) if args.from_image else {}
     request = build_request(args, stored)
     request.validate()
     output = OutputPlan(args.output, request.num_images)
+    import_whole("torch")  # the cheap checks are done; a Ctrl-C in a library's import is held until it is complete
     load = model_options(args, stored)
     _check_controlnets(request, load["model"])
     _note_unknown_words(request.prompt, load["model"])
 
+    import_whole("kolors.pipelines.pipeline")  # diffusers, transformers
     from ..pipelines.pipeline import Pipeline
 
     pipe = Pipeline.from_pretrained(**load)

@@ -90,6 +90,9 @@ def _run(args: argparse.Namespace) -> int:
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps the interpreter's final flush quiet
         return EXIT_UNEXPECTED
     except Exception as exc:  # noqa: BLE001 - the CLI never shows a raw traceback without --debug
+        interrupt = _wrapped_interrupt(exc)
+        if interrupt is not None:  # a library turned Ctrl-C / SIGTERM into its own error (diffusers' lazy imports)
+            raise interrupt from None
         if args.debug:
             raise
         if type(exc).__name__ == "OutOfMemoryError":  # torch's, raised outside the pipeline's own guard
@@ -99,6 +102,17 @@ def _run(args: argparse.Namespace) -> int:
         first = (str(exc).splitlines() or [""])[0]
         error(f"unexpected {type(exc).__name__}: {first} (run with --debug for details)")
         return EXIT_UNEXPECTED
+
+
+def _wrapped_interrupt(exc: BaseException) -> KeyboardInterrupt | None:
+    """The KeyboardInterrupt (or Terminated) that ``exc`` was raised from or during, if any."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _version() -> str:

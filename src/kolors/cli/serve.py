@@ -114,6 +114,9 @@ def _check_port(host: str, port: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..signals import import_whole
+
+    import_whole("uvicorn", "kolors.server.app")  # not cut in half by a Ctrl-C
     import uvicorn
 
     from ..server.app import create_app

@@ -46,6 +46,9 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``kolors train``; the result's location and losses are printed on stderr."""
+    from ..signals import import_whole
+
+    import_whole("kolors.training.finetune")  # torch, diffusers, accelerate: not cut in half by a Ctrl-C
     from ..training.config import load_config
     from ..training.finetune import train
 
