@@ -1,7 +1,7 @@
 // Adapters of a request: IP-Adapter and FaceID (an image, a model from the server's folders, a scale), LoRAs
 // picked from the server's LoRA folder with their weights, and perturbed-attention guidance.
 
-import { fillModels, instantiate, numberOf, role } from "./dom.js";
+import { $, fillModels, instantiate, numberOf, role } from "./dom.js";
 import { ImageSource } from "./image_source.js";
 
 /** The file name of a LoRA entry, whether the request names it (server) or holds its path (a PNG's record). */
@@ -75,7 +75,6 @@ class ImagePromptInput {
 export class Adapters {
   constructor(deps) {
     this.deps = deps;
-    const $ = (id) => document.getElementById(id);
     this.loraSelect = $("lora-select");
     this.loraList = $("lora-list");
     this.pagScale = $("pag-scale");

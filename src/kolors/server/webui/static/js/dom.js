@@ -2,6 +2,9 @@
 
 let counter = 0;
 
+/** The page element with this id. */
+export const $ = (id) => document.getElementById(id);
+
 /** A copy of `<template id=...>`'s first element with its ids made unique (labels and ARIA references follow). */
 export function instantiate(templateId, i18n) {
   const element = document.getElementById(templateId).content.firstElementChild.cloneNode(true);

@@ -2,7 +2,7 @@
 // number of images and run mode. Image inputs and adapters are the other parts (image_tasks.js, controls.js,
 // adapters.js); main.js asks every part to add its fields to the request.
 
-import { numberOf } from "./dom.js";
+import { $, numberOf } from "./dom.js";
 import { TokenCounter } from "./tokens.js";
 
 // The official Kolors sizes (width × height); the model's own default size is offered first.
@@ -17,7 +17,6 @@ export class GenerateForm {
     this.api = api;
     this.i18n = i18n;
     this.lastSeed = null;
-    const $ = (id) => document.getElementById(id);
     this.fields = {
       prompt: $("prompt"), negative: $("negative-prompt"), preset: $("size-preset"), width: $("width"),
       height: $("height"), steps: $("steps"), guidance: $("guidance"), scheduler: $("scheduler"),

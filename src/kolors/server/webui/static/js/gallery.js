@@ -2,7 +2,7 @@
 // demand) and the viewer of one image: its full parameters, copyable as the A1111 text and the CLI command,
 // reuse, send to another task, download the PNG with its metadata.
 
-import { copyText, download, instantiate, role } from "./dom.js";
+import { $, copyText, download, instantiate, role } from "./dom.js";
 
 const PAGE = 50;
 const INPUT_KEYS = ["init_image", "mask", "controls", "ip_adapter", "face_id"];
@@ -66,7 +66,6 @@ export class Viewer {
     this.api = api;
     this.i18n = i18n;
     this.toasts = toasts;
-    const $ = (id) => document.getElementById(id);
     this.section = $("viewer");
     this.image = $("viewer-image");
     this.params = $("viewer-params");

@@ -2,7 +2,7 @@
 // outpainting (the canvas extended per side, previewed around the image).
 
 import { referenceUrl } from "./api.js";
-import { numberOf } from "./dom.js";
+import { $, numberOf } from "./dom.js";
 import { ImageSource, loadImage } from "./image_source.js";
 import { MaskPainter } from "./mask_painter.js";
 
@@ -15,7 +15,6 @@ export class ImageTasks {
     this.i18n = i18n;
     this.toasts = toasts;
     this.onTask = onTask;
-    const $ = (id) => document.getElementById(id);
     this.panel = $("image-panel");
     this.stage = $("stage");
     this.stageImage = $("stage-image");
@@ -67,7 +66,6 @@ export class ImageTasks {
 
   taskChanged() {
     const task = this.task;
-    const $ = (id) => document.getElementById(id);
     this.panel.hidden = task === TEXT_TO_IMAGE;
     $("mask-tools").hidden = task !== "inpaint";
     $("mask-canvas").hidden = task !== "inpaint";

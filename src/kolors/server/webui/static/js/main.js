@@ -5,7 +5,7 @@ import { Adapters } from "./adapters.js";
 import { Api } from "./api.js";
 import { KeyDialog } from "./auth.js";
 import { Controls } from "./controls.js";
-import { Toasts } from "./dom.js";
+import { $, Toasts } from "./dom.js";
 import { GenerateForm } from "./form.js";
 import { Gallery, Viewer } from "./gallery.js";
 import { I18n, preferredLanguage } from "./i18n.js";
@@ -13,7 +13,6 @@ import { ImageTasks } from "./image_tasks.js";
 import { Parameters } from "./parameters.js";
 import { Queue } from "./queue.js";
 
-const $ = (id) => document.getElementById(id);
 const LOADING_POLL_MS = 2000;
 
 async function start() {

@@ -2,7 +2,7 @@
 // the previews the server streams) with a cancel button. Jobs live on the server, so a reloaded page finds the
 // running ones again (GET /api/v1/jobs?status=queued,running) and follows them.
 
-import { instantiate, role } from "./dom.js";
+import { $, instantiate, role } from "./dom.js";
 
 const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
 const RECONNECT_MS = 1000;
@@ -14,8 +14,8 @@ export class Queue {
     this.i18n = i18n;
     this.toasts = toasts;
     this.onFinished = onFinished;
-    this.list = document.getElementById("queue-list");
-    this.empty = document.getElementById("queue-empty");
+    this.list = $("queue-list");
+    this.empty = $("queue-empty");
     this.cards = new Map();
   }
 
