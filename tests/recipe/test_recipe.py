@@ -214,3 +214,34 @@ def test_average_matches_embedding_rows_by_token_and_averages_the_rest(tiny_run,
         average_models([tiny_run.out], tmp_path / "x")
     with pytest.raises(KolorsError, match="--weights needs 2 numbers"):
         average_models([tiny_run.out, b], tmp_path / "x", weights=[1])
+
+
+def test_stated_position_makes_captions_say_where_the_objects_are():
+    import numpy as np
+
+    from kolors.data.captions import EN_WORDS, ZH_WORDS, caption
+    from kolors.data.shapes import sample_scene
+    from kolors.recipe.options import config_from_args
+    from kolors.recipe.pool import placed_caption
+
+    rng = np.random.default_rng(0)
+    scenes = [sample_scene(rng, "train", kind=k) for k in ("single", "pair") for _ in range(150)]
+    scenes = [s for s in scenes if s.kind == "single" or s.relation is not None]
+    places = {lang: [p for group in words["position"].values() for p in group]
+              + [r for group in words["relation"].values() for r in group]
+              for lang, words in (("en", EN_WORDS), ("zh", ZH_WORDS))}
+
+    def share(lang, stated):
+        r = np.random.default_rng(1)
+        captions = [placed_caption(s, lang, r, stated) for s in scenes]
+        return np.mean([any(p in text for p in places[lang]) for text in captions])
+
+    for lang in ("en", "zh"):
+        assert share(lang, 1.0) == 1.0
+        assert 0.3 < share(lang, 0.0) < 0.9  # the templates' natural mix leaves place unstated in some captions
+    # 0 is the pool as it was: the same captions from the same draws
+    a, b = np.random.default_rng(2), np.random.default_rng(2)
+    assert [placed_caption(s, "zh", a, 0.0) for s in scenes] == [caption(s, "zh", b) for s in scenes]
+    assert config_from_args(["--out", "x", "--stated-position", "0.85"]).stated_position == 0.85
+    with pytest.raises(SystemExit):
+        config_from_args(["--out", "x", "--stated-position", "1.5"])

@@ -60,6 +60,7 @@ class RecipeConfig:
     workers: int | None = None
     pool_size: int | None = None
     captions_per_language: int = 2
+    stated_position: float = 0.0
     tokenizer_scenes: int = 20000
     vocab_size: int | None = None
     merge_han_characters: bool = False
@@ -147,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="processes rendering the pool (default: all cores)")
     p.add_argument("--pool-size", type=int, help="scenes rendered once and reused")
     p.add_argument("--captions-per-language", type=int, default=2, help="wordings kept per scene and language")
+    p.add_argument("--stated-position", type=float, default=0.0, metavar="P",
+                   help="share of single-shape and two-object captions that say where the objects are "
+                        "(0: the templates' natural mix, about half)")
     p.add_argument("--tokenizer-scenes", type=int, default=20000, help="scenes captioned to train the tokenizer")
     p.add_argument("--vocab-size", type=int)
     p.add_argument("--merge-han-characters", action="store_true",
@@ -198,7 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(argv: list[str] | None = None) -> RecipeConfig:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not 0.0 <= args.stated_position <= 1.0:
+        parser.error(f"--stated-position is a share between 0 and 1, not {args.stated_position}")
     values = vars(args)
     if values.get("ema_decay") == 0:
         values["ema_decay"] = 0.0

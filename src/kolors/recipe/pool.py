@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.captions import caption
+from ..data.captions import caption, caption_with_template
 from ..data.examples import batch
 from ..data.shapes import LANGS, Scene, sample_scene
 
-__all__ = ["LANGUAGES", "Pool", "caption_corpus", "render_pool", "CaptionTokens", "scene_captions"]
+__all__ = ["LANGUAGES", "Pool", "placed_caption", "caption_corpus", "render_pool", "CaptionTokens", "scene_captions"]
 
 LANGUAGES = LANGS
 CHUNK = 256
@@ -29,6 +29,20 @@ CHUNK = 256
 def scene_captions(scene: Scene, rng: np.random.Generator) -> tuple[str, ...]:
     """One caption of ``scene`` per language (wordings of the scene's own split)."""
     return tuple(caption(scene, lang, rng) for lang in LANGUAGES)
+
+
+# The slot a caption must fill to say where the objects of a scene kind are (absolute position, relation).
+_PLACE_SLOT = {"single": "pos", "pair": "rel"}
+
+
+def placed_caption(scene: Scene, lang: str, rng: np.random.Generator, stated_position: float) -> str:
+    """A caption of ``scene``; with probability ``stated_position`` (single and related pair scenes) one that states
+    where its objects are. 0 keeps the templates' natural mix (and draws nothing extra from ``rng``)."""
+    slot = _PLACE_SLOT.get(scene.kind)
+    if stated_position > 0 and slot and not (slot == "rel" and scene.relation is None):
+        if rng.random() < stated_position:
+            return caption_with_template(scene, lang, rng, states=slot)[0]
+    return caption(scene, lang, rng)
 
 
 def caption_corpus(n_scenes: int, *, seed: int) -> list[str]:
@@ -67,9 +81,9 @@ def _tokenize_np(tokenizer, texts: list[str]) -> tuple[np.ndarray, np.ndarray, n
 _worker_tokenizer = None
 
 
-def _render_chunk(args: tuple[int, int, str, int, int, int, str]):
+def _render_chunk(args: tuple[int, int, str, int, int, int, str, float]):
     global _worker_tokenizer
-    seed, n, split, size, k_caps, chunk_index, tokenizer_dir = args
+    seed, n, split, size, k_caps, chunk_index, tokenizer_dir, stated_position = args
     from .tokenizer import load_tokenizer
 
     if _worker_tokenizer is None or _worker_tokenizer[0] != tokenizer_dir:
@@ -80,7 +94,7 @@ def _render_chunk(args: tuple[int, int, str, int, int, int, str]):
     texts = []
     for scene in scenes:
         for lang in LANGUAGES:
-            texts.extend(caption(scene, lang, rng) for _ in range(k_caps))
+            texts.extend(placed_caption(scene, lang, rng, stated_position) for _ in range(k_caps))
     ids, mask, pos = _tokenize_np(tokenizer, texts)
     shape = (n, len(LANGUAGES), k_caps, -1)
     return np.asarray(images, dtype=np.uint8), ids.reshape(shape), mask.reshape(shape), pos.reshape(shape)
@@ -95,10 +109,12 @@ def render_pool(
     seed: int = 0,
     captions_per_language: int = 2,
     workers: int | None = None,
+    stated_position: float = 0.0,
 ) -> Pool:
-    """``n`` scenes of ``split`` at ``size`` px with tokenized captions; deterministic for a seed, any ``workers``."""
+    """``n`` scenes of ``split`` at ``size`` px with tokenized captions; deterministic for a seed, any ``workers``.
+    ``stated_position``: see :func:`placed_caption`."""
     jobs = [
-        (seed, min(CHUNK, n - i), split, size, captions_per_language, k, str(tokenizer_dir))
+        (seed, min(CHUNK, n - i), split, size, captions_per_language, k, str(tokenizer_dir), stated_position)
         for k, i in enumerate(range(0, n, CHUNK))
     ]
     workers = max(1, min(workers or (os.cpu_count() or 1), len(jobs)))

@@ -1,0 +1,58 @@
+"""The word probe: swaps change exactly one attribute, the built-in model is found to use its colour and shape words
+(which images show it follows) and not its position words (which images show it ignores), and bad options are one
+line."""
+
+from __future__ import annotations
+
+import pytest
+
+from kolors.data.shapes import allowed_backgrounds
+from kolors.evaluation import word_probe as W
+from kolors.pipelines.pipeline import Pipeline
+
+
+def _attributes(scene):
+    s = scene.shapes[0]
+    return {"colour": s.colour, "shape": s.shape, "position": s.position, "background": scene.background}
+
+
+def test_each_swap_changes_only_its_attribute_and_its_words():
+    for scene in W.probe_scenes(60, seed=3):
+        before = _attributes(scene)
+        for attribute in W.ATTRIBUTES:
+            after = _attributes(W.swapped(scene, attribute))
+            assert {k for k in before if before[k] != after[k]} == {attribute}
+            assert after["background"] in allowed_backgrounds([after["colour"]])
+            for lang in ("en", "zh"):
+                assert W.probe_caption(scene, lang) != W.probe_caption(W.swapped(scene, attribute), lang)
+    with pytest.raises(ValueError, match="attribute must be one of"):
+        W.swapped(scene, "size")
+
+
+def test_the_probe_tells_the_words_the_builtin_model_uses_from_those_it_ignores(monkeypatch):
+    monkeypatch.delenv("KOLORS_MODEL", raising=False)
+    pipe = Pipeline.from_pretrained(device="cpu")
+    report = W.word_probe(pipe, W.probe_scenes(8), timesteps=(600,))
+    for lang in ("en", "zh"):
+        # The first built-in model draws the asked colour and shape (~90%) but ignores position (~3%): the probe
+        # agrees — the loss rises by tens of percent with a wrong colour or shape word, not with a wrong position.
+        assert report["colour"][lang][600] > 10 and report["shape"][lang][600] > 10, report
+        assert abs(report["position"][lang][600]) < 2, report
+    table = W.format_probe(report)
+    assert "| position | zh |" in table and "t=600" in table
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--timesteps", "5000"], "timesteps must lie in 0..1099"),
+    (["--timesteps", "a,b"], "expected comma-separated whole numbers"),
+    (["--scenes", "0"], "--scenes must be at least 1"),
+])
+def test_bad_options_are_one_line(args, message, capsys, monkeypatch):
+    monkeypatch.delenv("KOLORS_MODEL", raising=False)
+    try:
+        code = W.main(args + ["--device", "cpu"])
+    except SystemExit as exc:
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert message in err[-1] and "Traceback" not in "\n".join(err)
