@@ -100,7 +100,7 @@ def test_bad_bodies_and_uploads(bad_client):
     a1111 = bad_client.post("/sdapi/v1/txt2img", json={"prompt": "x", "steps": "many"})
     assert a1111.status_code == 422 and "steps" in a1111.json()["detail"]
     bad_image = bad_client.post("/sdapi/v1/img2img", json={"prompt": "x", "init_images": ["bm90IGFuIGltYWdl"]})
-    assert bad_image.status_code == 400 and "not an image file" in bad_image.json()["detail"]
+    assert bad_image.status_code == 422 and "not an image file" in bad_image.json()["detail"]
     assert bad_client.get("/health").json() == {"status": "ok"}
 
 

@@ -2,7 +2,8 @@
 
 The native and OpenAI routes answer ``{"error": {"message", "type", "param", "code"}}`` (OpenAI's shape, so its
 client raises its own exception types); the AUTOMATIC1111 routes answer A1111's ``{"error", "detail", "body",
-"errors"}``. Bad input is a 4xx with one line naming the problem and the fix, never a 500.
+"errors"}``, and every bad value there is a 422, as A1111's own FastAPI validation answers (the other routes: 400).
+Bad input is a 4xx with one line naming the problem and the fix, never a 500.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def error_response(request: Request, status: int, message: str, *, param: str | 
                    code: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
     message = " ".join(str(message).split())
     if request.url.path.startswith("/sdapi/"):
+        status = 422 if status == 400 else status
         body: dict[str, Any] = {"error": code or CODES.get(status, "error"), "detail": message, "body": "",
                                 "errors": message}
     else:
@@ -73,8 +75,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         message, field = _validation_message(exc)
-        status = 422 if request.url.path.startswith("/sdapi/") else 400
-        return error_response(request, status, message, param=field)
+        return error_response(request, 400, message, param=field)
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
