@@ -54,3 +54,16 @@ def test_the_v1_reference_reports_cover_every_metric():
         report = json.loads(path.read_text(encoding="utf-8"))
         assert report["settings"]["seeds"] == 2, name
         assert {"en", "zh"} <= set(next(iter(report["metrics"].values()))), name
+
+
+def test_an_unwritable_json_report_is_refused_before_the_model_loads(tmp_path, capsys):
+    from kolors.evaluation import control_eval
+
+    for command in (E.main, control_eval.main):
+        with pytest.raises(SystemExit) as exc:
+            command(["--json", str(tmp_path / "missing" / "report.json")])
+        assert exc.value.code == 2
+        assert "the folder" in capsys.readouterr().err.splitlines()[-1]
+        with pytest.raises(SystemExit):
+            command(["--json", str(tmp_path)])
+        assert "is a folder" in capsys.readouterr().err.splitlines()[-1]

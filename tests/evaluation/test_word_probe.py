@@ -45,7 +45,8 @@ def test_the_probe_tells_the_words_the_builtin_model_uses_from_those_it_ignores(
 @pytest.mark.parametrize("args, message", [
     (["--timesteps", "5000"], "timesteps must lie in 0..1099"),
     (["--timesteps", "a,b"], "expected comma-separated whole numbers"),
-    (["--scenes", "0"], "--scenes must be at least 1"),
+    (["--scenes", "0"], "--scenes must be 1 to 512"),
+    (["--json", "no/such/folder/probe.json"], "the folder no/such/folder does not exist"),
 ])
 def test_bad_options_are_one_line(args, message, capsys, monkeypatch):
     monkeypatch.delenv("KOLORS_MODEL", raising=False)

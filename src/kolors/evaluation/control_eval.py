@@ -19,7 +19,6 @@ small red circle"), with the checker's colour and shape agreement beside it.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ from tqdm.auto import tqdm
 from ..data.shapes import Scene, render
 from . import shapes_checker
 from .heldout_prompts import load_heldout_prompts
+from .reports import check_report_path, write_report
 
 __all__ = ["DEFAULT_PAIRS", "control_cases", "evaluate_control", "format_report", "main"]
 
@@ -138,6 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="also write the reports (every case) here")
     p.add_argument("--save-images", type=Path, metavar="DIR", help="also write the generated images here")
     args = p.parse_args(argv)
+    check_report_path(p, args.json)
 
     from ..adapters.controlnet import embedded_controlnet
     from ..errors import KolorsError
@@ -171,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         data = {name: _without_images(report) for name, report in reports.items()}
         data.update(seconds=seconds, controlnet=str(folder))
-        args.json.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+        write_report(args.json, data, indent=2)
     return 0
 
 

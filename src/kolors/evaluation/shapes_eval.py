@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from .composition import METRICS, score, summarise
 from .heldout_prompts import load_composition_prompts, load_heldout_prompts
+from .reports import check_report_path, write_report
 
 __all__ = ["PROMPT_SETS", "REFERENCES", "prompt_rows", "evaluate_pipeline", "format_report", "main"]
 
@@ -144,6 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--rescore", type=Path, metavar="DIR", help="score the images an earlier --images run saved in "
                                                                "DIR instead of generating (no model is loaded)")
     args = p.parse_args(argv)
+    check_report_path(p, args.json)
 
     from ..errors import KolorsError
     from ..pipelines.legacy import Text2ImagePipeline
@@ -175,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_report(report, reference))
     if args.json:
         saved = report if args.records else {k: v for k, v in report.items() if k != "records"}
-        args.json.write_text(json.dumps(saved, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        write_report(args.json, saved)
     return 0
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,11 +25,13 @@ import torch
 
 from ..data.captions import EN_WORDS, ZH_WORDS
 from ..data.shapes import COLOURS, POSITIONS, SHAPES, Scene, Shape, allowed_backgrounds, render_array, sample_scene
+from .reports import check_report_path, write_report
 
 __all__ = ["ATTRIBUTES", "probe_caption", "swapped", "probe_scenes", "word_probe", "format_probe", "main"]
 
 ATTRIBUTES = ("colour", "shape", "position", "background")
 DEFAULT_TIMESTEPS = (300, 600, 900)
+MAX_SCENES = 512  # one batch through the UNet: 512 scenes are about 1 GB of activations at 128 px
 
 
 def probe_caption(scene: Scene, lang: str) -> str:
@@ -145,8 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--json", type=Path, help="also write the numbers here")
     args = p.parse_args(argv)
-    if args.scenes < 1:
-        p.error(f"--scenes must be at least 1, not {args.scenes}")
+    check_report_path(p, args.json)
+    if not 1 <= args.scenes <= MAX_SCENES:
+        p.error(f"--scenes must be 1 to {MAX_SCENES}, not {args.scenes}")
 
     from ..errors import KolorsError
     from ..pipelines.pipeline import Pipeline
@@ -161,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{args.scenes} scenes; mean relative increase of the denoising loss with the word swapped (0: ignored)")
     print(format_probe(report))
     if args.json:
-        args.json.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+        write_report(args.json, report)
     return 0
 
 
