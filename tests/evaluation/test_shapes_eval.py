@@ -67,3 +67,14 @@ def test_an_unwritable_json_report_is_refused_before_the_model_loads(tmp_path, c
         with pytest.raises(SystemExit):
             command(["--json", str(tmp_path)])
         assert "is a folder" in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_a_rescored_folder_writes_a_complete_json_report(rows, tmp_path, capsys):
+    images = tmp_path / "images"
+    E.evaluate_pipeline(SceneDrawer({r["prompt"]: r["scene"] for r in rows}), rows, seeds=2, images=images)
+    out = tmp_path / "report.json"
+    assert E.main(["--rescore", str(images), "--pairs", "3", "--reference", "none", "--json", str(out)]) == 0
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert report["prompts"] == "composition" and "records" not in report
+    assert min(v["rate"] for by_lang in report["metrics"].values() for v in by_lang.values()) >= 0.8
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "report.json"]  # no temporary left beside it
