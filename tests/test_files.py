@@ -91,3 +91,22 @@ def test_a_signal_while_a_library_imports_is_raised_once_it_is_complete(tmp_path
         import_whole("slow_library")
     assert sys.modules["slow_library"].READY  # imported whole, then interrupted
     del sys.modules["slow_library"]
+
+
+def test_an_evaluation_tool_interrupted_says_so_in_one_line(tmp_path):
+    """`python -m kolors.evaluation.word_probe` stopped by a real SIGINT / SIGTERM: one line, 130 / 143, no report."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    for signum, status, word in ((signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")):
+        report = tmp_path / "probe.json"
+        proc = subprocess.Popen([sys.executable, "-m", "kolors.evaluation.word_probe", "--scenes", "512",
+                                 "--json", str(report)], stderr=subprocess.PIPE, text=True)
+        time.sleep(12)  # past the imports (the handler is installed once the module has loaded), mid-probe
+        proc.send_signal(signum)
+        err = proc.communicate(timeout=60)[1].strip().splitlines()
+        assert proc.returncode == status, err[-5:]
+        assert err[-1] == f"kolors: error: {word}" and "Traceback" not in "\n".join(err)
+        assert not report.exists()

@@ -13,8 +13,9 @@ from __future__ import annotations
 import contextlib
 import importlib
 import signal
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 
 EXIT_SIGINT = 130  # 128 + the signal number: what shells report
@@ -98,3 +99,16 @@ def import_whole(*modules: str) -> None:
     with deferred():
         for name in modules:
             importlib.import_module(name)
+
+
+def run_command(main: Callable[[], int], prog: str = "kolors") -> int:
+    """``main()`` under :class:`ExitSignals`; Ctrl-C or SIGTERM ends it with one line and 130/143, not a traceback
+    (for the ``python -m`` tools; the ``kolors`` command does the same with its own --debug switch)."""
+    signals = ExitSignals()
+    with signals.installed():
+        try:
+            return main()
+        except KeyboardInterrupt as exc:
+            signals.hold()
+            print(f"{prog}: error: {'terminated' if isinstance(exc, Terminated) else 'interrupted'}", file=sys.stderr)
+            return exit_status(exc)

@@ -182,4 +182,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from ..signals import run_command
+
+    raise SystemExit(run_command(main))

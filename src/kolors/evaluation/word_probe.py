@@ -168,4 +168,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ..signals import run_command
+
+    sys.exit(run_command(main))
