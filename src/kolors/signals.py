@@ -101,14 +101,17 @@ def import_whole(*modules: str) -> None:
             importlib.import_module(name)
 
 
-def run_command(main: Callable[[], int], prog: str = "kolors") -> int:
+def run_command(main: Callable[[], int], prog: str = "kolors", *, debug: bool = False) -> int:
     """``main()`` under :class:`ExitSignals`; Ctrl-C or SIGTERM ends it with one line and 130/143, not a traceback
-    (for the ``python -m`` tools; the ``kolors`` command does the same with its own --debug switch)."""
+    (``debug``: re-raise instead). The ``kolors`` command and the ``python -m`` tools run this way."""
     signals = ExitSignals()
     with signals.installed():
         try:
             return main()
-        except KeyboardInterrupt as exc:
-            signals.hold()
-            print(f"{prog}: error: {'terminated' if isinstance(exc, Terminated) else 'interrupted'}", file=sys.stderr)
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM, wherever it arrived (clean-up has run)
+            signals.hold()  # a second signal while this is reported is not another traceback
+            if debug:
+                raise
+            word = "terminated" if isinstance(exc, Terminated) else "interrupted"
+            print(f"{prog}: error: {word}", file=sys.stderr, flush=True)
             return exit_status(exc)

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from ..errors import KolorsError
-from ..signals import ExitSignals, Terminated, exit_status
+from ..signals import run_command
 from . import convert, data, generate, info, serve, train
 from .common import EXIT_ERROR, EXIT_UNEXPECTED, Parser, error, threads
 
@@ -50,16 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``kolors`` command; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    signals = ExitSignals()
-    with signals.installed():
-        try:
-            return _main(argv)
-        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM, wherever it arrived (clean-up has run)
-            signals.hold()  # a second signal while this is reported is not another traceback
-            if "--debug" in argv:
-                raise
-            error("terminated" if isinstance(exc, Terminated) else "interrupted")
-            return exit_status(exc)
+    return run_command(lambda: _main(argv), debug="--debug" in argv)
 
 
 def _main(argv: list[str]) -> int:
