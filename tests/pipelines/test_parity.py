@@ -125,3 +125,24 @@ def test_defaults_come_from_the_model(ours, tiny_kolors_diffusers):
     native = unet["sample_size"] * 2 ** (len(vae["block_out_channels"]) - 1)
     assert (ours.defaults.width, ours.defaults.height) == (native, native)
     assert (ours.defaults.steps, ours.defaults.guidance) == (50, 5.0)
+
+
+@pytest.mark.parametrize("scheduler", ["default", "euler_a", "dpmpp_2m", "ddim", "unipc"])
+def test_v_prediction_with_zero_terminal_snr_matches_diffusers(tiny_kolors_diffusers, reference_pipeline, scheduler):
+    """A checkpoint whose scheduler config says v-prediction on a zero-terminal-SNR schedule (the recipe's
+    ``--prediction-type v_prediction --zero-terminal-snr``) samples as diffusers samples it."""
+    from diffusers import EulerDiscreteScheduler
+
+    from kolors.recipe.architecture import scheduler_config
+
+    pipe = load_pipeline(tiny_kolors_diffusers, device="cpu", dtype="float32")
+    pipe.components.scheduler = EulerDiscreteScheduler.from_config(scheduler_config("v_prediction", True))
+    base = pipe.components.scheduler
+    ref = reference_images(reference_pipeline, "a blue square on the left", seed=5, scheduler=scheduler, base=base)
+    got = pipe("a blue square on the left", steps=STEPS, guidance=5.0, width=W, height=H, seed=5,
+               scheduler=scheduler, progress=False)
+    assert_parity(got.pixels, ref)
+    epsilon = load_pipeline(tiny_kolors_diffusers, device="cpu", dtype="float32")
+    same_seed = epsilon("a blue square on the left", steps=STEPS, guidance=5.0, width=W, height=H, seed=5,
+                        scheduler=scheduler, progress=False)
+    assert np.abs(same_seed.pixels - got.pixels).max() > 0.05  # the schedule is used, not ignored

@@ -81,6 +81,8 @@ def word_probe(pipe, scenes: Sequence[Scene], *, timesteps: Sequence[int] = DEFA
     """{attribute: {lang: {timestep: mean relative loss increase (%)}}} of ``pipe`` (a kolors Pipeline)."""
     from diffusers import DDPMScheduler
 
+    from ..training.loss import prediction_target
+
     c = pipe.components
     schedule = DDPMScheduler.from_config(c.scheduler.config)
     limit = schedule.config.num_train_timesteps
@@ -104,7 +106,8 @@ def word_probe(pipe, scenes: Sequence[Scene], *, timesteps: Sequence[int] = DEFA
             pred = c.unet(noisy.to(pipe.device, pipe.dtype), steps.to(pipe.device), encoder_hidden_states=tokens,
                           added_cond_kwargs={"text_embeds": pooled,
                                              "time_ids": time_ids.expand(len(captions), 6)}).sample
-        return (pred.float().cpu() - noise[t]).pow(2).mean(dim=(1, 2, 3))
+        target = prediction_target(schedule, latents, noise[t], steps)
+        return (pred.float().cpu() - target).pow(2).mean(dim=(1, 2, 3))
 
     report: dict = {a: {lang: {} for lang in languages} for a in ATTRIBUTES}
     for lang in languages:

@@ -4,7 +4,8 @@ A small model of the Kolors architecture trained from scratch (or continued) on 
 data of :mod:`kolors.data.shapes`. Modules, by job:
 
 * ``options``       every option of the command, with defaults by device
-* ``architecture``  the small ChatGLM3 / SDXL-UNet shapes (``full``, ``tiny``) and the scheduler config
+* ``architecture``  the small ChatGLM3 / SDXL-UNet shapes (``full``, ``tiny``) and the scheduler config (Kolors'
+                    epsilon schedule, or v-prediction on a zero-terminal-SNR one)
 * ``tokenizer``     SentencePiece BPE trained on captions, saved as a ChatGLM tokenizer folder
 * ``pool``          the pre-rendered scenes with tokenized bilingual captions the stages train on
 * ``autoencoder``   the small AutoencoderKL: training, scaling factor, fp16 check

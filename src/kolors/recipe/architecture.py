@@ -16,6 +16,7 @@ from .autoencoder import VAESpec
 
 __all__ = [
     "KOLORS_SCHEDULER_CONFIG",
+    "scheduler_config",
     "MAX_TOKENS",
     "TextEncoderSpec",
     "UNetSpec",
@@ -48,6 +49,25 @@ KOLORS_SCHEDULER_CONFIG = {
     "trained_betas": None,
     "use_karras_sigmas": False,
 }
+
+
+def scheduler_config(prediction_type: str = "epsilon", zero_terminal_snr: bool = False) -> dict:
+    """The Kolors scheduler config, optionally with v-prediction and a zero-terminal-SNR noise schedule.
+
+    Zero terminal SNR (Lin et al., "Common Diffusion Noise Schedules and Sample Steps are Flawed", 2023) rescales
+    the betas so that the last training timestep is pure noise, and samples from it ("trailing" timestep spacing):
+    the first sampling step then sees nothing of the image, exactly as in training, so the prompt alone must set
+    what the seed's noise decides otherwise (background, layout). It needs v-prediction (an epsilon model cannot
+    predict anything from pure noise).
+    """
+    if prediction_type not in ("epsilon", "v_prediction"):
+        raise ValueError(f"prediction_type must be epsilon or v_prediction, not {prediction_type!r}")
+    if zero_terminal_snr and prediction_type != "v_prediction":
+        raise ValueError("a zero-terminal-SNR schedule needs v_prediction")
+    config = dict(KOLORS_SCHEDULER_CONFIG, prediction_type=prediction_type)
+    if zero_terminal_snr:
+        config.update(rescale_betas_zero_snr=True, timestep_spacing="trailing")
+    return config
 
 
 @dataclass

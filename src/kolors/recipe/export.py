@@ -32,10 +32,12 @@ def export_folder(
     defaults: dict,
     info: dict,
     vocabulary: Path | None = None,
+    scheduler_config: dict | None = None,
 ) -> None:
     """Write the diffusers Kolors layout (fp16 variant) into ``out``, replacing what was there only when complete.
 
     ``vocabulary``: the run's ``vocabulary.json`` (the words of its training captions), copied beside the weights.
+    ``scheduler_config``: the noise schedule the model was trained with (default: the Kolors one).
     """
     import copy
 
@@ -45,7 +47,7 @@ def export_folder(
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    scheduler = EulerDiscreteScheduler.from_config(KOLORS_SCHEDULER_CONFIG)
+    scheduler = EulerDiscreteScheduler.from_config(scheduler_config or KOLORS_SCHEDULER_CONFIG)
     pipe = KolorsPipeline(
         vae=copy.deepcopy(vae).cpu().half(),
         text_encoder=copy.deepcopy(text_encoder).cpu().half(),

@@ -84,6 +84,8 @@ class RecipeConfig:
     timestep_shift: float = 1.0
     noise_offset: float = 0.0
     pyramid_noise: float = 0.0
+    prediction_type: str = "epsilon"
+    zero_terminal_snr: bool = False
     time_budget_minutes: float | None = None
     checkpoint_minutes: float | None = None
     log_seconds: float | None = None
@@ -177,13 +179,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup-steps", type=int, default=200)
     p.add_argument("--ema-decay", type=float, help="0 disables EMA")
     p.add_argument("--caption-dropout", type=float, default=0.1)
-    p.add_argument("--min-snr-gamma", type=float, default=5.0, help="0 disables Min-SNR weighting")
+    p.add_argument("--min-snr-gamma", type=float,
+                   help="Min-SNR-γ loss weighting, 0 disables (default: 5 for epsilon, off for v-prediction, whose "
+                        "Min-SNR weight vanishes at the pure-noise timestep)")
     p.add_argument("--timestep-shift", type=float, default=1.0,
                    help="draw training timesteps shifted towards high noise (1: uniform; 3: three quarters in the noisier half)")
     p.add_argument("--noise-offset", type=float, default=0.0,
                    help="offset noise: a per-channel constant of this std added to the training noise (0: off)")
     p.add_argument("--pyramid-noise", type=float, default=0.0, metavar="DISCOUNT",
                    help="multi-resolution training noise, level i weighted DISCOUNT**i (0: off)")
+    p.add_argument("--prediction-type", default="epsilon", choices=("epsilon", "v_prediction"),
+                   help="what the UNet predicts (written to the exported scheduler config)")
+    p.add_argument("--zero-terminal-snr", action="store_true",
+                   help="rescale the noise schedule so its last timestep is pure noise, sampled with trailing "
+                        "spacing (needs --prediction-type v_prediction)")
     p.add_argument("--time-budget-minutes", type=float, help="wall-clock limit of the whole run")
     p.add_argument("--checkpoint-minutes", type=float)
     p.add_argument("--log-seconds", type=float)
@@ -206,9 +215,14 @@ def config_from_args(argv: list[str] | None = None) -> RecipeConfig:
     args = parser.parse_args(argv)
     if not 0.0 <= args.stated_position <= 1.0:
         parser.error(f"--stated-position is a share between 0 and 1, not {args.stated_position}")
+    if args.zero_terminal_snr and args.prediction_type != "v_prediction":
+        parser.error("--zero-terminal-snr needs --prediction-type v_prediction (an epsilon model cannot predict "
+                     "from pure noise)")
     values = vars(args)
     if values.get("ema_decay") == 0:
         values["ema_decay"] = 0.0
+    if values["min_snr_gamma"] is None:
+        values["min_snr_gamma"] = 5.0 if args.prediction_type == "epsilon" else 0
     if values.get("min_snr_gamma") == 0:
         values["min_snr_gamma"] = None
     argv_used = sys.argv[1:] if argv is None else argv

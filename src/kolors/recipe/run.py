@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from .architecture import ARCHITECTURES, build_text_encoder, build_unet
+from .architecture import ARCHITECTURES, build_text_encoder, build_unet, scheduler_config
 from .autoencoder import (
     build_vae,
     check_fp16_decode,
@@ -92,6 +92,7 @@ class RecipeRun:
         self.log = Log(self.start)
         self.device = torch.device(self.cfg.device)
         self.arch = ARCHITECTURES[self.cfg.architecture]
+        self.scheduler_config = scheduler_config(self.cfg.prediction_type, self.cfg.zero_terminal_snr)
         self.work = self.cfg.work_dir
         budget = self.cfg.time_budget_minutes
         self.budget = budget * 60 if budget else None
@@ -273,7 +274,7 @@ class RecipeRun:
             unet, te, image_size=cfg.image_size, device=self.device, lr=cfg.lr, lr_text_encoder=cfg.lr_text_encoder,
             warmup_steps=cfg.warmup_steps, amp_dtype=self._amp_dtype(), ema_decay=cfg.ema_decay,
             min_snr_gamma=cfg.min_snr_gamma, timestep_shift=cfg.timestep_shift, noise_offset=cfg.noise_offset,
-            pyramid_noise=cfg.pyramid_noise,
+            pyramid_noise=cfg.pyramid_noise, scheduler_config=self.scheduler_config,
         )
         if resuming:
             state = torch.load(checkpoint, map_location=self.device, weights_only=False)
@@ -367,7 +368,8 @@ class RecipeRun:
             unet, te = trainer.ema_copies()
             info = self.info(trainer, f"partial (checkpoint at step {trainer.step_count})", self.preliminary_defaults)
             export_folder(self.cfg.out, tokenizer=tokenizer, vae=vae, text_encoder=te, unet=unet,
-                          defaults=self.preliminary_defaults, info=info, vocabulary=self.work / VOCABULARY_FILE)
+                          defaults=self.preliminary_defaults, info=info, vocabulary=self.work / VOCABULARY_FILE,
+                          scheduler_config=self.scheduler_config)
 
     # 5. export, evaluation, README ------------------------------------------------------------------------------
     def finish_stage(self, tokenizer, vae, trainer: DiffusionTrainer) -> RecipeResult:
@@ -378,7 +380,8 @@ class RecipeRun:
             torch.cuda.empty_cache()
         defaults = self.preliminary_defaults
         export_folder(cfg.out, tokenizer=tokenizer, vae=vae, text_encoder=te, unet=unet, defaults=defaults,
-                      info=self.info(trainer, self.status, defaults), vocabulary=self.work / VOCABULARY_FILE)
+                      info=self.info(trainer, self.status, defaults), vocabulary=self.work / VOCABULARY_FILE,
+                      scheduler_config=self.scheduler_config)
         ev = None
         if not cfg.skip_eval:
             spec = EvalSpec(pairs=cfg.eval_pairs, seeds=tuple(range(cfg.eval_seeds)), batch_size=cfg.eval_batch)

@@ -6,10 +6,12 @@ Everything the denoiser sees is produced exactly as ``KolorsPipeline`` produces 
 * ``text_encoder(input_ids, attention_mask, position_ids, output_hidden_states=True)``; token embeddings are
   ``hidden_states[-2]`` made batch-first, the pooled embedding is ``hidden_states[-1][-1]``;
 * SDXL micro-conditioning ``time_ids = original_size + (0, 0) + target_size`` at the native resolution;
-* the noise schedule of the Kolors scheduler config (1100 steps, scaled-linear betas 0.00085…0.014, epsilon);
+* the noise schedule of the Kolors scheduler config (1100 steps, scaled-linear betas 0.00085…0.014, epsilon), or
+  the same with v-prediction and zero terminal SNR (``architecture.scheduler_config``);
 * caption dropout to the empty prompt "" (inference encodes the empty negative prompt, it does not zero it).
 
-The loss is `kolors train`'s (``kolors.training.loss``): epsilon MSE with Min-SNR-γ weighting.
+The loss is `kolors train`'s (``kolors.training.loss``): MSE to the schedule's prediction target with Min-SNR-γ
+weighting.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from diffusers import DDPMScheduler, UNet2DConditionModel
 
 from ..models.chatglm import ChatGLMModel, ChatGLMTokenizer
 from ..diffusion.prompt import encode_tokens, tokenize_prompts
-from ..training.loss import diffusion_loss
+from ..training.loss import diffusion_loss, prediction_target
 from .architecture import KOLORS_SCHEDULER_CONFIG, MAX_TOKENS
 
 __all__ = [
@@ -95,9 +97,9 @@ def training_noise(latents: torch.Tensor, *, offset: float = 0.0, pyramid: float
     return noise.to(latents.dtype)
 
 
-def noise_scheduler() -> DDPMScheduler:
-    """Forward-process noise of the Kolors schedule (DDPMScheduler built from the Kolors Euler config)."""
-    config = {k: v for k, v in KOLORS_SCHEDULER_CONFIG.items() if not k.startswith("_")}
+def noise_scheduler(config: dict | None = None) -> DDPMScheduler:
+    """Forward-process noise of ``config`` (default: the Kolors Euler config) as a DDPMScheduler."""
+    config = {k: v for k, v in (config or KOLORS_SCHEDULER_CONFIG).items() if not k.startswith("_")}
     import warnings
 
     with warnings.catch_warnings():
@@ -156,13 +158,14 @@ class DiffusionTrainer:
         noise_offset: float = 0.0,
         pyramid_noise: float = 0.0,
         grad_clip: float = 1.0,
+        scheduler_config: dict | None = None,
     ):
         self.unet = unet.to(device).train()
         self.text_encoder = text_encoder.to(device).train()
         self.device = device
         self.image_size = image_size
         self.amp_dtype = amp_dtype
-        self.scheduler = noise_scheduler()
+        self.scheduler = noise_scheduler(scheduler_config)
         self.alphas_cumprod = self.scheduler.alphas_cumprod.to(device)
         self.num_train_timesteps = self.scheduler.config.num_train_timesteps
         self.params = [p for p in list(unet.parameters()) + list(text_encoder.parameters()) if p.requires_grad]
@@ -215,7 +218,7 @@ class DiffusionTrainer:
         timesteps: torch.Tensor | None = None,
         weighted: bool = True,
     ) -> torch.Tensor:
-        """Epsilon-prediction loss on scaled latents (optionally Min-SNR-γ weighted)."""
+        """The denoising loss on scaled latents (optionally Min-SNR-γ weighted)."""
         b = latents.shape[0]
         if noise is None:
             noise = training_noise(latents, offset=self.noise_offset, pyramid=self.pyramid_noise)
@@ -230,8 +233,10 @@ class DiffusionTrainer:
                 encoder_hidden_states=tokens,
                 added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids(b, self.image_size, device=latents.device)},
             ).sample
-        return diffusion_loss(pred, noise, timesteps, alphas_cumprod=self.alphas_cumprod,
-                              snr_gamma=self.min_snr_gamma if weighted else None)
+        kind = self.scheduler.config.prediction_type
+        return diffusion_loss(pred, prediction_target(self.scheduler, latents, noise, timesteps), timesteps,
+                              alphas_cumprod=self.alphas_cumprod, snr_gamma=self.min_snr_gamma if weighted else None,
+                              prediction_type=kind)
 
     def step(self, latents, input_ids, attention_mask, position_ids, *, progress: float) -> tuple[float, float]:
         """One AdamW step; returns (loss, lr)."""

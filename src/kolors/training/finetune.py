@@ -37,7 +37,7 @@ from . import lora_layers as lora_utils
 from .checkpoint import checkpoint_step, complete_checkpoints, find_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .dataset import BatchPlan, ImageDataset, LocalBatches, collate, read_examples
-from .loss import diffusion_loss
+from .loss import diffusion_loss, prediction_target
 
 logger = logging.getLogger("kolors")
 
@@ -288,7 +288,7 @@ def _loss(cfg: TrainConfig, batch: dict, k: int, accelerator: Accelerator, *, un
         control = _control(controlnet, batch, noisy, timesteps, text.tokens, added, cfg.controlnet_scale)
         prediction = unet(noisy, timesteps, encoder_hidden_states=text.tokens, added_cond_kwargs=added,
                           **control).sample
-    return diffusion_loss(prediction, _target(scheduler, latents, noise, timesteps), timesteps,
+    return diffusion_loss(prediction, prediction_target(scheduler, latents, noise, timesteps), timesteps,
                           alphas_cumprod=scheduler.alphas_cumprod, snr_gamma=cfg.snr_gamma,
                           prediction_type=scheduler.config.prediction_type)
 
@@ -315,19 +315,6 @@ def _row_draws(cfg: TrainConfig, scheduler: DDPMScheduler, shape: tuple[int, ...
     }
 
 
-def _target(scheduler: DDPMScheduler, latents: torch.Tensor, noise: torch.Tensor,
-            timesteps: torch.Tensor) -> torch.Tensor:
-    """What the UNet should predict under the checkpoint's prediction type."""
-    kind = scheduler.config.prediction_type
-    if kind == "epsilon":
-        return noise
-    if kind == "v_prediction":
-        return scheduler.get_velocity(latents, noise, timesteps)
-    if kind == "sample":
-        return latents
-    raise KolorsError(f"cannot train a model with prediction_type '{kind}' (scheduler config)")
-
-
 @torch.no_grad()
 def _eval_loss(cfg: TrainConfig, dataset: ImageDataset, *, unet, text_encoder, vae, scheduler, caches: _Caches,
                controlnet=None, count: int = 8) -> float:
@@ -350,7 +337,7 @@ def _eval_loss(cfg: TrainConfig, dataset: ImageDataset, *, unet, text_encoder, v
         with caches.accelerator.autocast() if controlnet is not None else contextlib.nullcontext():
             control = _control(controlnet, batch, noisy, t, text.tokens, added, cfg.controlnet_scale)
             prediction = unet(noisy, t, encoder_hidden_states=text.tokens, added_cond_kwargs=added, **control)
-        target = _target(scheduler, latents, noise, t)
+        target = prediction_target(scheduler, latents, noise, t)
         losses.append(F.mse_loss(prediction.sample.float(), target.float()).item())
     trained.train(was_training)
     return float(np.mean(losses))

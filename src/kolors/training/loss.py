@@ -9,7 +9,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["min_snr_weight", "diffusion_loss"]
+from ..errors import KolorsError
+
+__all__ = ["min_snr_weight", "diffusion_loss", "prediction_target"]
 
 
 def min_snr_weight(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, gamma: float,
@@ -29,3 +31,15 @@ def diffusion_loss(prediction: torch.Tensor, target: torch.Tensor, timesteps: to
     if snr_gamma:
         per_row = per_row * min_snr_weight(alphas_cumprod, timesteps, snr_gamma, prediction_type)
     return per_row.mean()
+
+
+def prediction_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    """What the UNet should predict under ``scheduler``'s prediction type (a diffusers DDPMScheduler)."""
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return scheduler.get_velocity(latents, noise, timesteps)
+    if kind == "sample":
+        return latents
+    raise KolorsError(f"cannot train a model with prediction_type '{kind}' (scheduler config)")
