@@ -138,7 +138,12 @@ def test_v_prediction_with_zero_terminal_snr_matches_diffusers(tiny_kolors_diffu
     pipe = load_pipeline(tiny_kolors_diffusers, device="cpu", dtype="float32")
     pipe.components.scheduler = EulerDiscreteScheduler.from_config(scheduler_config("v_prediction", True))
     base = pipe.components.scheduler
-    ref = reference_images(reference_pipeline, "a blue square on the left", seed=5, scheduler=scheduler, base=base)
+    kept = reference_pipeline.scheduler  # a shared fixture: later tests read its scheduler
+    try:
+        ref = reference_images(reference_pipeline, "a blue square on the left", seed=5, scheduler=scheduler,
+                               base=base)
+    finally:
+        reference_pipeline.scheduler = kept
     got = pipe("a blue square on the left", steps=STEPS, guidance=5.0, width=W, height=H, seed=5,
                scheduler=scheduler, progress=False)
     assert_parity(got.pixels, ref)
