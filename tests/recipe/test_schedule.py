@@ -62,3 +62,6 @@ def test_options_pair_zero_snr_with_v_prediction_and_default_the_weighting():
                             ).min_snr_gamma == 3.0
     with pytest.raises(SystemExit):
         config_from_args(["--out", "x", "--zero-terminal-snr"])
+    for bad in ("nan", "-1", "inf"):
+        with pytest.raises(SystemExit):
+            config_from_args(["--out", "x", "--min-snr-gamma", bad])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,10 +222,12 @@ def config_from_args(argv: list[str] | None = None) -> RecipeConfig:
     values = vars(args)
     if values.get("ema_decay") == 0:
         values["ema_decay"] = 0.0
-    if values["min_snr_gamma"] is None:
-        values["min_snr_gamma"] = 5.0 if args.prediction_type == "epsilon" else 0
-    if values.get("min_snr_gamma") == 0:
-        values["min_snr_gamma"] = None
+    gamma = values["min_snr_gamma"]
+    if gamma is not None and not (math.isfinite(gamma) and gamma >= 0):
+        parser.error(f"--min-snr-gamma is a number ≥ 0 (0 disables the weighting), not {gamma}")
+    if gamma is None:
+        gamma = 5.0 if args.prediction_type == "epsilon" else 0
+    values["min_snr_gamma"] = gamma or None
     argv_used = sys.argv[1:] if argv is None else argv
     values["command"] = "python -m kolors.recipe " + " ".join(argv_used)
     return RecipeConfig(**values)
