@@ -96,7 +96,7 @@ def test_numbered_names_skip_files_that_appear_meanwhile(model, tmp_path, capsys
 
 
 def test_file_output_default_folder_and_non_png_names(model, tmp_path, capsys, monkeypatch):
-    code, out, err = run(capsys, "generate", "a cat", "--model", model, *FAST, "--seed", 1, "--num-images", 2,
+    code, out, err = run(capsys, "generate", "a cat", "--model", model, *FAST, "--seed", 1, "-n", 2,
                          "-o", tmp_path / "cat.png")
     assert code == 0, err
     assert out.splitlines() == [str(tmp_path / "cat-0.png"), str(tmp_path / "cat-1.png")]

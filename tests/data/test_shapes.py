@@ -182,3 +182,15 @@ def test_heldout_scenes_always_use_one(heldout_scenes):
             assert S.is_heldout_pair((a.colour, a.shape), (scene.shapes[1].colour, scene.shapes[1].shape))
     singles = {s.shapes[0].combo for s in heldout_scenes if s.kind == "single"}
     assert len(singles) > 0.95 * len(S.HELDOUT_COMBOS)
+
+
+def test_a_fixed_background_keeps_only_shapes_that_show_on_it():
+    rng = np.random.default_rng(3)
+    for background in S.BACKGROUNDS:
+        for kind in S.KINDS:
+            scenes = [S.sample_scene(rng, "train", kind=kind, background=background) for _ in range(30)]
+            assert {s.background for s in scenes} == {background}
+            assert all(background in S.allowed_backgrounds({sh.colour for sh in s.shapes}) for s in scenes)
+            assert {s.kind for s in scenes} == {kind}
+    with pytest.raises(ValueError, match="background must be one of"):
+        S.sample_scene(rng, "train", background="teal")

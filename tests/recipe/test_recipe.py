@@ -245,3 +245,35 @@ def test_stated_position_makes_captions_say_where_the_objects_are():
     assert config_from_args(["--out", "x", "--stated-position", "0.85"]).stated_position == 0.85
     with pytest.raises(SystemExit):
         config_from_args(["--out", "x", "--stated-position", "1.5"])
+
+
+def test_layout_share_replaces_scenes_with_one_shape_on_white_that_says_where(tiny_run):
+    import numpy as np
+
+    from kolors.data.captions import EN_WORDS, ZH_WORDS
+    from kolors.recipe.options import config_from_args
+    from kolors.recipe.pool import render_pool
+    from kolors.recipe.tokenizer import load_tokenizer
+
+    folder = tiny_run.out / "tokenizer"
+    tokenizer = load_tokenizer(folder)
+    kw = dict(tokenizer_dir=folder, size=32, seed=5, workers=1, captions_per_language=2, stated_position=0.5)
+    plain, none, mixed = render_pool(80, **kw), render_pool(80, **kw, layout_share=0.0), \
+        render_pool(80, **kw, layout_share=0.5)
+    assert np.array_equal(plain.images, none.images) and np.array_equal(plain.input_ids, none.input_ids)
+    replaced = ~(plain.images == mixed.images).all(axis=(1, 2, 3))
+    assert 0.3 < replaced.mean() < 0.7
+    corners = mixed.images[:, [0, 0, -1, -1], [0, -1, 0, -1]]
+    assert (corners[replaced] == 255).all()  # white background
+    places = {lang: [p for group in words["position"].values() for p in group]
+              for lang, words in (("en", EN_WORDS), ("zh", ZH_WORDS))}
+    for i in np.flatnonzero(replaced):
+        for li, lang in enumerate(("en", "zh")):
+            for k in range(2):
+                ids = mixed.input_ids[i, li, k][mixed.attention_mask[i, li, k] == 1].tolist()
+                text = tokenizer.decode(ids)
+                assert any(p in text for p in places[lang]), text
+    assert config_from_args(["--out", "x", "--layout-share", "0.3"]).layout_share == 0.3
+    for bad in ("1.5", "-0.1", "nan"):
+        with pytest.raises(SystemExit):
+            config_from_args(["--out", "x", "--layout-share", bad])

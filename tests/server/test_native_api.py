@@ -115,6 +115,8 @@ def test_uploads_feed_image_to_image_and_inpainting(client):
                                                "mask": f"upload:{mask_id}"}).json()["id"]
     job = wait_job(client, job_id)
     assert job["status"] == "succeeded" and job["images"][0]["parameters"]["task"] == "inpaint"
+    # the command to make it again names the inputs as the client sent them, not by their stored upload id
+    assert job["images"][0]["command"].startswith("kolors inpaint 'a blue circle' --image red.png --mask m.png ")
     out = Image.open(io.BytesIO(client.get(job["images"][0]["url"]).content)).convert("RGB")
     assert out.getpixel((5, 5)) == (200, 30, 30)  # outside the mask: kept exactly
     # a result feeds the next request

@@ -98,7 +98,7 @@ def generation_options(common: argparse.ArgumentParser) -> argparse.ArgumentPars
                    help="image height, a multiple of 8 (default: the model's)")
     s.add_argument("--seed", type=seed, metavar="N",
                    help="seed of the first image; image i uses N+i (default or -1: random, printed and stored)")
-    s.add_argument("--num-images", type=positive_int, metavar="K", help="images to make (default 1)")
+    s.add_argument("--num-images", "-n", type=positive_int, metavar="K", help="images to make (default 1)")
     s.add_argument("--batch-size", type=positive_int, metavar="B", help="images denoised together (default: all)")
     s.add_argument("--scheduler", choices=SCHEDULER_NAMES, help="sampler (default: the checkpoint's own)")
     s.add_argument("--pag-scale", type=number, metavar="F",

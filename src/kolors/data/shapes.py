@@ -338,26 +338,33 @@ def _pair(rng: np.random.Generator, split: str) -> tuple[list[Shape], str]:
 
 
 def sample_scene(rng: np.random.Generator, split: str = "train", kind: str | None = None,
-                 count: int | None = None) -> Scene:
+                 count: int | None = None, background: str | None = None) -> Scene:
     """A random scene of ``split`` and ``kind`` (default: drawn by ``KIND_WEIGHTS``; held-out scenes: single).
 
-    ``count`` fixes the number of shapes of a count scene (default: drawn by ``COUNT_WEIGHTS``).
+    ``count`` fixes the number of shapes of a count scene (default: drawn by ``COUNT_WEIGHTS``); ``background``
+    fixes the background (shapes are drawn again until their colours show on it).
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
+    if background is not None and background not in BACKGROUNDS:
+        raise ValueError(f"background must be one of {', '.join(BACKGROUNDS)}, not {background!r}")
     if kind is None:
         kind = "single" if split == "heldout" else _weighted(rng, KIND_WEIGHTS)
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
-    relation = None
-    if kind == "single":
-        shapes = _single(rng, split)
-    elif kind == "count":
-        shapes = _count(rng, split, count or _weighted(rng, COUNT_WEIGHTS))
-    else:
-        shapes, relation = _pair(rng, split)
-    background = _choice(rng, allowed_backgrounds({s.colour for s in shapes}))
-    return Scene(shapes=tuple(shapes), background=background, split=split, kind=kind, relation=relation)
+    while True:
+        relation = None
+        if kind == "single":
+            shapes = _single(rng, split)
+        elif kind == "count":
+            shapes = _count(rng, split, count or _weighted(rng, COUNT_WEIGHTS))
+        else:
+            shapes, relation = _pair(rng, split)
+        allowed = allowed_backgrounds({s.colour for s in shapes})
+        if background is None or background in allowed:
+            break
+    chosen = _choice(rng, allowed) if background is None else background
+    return Scene(shapes=tuple(shapes), background=chosen, split=split, kind=kind, relation=relation)
 
 
 # ---------------------------------------------------------------------------------------------------------------

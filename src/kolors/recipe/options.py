@@ -62,6 +62,7 @@ class RecipeConfig:
     pool_size: int | None = None
     captions_per_language: int = 2
     stated_position: float = 0.0
+    layout_share: float = 0.0
     tokenizer_scenes: int = 20000
     vocab_size: int | None = None
     merge_han_characters: bool = False
@@ -154,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stated-position", type=float, default=0.0, metavar="P",
                    help="share of single-shape and two-object captions that say where the objects are "
                         "(0: the templates' natural mix, about half)")
+    p.add_argument("--layout-share", type=float, default=0.0, metavar="P",
+                   help="share of the pool that is one shape on a white background, captioned with where it is: a "
+                        "position signal that does not cancel across colours (0: none)")
     p.add_argument("--tokenizer-scenes", type=int, default=20000, help="scenes captioned to train the tokenizer")
     p.add_argument("--vocab-size", type=int)
     p.add_argument("--merge-han-characters", action="store_true",
@@ -214,8 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(argv: list[str] | None = None) -> RecipeConfig:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not 0.0 <= args.stated_position <= 1.0:
-        parser.error(f"--stated-position is a share between 0 and 1, not {args.stated_position}")
+    for flag in ("stated_position", "layout_share"):
+        share = getattr(args, flag)
+        if not 0.0 <= share <= 1.0:  # also refuses nan
+            parser.error(f"--{flag.replace('_', '-')} is a share between 0 and 1, not {share}")
     if args.zero_terminal_snr and args.prediction_type != "v_prediction":
         parser.error("--zero-terminal-snr needs --prediction-type v_prediction (an epsilon model cannot predict "
                      "from pure noise)")

@@ -18,9 +18,12 @@ import torch
 
 from ..data.captions import caption, caption_with_template
 from ..data.examples import batch
-from ..data.shapes import LANGS, Scene, sample_scene
+from ..data.shapes import LANGS, Scene, render_array, sample_scene
 
-__all__ = ["LANGUAGES", "Pool", "placed_caption", "caption_corpus", "render_pool", "CaptionTokens", "scene_captions"]
+__all__ = [
+    "LANGUAGES", "LAYOUT_BACKGROUND", "Pool", "layout_scene", "placed_caption", "caption_corpus", "render_pool",
+    "CaptionTokens", "scene_captions",
+]
 
 LANGUAGES = LANGS
 CHUNK = 256
@@ -43,6 +46,17 @@ def placed_caption(scene: Scene, lang: str, rng: np.random.Generator, stated_pos
         if rng.random() < stated_position:
             return caption_with_template(scene, lang, rng, states=slot)[0]
     return caption(scene, lang, rng)
+
+
+# Layout scenes: one shape on this background, so that where the shape is changes the mean image for a position
+# word (its colour against the background, averaged over colours, keeps a large share of the contrast); with every
+# attribute varying that first-order signal nearly cancels and position words stay unused (docs/evaluation.md).
+LAYOUT_BACKGROUND = "white"
+
+
+def layout_scene(rng: np.random.Generator, split: str = "train") -> Scene:
+    """One shape of any colour that shows on ``LAYOUT_BACKGROUND``, anywhere, on that background."""
+    return sample_scene(rng, split, kind="single", background=LAYOUT_BACKGROUND)
 
 
 def caption_corpus(n_scenes: int, *, seed: int) -> list[str]:
@@ -81,9 +95,9 @@ def _tokenize_np(tokenizer, texts: list[str]) -> tuple[np.ndarray, np.ndarray, n
 _worker_tokenizer = None
 
 
-def _render_chunk(args: tuple[int, int, str, int, int, int, str, float]):
+def _render_chunk(args: tuple[int, int, str, int, int, int, str, float, float]):
     global _worker_tokenizer
-    seed, n, split, size, k_caps, chunk_index, tokenizer_dir, stated_position = args
+    seed, n, split, size, k_caps, chunk_index, tokenizer_dir, stated_position, layout_share = args
     from .tokenizer import load_tokenizer
 
     if _worker_tokenizer is None or _worker_tokenizer[0] != tokenizer_dir:
@@ -91,10 +105,18 @@ def _render_chunk(args: tuple[int, int, str, int, int, int, str, float]):
     tokenizer = _worker_tokenizer[1]
     rng = np.random.default_rng([seed, chunk_index])
     images, _captions, scenes = batch(rng, n, split, size)
+    # Layout scenes replace a share of the batch; their own stream keeps a pool without them unchanged.
+    layout = np.zeros(n, dtype=bool)
+    if layout_share > 0:
+        layout_rng = np.random.default_rng([seed, chunk_index, 1])
+        layout = layout_rng.random(n) < layout_share
+        for i in np.flatnonzero(layout):
+            scenes[i] = layout_scene(layout_rng, split)
+            images[i] = render_array(scenes[i], size)
     texts = []
-    for scene in scenes:
+    for scene, stated in zip(scenes, np.where(layout, 1.0, stated_position)):
         for lang in LANGUAGES:
-            texts.extend(placed_caption(scene, lang, rng, stated_position) for _ in range(k_caps))
+            texts.extend(placed_caption(scene, lang, rng, stated) for _ in range(k_caps))
     ids, mask, pos = _tokenize_np(tokenizer, texts)
     shape = (n, len(LANGUAGES), k_caps, -1)
     return np.asarray(images, dtype=np.uint8), ids.reshape(shape), mask.reshape(shape), pos.reshape(shape)
@@ -110,11 +132,14 @@ def render_pool(
     captions_per_language: int = 2,
     workers: int | None = None,
     stated_position: float = 0.0,
+    layout_share: float = 0.0,
 ) -> Pool:
     """``n`` scenes of ``split`` at ``size`` px with tokenized captions; deterministic for a seed, any ``workers``.
-    ``stated_position``: see :func:`placed_caption`."""
+    ``stated_position``: see :func:`placed_caption`. ``layout_share``: the share of scenes that are
+    :func:`layout_scene`\ s, every caption of which says where the shape is."""
     jobs = [
-        (seed, min(CHUNK, n - i), split, size, captions_per_language, k, str(tokenizer_dir), stated_position)
+        (seed, min(CHUNK, n - i), split, size, captions_per_language, k, str(tokenizer_dir), stated_position,
+         layout_share)
         for k, i in enumerate(range(0, n, CHUNK))
     ]
     workers = max(1, min(workers or (os.cpu_count() or 1), len(jobs)))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..request import IMAGE_TO_IMAGE, INPAINT, OUTPAINT
 
@@ -14,14 +14,19 @@ _FLAGS = (("negative_prompt", "--negative-prompt"), ("width", "--width"), ("heig
           ("strength", "--strength"), ("feather", "--feather"), ("pag_scale", "--pag-scale"), ("mode", "--mode"))
 
 
-def command_line(params: dict[str, Any]) -> str:
-    """``kolors generate "prompt" --seed 42 ...`` for a stored record (file inputs by their base name)."""
+def base_name(path: str) -> str:
+    return Path(str(path)).name
+
+
+def command_line(params: dict[str, Any], image_name: Callable[[str], str] = base_name) -> str:
+    """``kolors generate "prompt" --seed 42 ...`` for a stored record; image inputs are named by ``image_name`` (of
+    their stored path), other files by their base name."""
     task = params.get("task")
     words = ["kolors", _COMMANDS.get(task, "generate"), params.get("prompt") or ""]
     if task in _COMMANDS and params.get("init_image"):
-        words += ["--image", Path(str(params["init_image"])).name]
+        words += ["--image", image_name(params["init_image"])]
     if task == INPAINT and params.get("mask"):
-        words += ["--mask", Path(str(params["mask"])).name]
+        words += ["--mask", image_name(params["mask"])]
     if task == OUTPAINT and params.get("extend"):
         words += ["--extend", ",".join(str(v) for v in params["extend"])]
     for key, flag in _FLAGS:
@@ -33,7 +38,7 @@ def command_line(params: dict[str, Any]) -> str:
     for lora in params.get("loras") or []:
         words += ["--lora", f"{Path(str(lora.get('path'))).name}:{lora.get('weight', 1.0)}"]
     for control in params.get("controls") or []:
-        words += ["--control", f"{control.get('type')}={Path(str(control.get('image'))).name}:{control.get('scale')}"]
+        words += ["--control", f"{control.get('type')}={image_name(control.get('image'))}:{control.get('scale')}"]
     if params.get("model") and params["model"] != "built-in":
         words += ["--model", str(params["model"])]
     return shlex.join(words)

@@ -6,9 +6,10 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..metadata import format_parameters
-from .command_line import command_line
+from .command_line import base_name, command_line
 from .events import JobEvents
 from .jobqueue import RUNNING, Job, JobQueue
+from .uploads import Uploads
 
 
 def iso(seconds: float | None) -> str | None:
@@ -27,13 +28,15 @@ def progress_of(job: Job, events: JobEvents) -> dict[str, Any] | None:
     return {"step": job.step, "steps": job.steps, "fraction": round(job.step / job.steps, 4), "eta_s": job.eta_s}
 
 
-def job_json(job: Job, queue: JobQueue, events: JobEvents) -> dict[str, Any]:
+def job_json(job: Job, queue: JobQueue, events: JobEvents, uploads: Uploads | None = None) -> dict[str, Any]:
+    """The job as JSON; with ``uploads``, each image's command names its uploaded inputs as they were sent."""
+    image_name = uploads.display_name if uploads is not None else base_name
     images = []
     if job.results and not job.expired:
         for i, record in enumerate(job.results):
             params = record["parameters"]
             images.append({"url": f"/api/v1/jobs/{job.id}/images/{i}", "seed": record["seed"], "parameters": params,
-                           "infotext": format_parameters(params), "command": command_line(params)})
+                           "infotext": format_parameters(params), "command": command_line(params, image_name)})
     return {"id": job.id, "status": job.status, "position": queue.position(job), "progress": progress_of(job, events),
             "request": job.request, "error": job.error, "images": images, "attempts": job.attempts,
             "expired": job.expired,

@@ -148,7 +148,8 @@ def router(auth: Any) -> APIRouter:
         service = service_of(request)
 
         def listed() -> list[dict[str, Any]]:
-            return [job_json(j, service.queue, service.events) for j in service.queue.list(statuses, limit, before)]
+            jobs = service.queue.list(statuses, limit, before)
+            return [job_json(j, service.queue, service.events, service.uploads) for j in jobs]
 
         return {"jobs": await run_in_threadpool(listed)}
 
@@ -156,14 +157,14 @@ def router(auth: Any) -> APIRouter:
     async def get_job(job_id: str, request: Request) -> dict[str, Any]:
         service = service_of(request)
         job = await service.job(job_id)
-        return await run_in_threadpool(job_json, job, service.queue, service.events)
+        return await run_in_threadpool(job_json, job, service.queue, service.events, service.uploads)
 
     @api.post("/jobs/{job_id}/cancel", dependencies=guarded)
     async def cancel(job_id: str, request: Request) -> dict[str, Any]:
         """Cancel: a queued job at once, a running one at its next step."""
         service = service_of(request)
         job = await service.cancel(job_id)
-        return await run_in_threadpool(job_json, job, service.queue, service.events)
+        return await run_in_threadpool(job_json, job, service.queue, service.events, service.uploads)
 
     @api.get("/jobs/{job_id}/events", dependencies=guarded, response_class=StreamingResponse)
     async def events(job_id: str, request: Request) -> StreamingResponse:
@@ -221,7 +222,7 @@ async def _stream(service: Service, job_id: str):
         else:
             if not started and job.started is not None and position is not None:
                 yield _sse("started", {"id": job.id, "started": job.started})
-            yield _sse(job.status, await run_in_threadpool(job_json, job, service.queue, service.events))
+            yield _sse(job.status, await run_in_threadpool(job_json, job, service.queue, service.events, service.uploads))
             return
         if time.monotonic() - last_sent > KEEPALIVE_S:
             yield ": keep-alive\n\n"

@@ -39,6 +39,13 @@ class Uploads:
         path = self.storage.upload_path(stored.file)
         return path if path.is_file() else None
 
+    def display_name(self, path: str) -> str:
+        """The name an uploaded image was sent with, from its stored path; any other file: its base name."""
+        name = Path(str(path)).name
+        stem = Path(name).stem
+        stored = self.get(stem) if stem.startswith("up_") else None
+        return stored.name if stored is not None and stored.file == name else name
+
     def remove_older_than(self, cutoff: float, keep: set[str]) -> int:
         """Remove uploads made before ``cutoff`` except those in ``keep`` (named by waiting jobs)."""
         with self.engine.connect() as conn:
