@@ -277,3 +277,38 @@ def test_layout_share_replaces_scenes_with_one_shape_on_white_that_says_where(ti
     for bad in ("1.5", "-0.1", "nan"):
         with pytest.raises(SystemExit):
             config_from_args(["--out", "x", "--layout-share", bad])
+
+
+def test_layout_warmup_trains_layout_scenes_at_the_pure_noise_end(tiny_run, tmp_path, monkeypatch):
+    from kolors.errors import KolorsError
+    from kolors.recipe.options import config_from_args
+    from kolors.recipe.pool import CaptionTokens
+    from kolors.recipe.trainer import DiffusionTrainer
+
+    seen = []
+    real_sample, real_step = CaptionTokens.sample, DiffusionTrainer.step
+    monkeypatch.setattr(CaptionTokens, "sample", lambda self, items, **kw: (seen.append([items.clone()]),
+                                                                           real_sample(self, items, **kw))[1])
+    monkeypatch.setattr(DiffusionTrainer, "step", lambda self, *a, timesteps=None, **kw: (
+        seen[-1].append(timesteps), real_step(self, *a, timesteps=timesteps, **kw))[1])
+    config = RecipeConfig(
+        out=tmp_path / "model", device="cpu", architecture="tiny", image_size=64, workers=1, pool_size=64,
+        tokenizer_scenes=1000, steps_diffusion=6, batch_size=4, warmup_steps=1, log_seconds=0.0,
+        checkpoint_minutes=1e9, skip_eval=True, init_from=tiny_run.out, layout_share=0.5, layout_warmup=4,
+        prediction_type="v_prediction", zero_terminal_snr=True, min_snr_gamma=None, command="pytest",
+    )
+    run(config)
+    layout = torch.load(tmp_path / "model.work" / "latents.pt", weights_only=False)["layout"]
+    assert 0 < int(layout.sum()) < 64
+    assert len(seen) == 6
+    for items, timesteps in seen[:4]:  # warm-up: layout scenes only, every timestep at the pure-noise end
+        assert bool(layout[items].all()) and bool((timesteps >= 1000).all()) and bool((timesteps < 1100).all())
+    assert all(t is None for _, t in seen[4:])  # then the whole pool at the run's own timesteps
+    assert not all(bool(layout[items].all()) for items, _ in seen[4:])
+    # the warm-up needs its scenes and a schedule whose last step holds none of the image
+    for argv in (["--layout-warmup", "10"], ["--layout-warmup", "10", "--layout-share", "0.3"],
+                 ["--layout-warmup", "-1"]):
+        with pytest.raises(SystemExit):
+            config_from_args(["--out", "x", *argv])
+    with pytest.raises(KolorsError, match="--layout-warmup needs layout scenes"):
+        run(RecipeConfig(**{**config.__dict__, "out": tmp_path / "again", "layout_share": 0.0}))

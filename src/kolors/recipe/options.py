@@ -63,6 +63,7 @@ class RecipeConfig:
     captions_per_language: int = 2
     stated_position: float = 0.0
     layout_share: float = 0.0
+    layout_warmup: int = 0
     tokenizer_scenes: int = 20000
     vocab_size: int | None = None
     merge_han_characters: bool = False
@@ -158,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layout-share", type=float, default=0.0, metavar="P",
                    help="share of the pool that is one shape on a white background, captioned with where it is: a "
                         "position signal that does not cancel across colours (0: none)")
+    p.add_argument("--layout-warmup", type=int, default=0, metavar="STEPS",
+                   help="first diffusion steps on layout scenes only, at the pure-noise end of the schedule, where "
+                        "only the words say where the shape goes (needs --layout-share and --zero-terminal-snr)")
     p.add_argument("--tokenizer-scenes", type=int, default=20000, help="scenes captioned to train the tokenizer")
     p.add_argument("--vocab-size", type=int)
     p.add_argument("--merge-han-characters", action="store_true",
@@ -225,6 +229,11 @@ def config_from_args(argv: list[str] | None = None) -> RecipeConfig:
     if args.zero_terminal_snr and args.prediction_type != "v_prediction":
         parser.error("--zero-terminal-snr needs --prediction-type v_prediction (an epsilon model cannot predict "
                      "from pure noise)")
+    if args.layout_warmup < 0:
+        parser.error(f"--layout-warmup is a number of steps ≥ 0, not {args.layout_warmup}")
+    if args.layout_warmup and not (args.layout_share > 0 and args.zero_terminal_snr):
+        parser.error("--layout-warmup needs --layout-share P > 0 (its scenes) and --zero-terminal-snr (a schedule "
+                     "whose last steps hold none of the image)")
     values = vars(args)
     if values.get("ema_decay") == 0:
         values["ema_decay"] = 0.0

@@ -70,12 +70,14 @@ def caption_corpus(n_scenes: int, *, seed: int) -> list[str]:
 
 @dataclass
 class Pool:
-    """``images``: uint8 N×H×W×3. Token tensors are N×languages×K×256 (ids int16, mask int8, positions int16)."""
+    """``images``: uint8 N×H×W×3. Token tensors are N×languages×K×256 (ids int16, mask int8, positions int16).
+    ``layout``: which scenes come from :func:`layout_scene` (bool N)."""
 
     images: np.ndarray | None
     input_ids: np.ndarray
     attention_mask: np.ndarray
     position_ids: np.ndarray
+    layout: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -119,7 +121,7 @@ def _render_chunk(args: tuple[int, int, str, int, int, int, str, float, float]):
             texts.extend(placed_caption(scene, lang, rng, stated) for _ in range(k_caps))
     ids, mask, pos = _tokenize_np(tokenizer, texts)
     shape = (n, len(LANGUAGES), k_caps, -1)
-    return np.asarray(images, dtype=np.uint8), ids.reshape(shape), mask.reshape(shape), pos.reshape(shape)
+    return np.asarray(images, dtype=np.uint8), ids.reshape(shape), mask.reshape(shape), pos.reshape(shape), layout
 
 
 def render_pool(
@@ -136,7 +138,7 @@ def render_pool(
 ) -> Pool:
     """``n`` scenes of ``split`` at ``size`` px with tokenized captions; deterministic for a seed, any ``workers``.
     ``stated_position``: see :func:`placed_caption`. ``layout_share``: the share of scenes that are
-    :func:`layout_scene`\ s, every caption of which says where the shape is."""
+    scenes from :func:`layout_scene`, every caption of which says where the shape is."""
     jobs = [
         (seed, min(CHUNK, n - i), split, size, captions_per_language, k, str(tokenizer_dir), stated_position,
          layout_share)
@@ -155,6 +157,7 @@ def render_pool(
         input_ids=np.concatenate([p[1] for p in parts]),
         attention_mask=np.concatenate([p[2] for p in parts]),
         position_ids=np.concatenate([p[3] for p in parts]),
+        layout=np.concatenate([p[4] for p in parts]),
     )
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import KolorsError
 from .architecture import ARCHITECTURES, build_text_encoder, build_unet, scheduler_config
 from .autoencoder import (
     build_vae,
@@ -81,6 +82,7 @@ class Latents:
     stds: torch.Tensor
     tokens: dict[str, torch.Tensor]
     scaling_factor: float
+    layout: torch.Tensor | None = None  # which items are layout scenes (bool); None: a pool from before the option
 
 
 class RecipeRun:
@@ -186,7 +188,8 @@ class RecipeRun:
         vae = vae.float().cpu().eval()
         cache = torch.load(self.work / "latents.pt", weights_only=False)
         tokens = {k: cache[k] for k in ("input_ids", "attention_mask", "position_ids")}
-        return vae, Latents(cache["means"], cache["stds"], tokens, float(vae.config.scaling_factor))
+        return vae, Latents(cache["means"], cache["stds"], tokens, float(vae.config.scaling_factor),
+                            cache.get("layout"))
 
     def _train_autoencoder(self, vae, images: torch.Tensor, *, steps: int | None = None, anchor=None) -> None:
         cfg, log = self.cfg, self.log
@@ -247,7 +250,8 @@ class RecipeRun:
         (self.work / "vae_info.json").write_text(json.dumps(self.vae_info, indent=2))
         torch.save({"means": means, "stds": stds, "input_ids": torch.from_numpy(pool.input_ids),
                     "attention_mask": torch.from_numpy(pool.attention_mask),
-                    "position_ids": torch.from_numpy(pool.position_ids)}, self.work / "latents.pt")
+                    "position_ids": torch.from_numpy(pool.position_ids),
+                    "layout": torch.from_numpy(pool.layout)}, self.work / "latents.pt")
 
     # 4. diffusion -----------------------------------------------------------------------------------------------
     def diffusion_stage(self, tokenizer, vae, latents: Latents) -> DiffusionTrainer:
@@ -309,6 +313,7 @@ class RecipeRun:
         log(f"diffusion: {steps_total} steps × batch {cfg.batch_size}"
             + (f", stopping by {(deadline - self.start) / 60:.1f} min" if deadline else ""))
         log_every, first_step = 10, trainer.step_count
+        warmup_steps, layout_items, warmup_t = self._layout_warmup(trainer, latents)
         while trainer.step_count < steps_total:
             now = time.monotonic()
             if deadline is not None and now > deadline:
@@ -317,12 +322,19 @@ class RecipeRun:
             progress = trainer.step_count / steps_total
             if self.budget:
                 progress = max(progress, (now - self.start) / (self.budget - self.reserve))
-            items = torch.randint(0, n_items, (cfg.batch_size,), generator=g, device=device)
+            timesteps = None
+            if trainer.step_count < warmup_steps:  # layout scenes only, at the pure-noise end of the schedule
+                items = layout_items[torch.randint(0, len(layout_items), (cfg.batch_size,), generator=g,
+                                                   device=device)]
+                timesteps = torch.randint(warmup_t, trainer.num_train_timesteps, (cfg.batch_size,), generator=g,
+                                          device=device)
+            else:
+                items = torch.randint(0, n_items, (cfg.batch_size,), generator=g, device=device)
             lat = (lat_mean[items].float() + lat_std[items].float() * torch.randn(
                 (cfg.batch_size, *lat_mean.shape[1:]), generator=g, device=device)) * sf
             tokens = table.sample(items, dropout=cfg.caption_dropout, generator=g, language_weights=language_weights)
             loss, lr = trainer.step(lat, tokens["input_ids"], tokens["attention_mask"], tokens["position_ids"],
-                                    progress=progress)
+                                    progress=progress, timesteps=timesteps)
             run_loss += loss
             run_n += 1
             step = trainer.step_count
@@ -357,6 +369,21 @@ class RecipeRun:
         log(f"diffusion: {self.status} at step {trainer.step_count} after {seconds:.0f}s "
             f"({(trainer.step_count - first_step) / max(seconds, 1e-6):.2f} steps/s this run), fixed loss {fixed:.4f}")
         self._save_checkpoint(trainer, tokenizer, vae, final=True)
+
+    def _layout_warmup(self, trainer: DiffusionTrainer, latents: Latents) -> tuple[int, torch.Tensor | None, int]:
+        """``--layout-warmup``: (its steps, the pool's layout items, the lowest timestep it trains). Its first steps
+        learn where a stated position puts the shape from inputs that hold none of the image (docs/evaluation.md)."""
+        steps = self.cfg.layout_warmup
+        if not steps or trainer.step_count >= steps:
+            return 0, None, 0
+        if latents.layout is None or not bool(latents.layout.any()):
+            raise KolorsError("--layout-warmup needs layout scenes in the pool: add --layout-share (and leave out "
+                              "--resume if the pool was rendered without it)")
+        items = torch.nonzero(latents.layout.to(self.device)).flatten()
+        lowest = trainer.num_train_timesteps * 10 // 11  # the noisiest eleventh: t ≥ 1000 of 1100
+        self.log(f"diffusion: layout warm-up, steps {trainer.step_count}–{steps}: {len(items)} layout scenes, "
+                 f"t ∈ [{lowest}, {trainer.num_train_timesteps - 1}]")
+        return steps, items, lowest
 
     def _save_checkpoint(self, trainer: DiffusionTrainer, tokenizer, vae, *, final: bool) -> None:
         """The trainer's state for ``--resume``; before the end also a partial model folder to look at."""
@@ -434,5 +461,9 @@ def run(config: RecipeConfig) -> RecipeResult:
 
 
 def main(argv: list[str] | None = None) -> int:
-    run(config_from_args(argv))
+    try:
+        run(config_from_args(argv))
+    except KolorsError as exc:
+        print(f"kolors.recipe: error: {exc}", file=sys.stderr)
+        return 2
     return 0

@@ -238,10 +238,11 @@ class DiffusionTrainer:
                               alphas_cumprod=self.alphas_cumprod, snr_gamma=self.min_snr_gamma if weighted else None,
                               prediction_type=kind)
 
-    def step(self, latents, input_ids, attention_mask, position_ids, *, progress: float) -> tuple[float, float]:
-        """One AdamW step; returns (loss, lr)."""
+    def step(self, latents, input_ids, attention_mask, position_ids, *, progress: float,
+             timesteps: torch.Tensor | None = None) -> tuple[float, float]:
+        """One AdamW step (``timesteps``: default drawn as :meth:`loss` does); returns (loss, lr)."""
         lr = self.set_progress(progress)
-        loss = self.loss(latents, input_ids, attention_mask, position_ids)
+        loss = self.loss(latents, input_ids, attention_mask, position_ids, timesteps=timesteps)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.grad_clip:
