@@ -137,8 +137,8 @@ def render_pool(
     layout_share: float = 0.0,
 ) -> Pool:
     """``n`` scenes of ``split`` at ``size`` px with tokenized captions; deterministic for a seed, any ``workers``.
-    ``stated_position``: see :func:`placed_caption`. ``layout_share``: the share of scenes that are
-    scenes from :func:`layout_scene`, every caption of which says where the shape is."""
+    ``stated_position``: see :func:`placed_caption`. ``layout_share``: the share of scenes drawn by
+    :func:`layout_scene`, every caption of which says where the shape is."""
     jobs = [
         (seed, min(CHUNK, n - i), split, size, captions_per_language, k, str(tokenizer_dir), stated_position,
          layout_share)
