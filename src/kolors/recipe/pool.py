@@ -77,7 +77,7 @@ class Pool:
     input_ids: np.ndarray
     attention_mask: np.ndarray
     position_ids: np.ndarray
-    layout: np.ndarray | None = None
+    layout: np.ndarray
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
