@@ -312,3 +312,23 @@ def test_layout_warmup_trains_layout_scenes_at_the_pure_noise_end(tiny_run, tmp_
             config_from_args(["--out", "x", *argv])
     with pytest.raises(KolorsError, match="--layout-warmup needs layout scenes"):
         run(RecipeConfig(**{**config.__dict__, "out": tmp_path / "again", "layout_share": 0.0}))
+
+
+def test_the_export_never_replaces_what_the_recipe_did_not_write(tiny_run, tmp_path):
+    from kolors.errors import KolorsError
+
+    base = dict(device="cpu", architecture="tiny", image_size=64, workers=1, pool_size=16, skip_eval=True)
+    mine = tmp_path / "photos"
+    mine.mkdir()
+    (mine / "holiday.jpg").write_bytes(b"someone's photo")
+    beside = tmp_path / "model.old"
+    beside.mkdir()
+    (beside / "notes.txt").write_text("mine")
+    for out, init, message in ((mine, None, "is not a model this recipe exported"),
+                               (tmp_path / "model", None, "model.old exists and is not a model"),
+                               (tiny_run.out, tiny_run.out, "would replace the --init-from model"),
+                               (tiny_run.out.parent, tiny_run.out, "would replace the --init-from model")):
+        with pytest.raises(KolorsError, match=message):
+            run(RecipeConfig(out=out, init_from=init, **base))
+    assert (mine / "holiday.jpg").read_bytes() == b"someone's photo" and (beside / "notes.txt").read_text() == "mine"
+    assert not (tmp_path / "photos.work").exists() and (tiny_run.out / "model_index.json").is_file()

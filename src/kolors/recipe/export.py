@@ -18,7 +18,7 @@ import torch
 
 from .architecture import KOLORS_SCHEDULER_CONFIG
 
-__all__ = ["export_folder", "render_readme", "init_note", "verify_on_cpu", "hardware_description", "folder_size",
+__all__ = ["check_destination", "export_folder", "render_readme", "init_note", "verify_on_cpu", "hardware_description", "folder_size",
            "count_params"]
 
 
@@ -70,6 +70,32 @@ def export_folder(
     tmp.rename(out)
     if old.exists():
         shutil.rmtree(old)
+
+
+# What every folder this recipe exports holds; a folder with them may be replaced by a new export.
+_EXPORT_MARKERS = ("model_index.json", "kolors_defaults.json")
+
+
+def _replaceable(folder: Path) -> bool:
+    return not folder.exists() or (folder.is_dir() and (not any(folder.iterdir())
+                                                        or all((folder / m).is_file() for m in _EXPORT_MARKERS)))
+
+
+def check_destination(out: Path, init_from: Path | None) -> None:
+    """Refuse (KolorsError) an ``out`` whose export would replace what this recipe did not write: a file, a folder
+    of other files, the ``--init-from`` model (or a folder holding it), and the same for the ``.tmp`` / ``.old``
+    folders beside it that the export uses."""
+    from ..errors import KolorsError
+
+    out = Path(out).resolve()
+    if init_from is not None:
+        source = Path(init_from).resolve()
+        if out == source or source.is_relative_to(out) or out.is_relative_to(source):
+            raise KolorsError(f"--out {out} would replace the --init-from model it reads: choose another folder")
+    for folder in (out, out.with_name(out.name + ".tmp"), out.with_name(out.name + ".old")):
+        if not _replaceable(folder):
+            raise KolorsError(f"{folder} exists and is not a model this recipe exported: choose a new --out "
+                              "(nothing was changed)")
 
 
 def folder_size(path: Path) -> int:

@@ -34,8 +34,8 @@ from .autoencoder import (
     train_vae,
 )
 from .evaluate import EvalSpec, evaluate_folder, parse_grid, reconstruction_check
-from .export import count_params, export_folder, folder_size, hardware_description, init_note, render_readme, \
-    verify_on_cpu
+from .export import check_destination, count_params, export_folder, folder_size, hardware_description, init_note, \
+    render_readme, verify_on_cpu
 from .initialise import initialise_from, weights_variant
 from .pool import LANGUAGES, CaptionTokens, Pool, caption_corpus, render_pool
 from .options import RecipeConfig, config_from_args, parse_language_weights
@@ -112,6 +112,7 @@ class RecipeRun:
 
     def run(self) -> RecipeResult:
         cfg = self.cfg
+        check_destination(cfg.out, cfg.init_from)
         self.work.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(cfg.seed)
         if self.device.type == "cuda":
