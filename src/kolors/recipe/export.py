@@ -18,8 +18,8 @@ import torch
 
 from .architecture import KOLORS_SCHEDULER_CONFIG
 
-__all__ = ["check_destination", "export_folder", "render_readme", "init_note", "verify_on_cpu", "hardware_description", "folder_size",
-           "count_params"]
+__all__ = ["check_destination", "export_folder", "render_readme", "init_note", "verify_on_cpu", "hardware_description",
+           "folder_size", "count_params"]
 
 
 def export_folder(

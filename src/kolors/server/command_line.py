@@ -36,7 +36,7 @@ def command_line(params: dict[str, Any], image_name: Callable[[str], str] = base
                 continue
             words += [flag, str(value)]
     for lora in params.get("loras") or []:
-        words += ["--lora", f"{Path(str(lora.get('path'))).name}:{lora.get('weight', 1.0)}"]
+        words += ["--lora", f"{base_name(lora.get('path'))}:{lora.get('weight', 1.0)}"]
     for control in params.get("controls") or []:
         words += ["--control", f"{control.get('type')}={image_name(control.get('image'))}:{control.get('scale')}"]
     if params.get("model") and params["model"] != "built-in":

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timezone
 from typing import Any
 
 from ..metadata import format_parameters
-from .command_line import base_name, command_line
+from .command_line import command_line
 from .events import JobEvents
 from .jobqueue import RUNNING, Job, JobQueue
 from .uploads import Uploads
@@ -28,9 +29,9 @@ def progress_of(job: Job, events: JobEvents) -> dict[str, Any] | None:
     return {"step": job.step, "steps": job.steps, "fraction": round(job.step / job.steps, 4), "eta_s": job.eta_s}
 
 
-def job_json(job: Job, queue: JobQueue, events: JobEvents, uploads: Uploads | None = None) -> dict[str, Any]:
-    """The job as JSON; with ``uploads``, each image's command names its uploaded inputs as they were sent."""
-    image_name = uploads.display_name if uploads is not None else base_name
+def job_json(job: Job, queue: JobQueue, events: JobEvents, uploads: Uploads) -> dict[str, Any]:
+    """The job as JSON; each image's command names its uploaded inputs as they were sent (looked up once each)."""
+    image_name = functools.lru_cache(maxsize=None)(uploads.display_name)
     images = []
     if job.results and not job.expired:
         for i, record in enumerate(job.results):
