@@ -332,3 +332,70 @@ def test_the_export_never_replaces_what_the_recipe_did_not_write(tiny_run, tmp_p
             run(RecipeConfig(out=out, init_from=init, **base))
     assert (mine / "holiday.jpg").read_bytes() == b"someone's photo" and (beside / "notes.txt").read_text() == "mine"
     assert not (tmp_path / "photos.work").exists() and (tiny_run.out / "model_index.json").is_file()
+
+
+def _short_run(tiny_run, out: Path, **overrides) -> RecipeConfig:
+    """A few diffusion steps from the tiny model on a small pool (its VAE kept: no VAE training)."""
+    return RecipeConfig(**{**dict(
+        out=out, device="cpu", architecture="tiny", image_size=64, workers=1, pool_size=32, tokenizer_scenes=1000,
+        steps_diffusion=6, batch_size=4, warmup_steps=2, ema_decay=0.9, log_seconds=0.0, checkpoint_minutes=1e9,
+        skip_eval=True, init_from=tiny_run.out, command="pytest"), **overrides})
+
+
+def test_a_resumed_run_draws_and_ends_as_the_uninterrupted_one(tiny_run, tmp_path, monkeypatch):
+    """Interrupted after 3 of 6 steps, a checkpoint is saved; --resume then ends with the weights of a run that was
+    never stopped (every draw of a step comes from the run's seed and the step)."""
+    from kolors.recipe.trainer import DiffusionTrainer
+
+    run(_short_run(tiny_run, tmp_path / "whole"))
+    real_step = DiffusionTrainer.step
+
+    def stop_at_3(self, *args, **kwargs):
+        if self.step_count == 3:
+            raise KeyboardInterrupt
+        return real_step(self, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(DiffusionTrainer, "step", stop_at_3)
+        with pytest.raises(KeyboardInterrupt):
+            run(_short_run(tiny_run, tmp_path / "split"))
+    saved = torch.load(tmp_path / "split.work" / "diffusion.pt", weights_only=False)
+    assert saved["trainer"]["step"] == 3
+    assert (tmp_path / "split" / "model_index.json").is_file()  # the partial export to look at
+    run(_short_run(tiny_run, tmp_path / "split", resume=True))
+    whole, split = (torch.load(tmp_path / name / "diffusion.pt", weights_only=False)["trainer"]
+                    for name in ("whole.work", "split.work"))
+    assert whole["step"] == split["step"] == 6
+    for part in ("unet", "text_encoder"):
+        for key, value in whole[part].items():
+            assert torch.equal(value, split[part][key]), (part, key)
+
+
+def test_sigterm_saves_a_checkpoint_and_ends_with_one_line(tiny_run, tmp_path):
+    """A real SIGTERM to ``python -m kolors.recipe`` during training: exit 143, one line on stderr, the checkpoint
+    of the step it stopped at, and --resume goes on from there."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "model"
+    argv = [sys.executable, "-m", "kolors.recipe", "--out", str(out), "--device", "cpu", "--architecture", "tiny",
+            "--image-size", "64", "--workers", "1", "--pool-size", "32", "--tokenizer-scenes", "1000",
+            "--batch-size", "4", "--log-seconds", "0", "--skip-eval", "--init-from", str(tiny_run.out)]
+    proc = subprocess.Popen([*argv, "--steps-diffusion", "100000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 120
+    for line in proc.stdout:  # wait until it trains
+        if "diffusion step" in line or time.monotonic() > deadline:
+            break
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr
+    assert stderr.strip().splitlines()[-1] == "kolors.recipe: error: terminated" and "Traceback" not in stderr
+    step = torch.load(out.with_name("model.work") / "diffusion.pt", weights_only=False)["trainer"]["step"]
+    assert step >= 10 and f"interrupted at step {step}; checkpoint saved" in stdout
+    done = subprocess.run([*argv, "--resume", "--steps-diffusion", str(step + 2)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"resumed at step {step}" in done.stdout and (out / "model_index.json").is_file()

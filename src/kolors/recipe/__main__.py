@@ -1,6 +1,18 @@
-"""``python -m kolors.recipe --out DIR [...]``: train the built-in model (see :mod:`kolors.recipe.run`)."""
+"""``python -m kolors.recipe --out DIR [...]``: train the built-in model (see :mod:`kolors.recipe.run`).
 
-from .run import main
+Ctrl-C or SIGTERM ends it with one line (exit 130 / 143); during diffusion training the run first saves a
+checkpoint, so ``--resume`` continues from the step it stopped at.
+"""
+
+from ..signals import import_whole, run_command
+
+
+def _main() -> int:
+    import_whole("kolors.recipe.run")  # a signal during the imports waits for them: one line, not a traceback
+    from .run import main
+
+    return main()
+
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_command(_main, prog="kolors.recipe"))

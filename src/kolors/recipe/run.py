@@ -11,6 +11,10 @@ where a run stopped:
                exported periodically (a partial model to look at while it trains)
 5. finish      the final export, the held-out evaluation grid (→ ``kolors_defaults.json``), a diffusers load
                check, the README
+
+Ctrl-C or SIGTERM during stage 4 saves a checkpoint at the last finished step before the run ends (exit 130 / 143);
+every draw of a step (items, latent samples, captions, timesteps, noise) is seeded by the run's seed and the step, so
+``--resume`` with the same options continues as if the run had never stopped.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pathlib import Path
 import torch
 
 from ..errors import KolorsError
+from ..signals import deferred
 from .architecture import ARCHITECTURES, build_text_encoder, build_unet, scheduler_config
 from .autoencoder import (
     build_vae,
@@ -297,7 +302,7 @@ class RecipeRun:
         sf = latents.scaling_factor
         n_items = lat_mean.shape[0]
         self.pool_size = n_items
-        g = torch.Generator(device=device).manual_seed(cfg.seed + 4 + trainer.step_count)
+        g = torch.Generator(device=device)  # reseeded at every step: see draw()
         # A fixed validation batch: the first items, languages alternating, no dropout.
         k = min(64, n_items)
         val_items = torch.arange(k, device=device)
@@ -315,16 +320,14 @@ class RecipeRun:
             + (f", stopping by {(deadline - self.start) / 60:.1f} min" if deadline else ""))
         log_every, first_step = 10, trainer.step_count
         warmup_steps, layout_items, warmup_t = self._layout_warmup(trainer, latents)
-        while trainer.step_count < steps_total:
-            now = time.monotonic()
-            if deadline is not None and now > deadline:
-                self.status = "stopped by the time budget"
-                break
-            progress = trainer.step_count / steps_total
-            if self.budget:
-                progress = max(progress, (now - self.start) / (self.budget - self.reserve))
+
+        def draw(step: int) -> tuple[torch.Tensor, dict, torch.Tensor | None]:
+            """Step ``step``'s batch: latents sampled from the pool's posteriors, captions, and the warm-up's
+            timesteps (None: the trainer draws them). Every draw comes from ``g`` seeded by (seed, step) alone, so
+            a resumed run draws what the uninterrupted one would have."""
+            g.manual_seed(((cfg.seed + 4) * 1_000_003 + step) % 2**63)
             timesteps = None
-            if trainer.step_count < warmup_steps:  # layout scenes only, at the pure-noise end of the schedule
+            if step < warmup_steps:  # layout scenes only, at the pure-noise end of the schedule
                 items = layout_items[torch.randint(0, len(layout_items), (cfg.batch_size,), generator=g,
                                                    device=device)]
                 timesteps = torch.randint(warmup_t, trainer.num_train_timesteps, (cfg.batch_size,), generator=g,
@@ -334,33 +337,51 @@ class RecipeRun:
             lat = (lat_mean[items].float() + lat_std[items].float() * torch.randn(
                 (cfg.batch_size, *lat_mean.shape[1:]), generator=g, device=device)) * sf
             tokens = table.sample(items, dropout=cfg.caption_dropout, generator=g, language_weights=language_weights)
-            loss, lr = trainer.step(lat, tokens["input_ids"], tokens["attention_mask"], tokens["position_ids"],
-                                    progress=progress, timesteps=timesteps)
-            run_loss += loss
-            run_n += 1
-            step = trainer.step_count
-            if bar is not None:
-                bar.update(1)
-            if step % log_every == 0 or step == steps_total:
+            return lat, tokens, timesteps
+
+        try:
+            while trainer.step_count < steps_total:
                 now = time.monotonic()
-                if now - last_print >= cfg.log_seconds or step == steps_total or step == log_every:
-                    mean_loss = float(run_loss) / max(1, run_n)
-                    run_loss.zero_()
-                    run_n = 0
-                    fixed = trainer.fixed_loss(val)
-                    rate = (step - first_step) / max(1e-6, now - t_diff)
-                    self.result.history.append({"step": step, "loss": mean_loss, "fixed_loss": fixed, "lr": lr,
-                                                "seconds": now - t_diff})
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{mean_loss:.4f}", fixed=f"{fixed:.4f}")
-                    else:
-                        log(f"diffusion step {step}/{steps_total}: loss {mean_loss:.4f} fixed {fixed:.4f} "
-                            f"lr {lr:.2e} ({rate:.2f} steps/s)")
-                    last_print = now
-                if now - last_ckpt >= cfg.checkpoint_minutes * 60:
-                    self._save_checkpoint(trainer, tokenizer, vae, final=False)
-                    last_ckpt = time.monotonic()
-                    log(f"checkpoint at step {step} → {cfg.out}")
+                if deadline is not None and now > deadline:
+                    self.status = "stopped by the time budget"
+                    break
+                progress = trainer.step_count / steps_total
+                if self.budget:
+                    progress = max(progress, (now - self.start) / (self.budget - self.reserve))
+                lat, tokens, timesteps = draw(trainer.step_count)
+                with deferred():  # a signal lands between steps, never inside one
+                    loss, lr = trainer.step(lat, tokens["input_ids"], tokens["attention_mask"], tokens["position_ids"],
+                                            progress=progress, timesteps=timesteps, generator=g)
+                run_loss += loss
+                run_n += 1
+                step = trainer.step_count
+                if bar is not None:
+                    bar.update(1)
+                if step % log_every == 0 or step == steps_total:
+                    now = time.monotonic()
+                    if now - last_print >= cfg.log_seconds or step == steps_total or step == log_every:
+                        mean_loss = float(run_loss) / max(1, run_n)
+                        run_loss.zero_()
+                        run_n = 0
+                        fixed = trainer.fixed_loss(val)
+                        rate = (step - first_step) / max(1e-6, now - t_diff)
+                        self.result.history.append({"step": step, "loss": mean_loss, "fixed_loss": fixed, "lr": lr,
+                                                    "seconds": now - t_diff})
+                        if bar is not None:
+                            bar.set_postfix(loss=f"{mean_loss:.4f}", fixed=f"{fixed:.4f}")
+                        else:
+                            log(f"diffusion step {step}/{steps_total}: loss {mean_loss:.4f} fixed {fixed:.4f} "
+                                f"lr {lr:.2e} ({rate:.2f} steps/s)")
+                        last_print = now
+                    if now - last_ckpt >= cfg.checkpoint_minutes * 60:
+                        self._save_checkpoint(trainer, tokenizer, vae, final=False)
+                        last_ckpt = time.monotonic()
+                        log(f"checkpoint at step {step} → {cfg.out}")
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM (under run_command): keep the steps done so far
+            self._save_checkpoint(trainer, tokenizer, vae, final=False)
+            log(f"diffusion: interrupted at step {trainer.step_count}; checkpoint saved in {self.work} "
+                "(continue with --resume)")
+            raise
         if bar is not None:
             bar.close()
         seconds = time.monotonic() - t_diff
@@ -387,7 +408,12 @@ class RecipeRun:
         return steps, items, lowest
 
     def _save_checkpoint(self, trainer: DiffusionTrainer, tokenizer, vae, *, final: bool) -> None:
-        """The trainer's state for ``--resume``; before the end also a partial model folder to look at."""
+        """The trainer's state for ``--resume``; before the end also a partial model folder to look at. A signal
+        during the save waits for its end."""
+        with deferred():
+            self._write_checkpoint(trainer, tokenizer, vae, final=final)
+
+    def _write_checkpoint(self, trainer: DiffusionTrainer, tokenizer, vae, *, final: bool) -> None:
         file = self.work / "diffusion.pt"
         torch.save({"trainer": trainer.state_dict(), "history": self.result.history,
                     "elapsed": self.elapsed_before + time.monotonic() - self.start}, file.with_suffix(".tmp"))

@@ -217,13 +217,16 @@ class DiffusionTrainer:
         noise: torch.Tensor | None = None,
         timesteps: torch.Tensor | None = None,
         weighted: bool = True,
+        generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """The denoising loss on scaled latents (optionally Min-SNR-γ weighted)."""
+        """The denoising loss on scaled latents (optionally Min-SNR-γ weighted); noise and timesteps not given are
+        drawn from ``generator`` (timesteps first)."""
         b = latents.shape[0]
-        if noise is None:
-            noise = training_noise(latents, offset=self.noise_offset, pyramid=self.pyramid_noise)
         if timesteps is None:
-            timesteps = sample_timesteps(b, self.num_train_timesteps, shift=self.timestep_shift, device=latents.device)
+            timesteps = sample_timesteps(b, self.num_train_timesteps, shift=self.timestep_shift, device=latents.device,
+                                         generator=generator)
+        if noise is None:
+            noise = training_noise(latents, offset=self.noise_offset, pyramid=self.pyramid_noise, generator=generator)
         noisy = self.scheduler.add_noise(latents, noise, timesteps)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             tokens, pooled = encode_text(self.text_encoder, input_ids, attention_mask, position_ids)
@@ -239,10 +242,10 @@ class DiffusionTrainer:
                               prediction_type=kind)
 
     def step(self, latents, input_ids, attention_mask, position_ids, *, progress: float,
-             timesteps: torch.Tensor | None = None) -> tuple[float, float]:
-        """One AdamW step (``timesteps``: default drawn as :meth:`loss` does); returns (loss, lr)."""
+             timesteps: torch.Tensor | None = None, generator: torch.Generator | None = None) -> tuple[float, float]:
+        """One AdamW step (``timesteps`` and noise: default drawn as :meth:`loss` does); returns (loss, lr)."""
         lr = self.set_progress(progress)
-        loss = self.loss(latents, input_ids, attention_mask, position_ids, timesteps=timesteps)
+        loss = self.loss(latents, input_ids, attention_mask, position_ids, timesteps=timesteps, generator=generator)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.grad_clip:
