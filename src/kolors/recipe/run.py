@@ -14,7 +14,8 @@ where a run stopped:
 
 Ctrl-C or SIGTERM during stage 4 saves a checkpoint at the last finished step before the run ends (exit 130 / 143);
 every draw of a step (items, latent samples, captions, timesteps, noise) is seeded by the run's seed and the step, so
-``--resume`` with the same options continues as if the run had never stopped.
+``--resume`` with the same options continues as if the run had never stopped (when ``--steps-diffusion`` ends it;
+under ``--time-budget-minutes`` the learning-rate schedule follows the clock, and a resumed run's budget is new).
 """
 
 from __future__ import annotations
