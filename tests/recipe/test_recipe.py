@@ -247,10 +247,11 @@ def test_stated_position_makes_captions_say_where_the_objects_are():
         config_from_args(["--out", "x", "--stated-position", "1.5"])
 
 
-def test_layout_share_replaces_scenes_with_one_shape_on_white_that_says_where(tiny_run):
+def test_layout_share_replaces_scenes_with_one_shape_on_one_background_that_says_where(tiny_run):
     import numpy as np
 
     from kolors.data.captions import EN_WORDS, ZH_WORDS
+    from kolors.data.shapes import BACKGROUND_RGB
     from kolors.recipe.options import config_from_args
     from kolors.recipe.pool import render_pool
     from kolors.recipe.tokenizer import load_tokenizer
@@ -277,6 +278,14 @@ def test_layout_share_replaces_scenes_with_one_shape_on_white_that_says_where(ti
     for bad in ("1.5", "-0.1", "nan"):
         with pytest.raises(SystemExit):
             config_from_args(["--out", "x", "--layout-share", bad])
+    # --layout-background: the same scenes replaced, now on black, shapes redrawn to colours that show on it
+    dark = render_pool(80, **kw, layout_share=0.5, layout_background="black")
+    assert np.array_equal(~(plain.images == dark.images).all(axis=(1, 2, 3)), replaced)
+    dark_corners = dark.images[:, [0, 0, -1, -1], [0, -1, 0, -1]]
+    assert (dark_corners[replaced] == BACKGROUND_RGB["black"]).all()
+    assert config_from_args(["--out", "x", "--layout-background", "black"]).layout_background == "black"
+    with pytest.raises(SystemExit):
+        config_from_args(["--out", "x", "--layout-background", "purple"])
 
 
 def test_layout_warmup_trains_layout_scenes_at_the_pure_noise_end(tiny_run, tmp_path, monkeypatch):

@@ -8,6 +8,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..data.shapes import BACKGROUNDS
 from .architecture import ARCHITECTURES
 from .pool import LANGUAGES
 
@@ -63,6 +64,7 @@ class RecipeConfig:
     captions_per_language: int = 2
     stated_position: float = 0.0
     layout_share: float = 0.0
+    layout_background: str = "white"
     layout_warmup: int = 0
     tokenizer_scenes: int = 20000
     vocab_size: int | None = None
@@ -157,8 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of single-shape and two-object captions that say where the objects are "
                         "(0: the templates' natural mix, about half)")
     p.add_argument("--layout-share", type=float, default=0.0, metavar="P",
-                   help="share of the pool that is one shape on a white background, captioned with where it is: a "
-                        "position signal that does not cancel across colours (0: none)")
+                   help="share of the pool that is one shape on one background (--layout-background), captioned "
+                        "with where it is: a position signal that does not cancel across colours (0: none)")
+    p.add_argument("--layout-background", choices=BACKGROUNDS, default="white",
+                   help="the background of the layout scenes (default: white)")
     p.add_argument("--layout-warmup", type=int, default=0, metavar="STEPS",
                    help="first diffusion steps on layout scenes only, at the pure-noise end of the schedule, where "
                         "only the words say where the shape goes (needs --layout-share and --zero-terminal-snr)")

@@ -48,15 +48,15 @@ def placed_caption(scene: Scene, lang: str, rng: np.random.Generator, stated_pos
     return caption(scene, lang, rng)
 
 
-# Layout scenes: one shape on this background, so that where the shape is changes the mean image for a position
+# Layout scenes: one shape on one background (white unless --layout-background), so that where the shape is changes the mean image for a position
 # word (its colour against the background, averaged over colours, keeps a large share of the contrast); with every
 # attribute varying that first-order signal nearly cancels and position words stay unused (docs/evaluation.md).
 LAYOUT_BACKGROUND = "white"
 
 
-def layout_scene(rng: np.random.Generator, split: str = "train") -> Scene:
-    """One shape of any colour that shows on ``LAYOUT_BACKGROUND``, anywhere, on that background."""
-    return sample_scene(rng, split, kind="single", background=LAYOUT_BACKGROUND)
+def layout_scene(rng: np.random.Generator, split: str = "train", background: str = LAYOUT_BACKGROUND) -> Scene:
+    """One shape of any colour that shows on ``background``, anywhere, on that background."""
+    return sample_scene(rng, split, kind="single", background=background)
 
 
 def caption_corpus(n_scenes: int, *, seed: int) -> list[str]:
@@ -97,9 +97,9 @@ def _tokenize_np(tokenizer, texts: list[str]) -> tuple[np.ndarray, np.ndarray, n
 _worker_tokenizer = None
 
 
-def _render_chunk(args: tuple[int, int, str, int, int, int, str, float, float]):
+def _render_chunk(args: tuple[int, int, str, int, int, int, str, float, float, str]):
     global _worker_tokenizer
-    seed, n, split, size, k_caps, chunk_index, tokenizer_dir, stated_position, layout_share = args
+    seed, n, split, size, k_caps, chunk_index, tokenizer_dir, stated_position, layout_share, layout_background = args
     from .tokenizer import load_tokenizer
 
     if _worker_tokenizer is None or _worker_tokenizer[0] != tokenizer_dir:
@@ -113,7 +113,7 @@ def _render_chunk(args: tuple[int, int, str, int, int, int, str, float, float]):
         layout_rng = np.random.default_rng([seed, chunk_index, 1])
         layout = layout_rng.random(n) < layout_share
         for i in np.flatnonzero(layout):
-            scenes[i] = layout_scene(layout_rng, split)
+            scenes[i] = layout_scene(layout_rng, split, layout_background)
             images[i] = render_array(scenes[i], size)
     texts = []
     for scene, stated in zip(scenes, np.where(layout, 1.0, stated_position)):
@@ -135,13 +135,14 @@ def render_pool(
     workers: int | None = None,
     stated_position: float = 0.0,
     layout_share: float = 0.0,
+    layout_background: str = LAYOUT_BACKGROUND,
 ) -> Pool:
     """``n`` scenes of ``split`` at ``size`` px with tokenized captions; deterministic for a seed, any ``workers``.
     ``stated_position``: see :func:`placed_caption`. ``layout_share``: the share of scenes drawn by
-    :func:`layout_scene`, every caption of which says where the shape is."""
+    :func:`layout_scene` on ``layout_background``, every caption of which says where the shape is."""
     jobs = [
         (seed, min(CHUNK, n - i), split, size, captions_per_language, k, str(tokenizer_dir), stated_position,
-         layout_share)
+         layout_share, layout_background)
         for k, i in enumerate(range(0, n, CHUNK))
     ]
     workers = max(1, min(workers or (os.cpu_count() or 1), len(jobs)))

@@ -154,7 +154,8 @@ class RecipeRun:
         cfg, t0 = self.cfg, time.monotonic()
         pool = render_pool(cfg.pool_size, tokenizer_dir=self.work / "tokenizer", split="train", size=cfg.image_size,
                            seed=cfg.seed, captions_per_language=cfg.captions_per_language, workers=cfg.workers,
-                           stated_position=cfg.stated_position, layout_share=cfg.layout_share)
+                           stated_position=cfg.stated_position, layout_share=cfg.layout_share,
+                           layout_background=cfg.layout_background)
         self.log(f"pool: {len(pool)} scenes rendered, {len(LANGUAGES)}×{cfg.captions_per_language} captions each "
                  f"tokenized, in {time.monotonic() - t0:.1f}s")
         return pool
