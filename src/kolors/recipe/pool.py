@@ -48,9 +48,10 @@ def placed_caption(scene: Scene, lang: str, rng: np.random.Generator, stated_pos
     return caption(scene, lang, rng)
 
 
-# Layout scenes: one shape on one background (white unless --layout-background), so that where the shape is changes the mean image for a position
-# word (its colour against the background, averaged over colours, keeps a large share of the contrast); with every
-# attribute varying that first-order signal nearly cancels and position words stay unused (docs/evaluation.md).
+# Layout scenes: one shape on one background (white unless --layout-background), so that where the shape is changes
+# the mean image for a position word (its colour against the background, averaged over colours, keeps a large share
+# of the contrast); with every attribute varying that first-order signal nearly cancels and position words stay
+# unused (docs/evaluation.md).
 LAYOUT_BACKGROUND = "white"
 
 
