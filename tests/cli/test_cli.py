@@ -388,6 +388,22 @@ def test_unwritable_output_leaves_nothing(model, tmp_path, capsys):
     assert files(tmp_path) == ["a-file", "ro"]
 
 
+def test_a_named_output_replaces_only_an_image_kolors_wrote(model, tmp_path, capsys):
+    from PIL import Image
+
+    code, _, err = run(capsys, "generate", "a cat", "--model", model, *FAST, "--seed", 1, "-o", tmp_path / "cat.png")
+    assert code == 0, err
+    code, _, err = run(capsys, "generate", "a dog", "--model", model, *FAST, "--seed", 2, "-o", tmp_path / "cat.png")
+    assert code == 0 and stored(tmp_path / "cat.png")["prompt"] == "a dog", err  # its own image: replaced
+    Image.new("RGB", (10, 10), "blue").save(tmp_path / "holiday.png")
+    (tmp_path / "pet-1.png").write_bytes(b"not even an image")
+    for name, count in (("holiday.png", "1"), ("pet.png", "2")):
+        before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+        code, _, err = run(capsys, "generate", "a cat", "--model", model, *FAST, "-n", count, "-o", tmp_path / name)
+        assert_one_line_error(code, err, "exists and kolors did not write it: choose another --output")
+        assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # nothing written, nothing replaced
+
+
 def test_failing_write_leaves_no_partial_file(model, tmp_path, capsys, monkeypatch):
     def disk_full(self, fp, *args, **kwargs):
         fp.write(b"\x89PNG partial")

@@ -37,6 +37,31 @@ class OutputPlan:
         else:
             self.file, self.folder = None, target
         self._check_writable()
+        self._check_named_files()
+
+    def _named_files(self) -> list[Path]:
+        """The files an ``--output NAME.png`` writes: NAME.png, or NAME-0.png … for several images."""
+        if self.file is None:
+            return []
+        if self.count == 1:
+            return [self.file]
+        return [self.file.with_name(f"{self.file.stem}-{i}{self.file.suffix}") for i in range(self.count)]
+
+    def _check_named_files(self) -> None:
+        """A named output replaces only a PNG kolors wrote (it carries kolors' parameters chunk), never another
+        file the user has under that name."""
+        from ..metadata import JSON_CHUNK, read_png_text
+
+        for path in self._named_files():
+            if not os.path.lexists(path):
+                continue
+            try:
+                ours = path.is_file() and not path.is_symlink() and JSON_CHUNK in read_png_text(path)
+            except KolorsError:
+                ours = False
+            if not ours:
+                raise KolorsError(f"{path} exists and kolors did not write it: choose another --output "
+                                  "(nothing was written)")
 
     def _check_writable(self) -> None:
         existing = self.folder
@@ -64,9 +89,8 @@ class OutputPlan:
         except OSError as exc:
             raise KolorsError(f"cannot create output folder {self.folder}: {exc.strerror or exc}") from None
         i, self.index = self.index, self.index + 1
-        if self.file is not None:  # the name the user gave: replaced if it exists, like any -o option
-            path = self.file if self.count == 1 else self.file.with_name(f"{self.file.stem}-{i}{self.file.suffix}")
-            return save_png(image, path, params)
+        if self.file is not None:  # the name the user gave (an existing one only if kolors wrote it: see above)
+            return save_png(image, self._named_files()[i], params)
         number = self._next_number()
         for _ in range(1000):
             try:
