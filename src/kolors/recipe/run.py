@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from ..errors import KolorsError
+from ..files import atomic_file
 from ..signals import deferred
 from .architecture import ARCHITECTURES, build_text_encoder, build_unet, scheduler_config
 from .autoencoder import (
@@ -413,19 +414,16 @@ class RecipeRun:
         """The trainer's state for ``--resume``; before the end also a partial model folder to look at. A signal
         during the save waits for its end."""
         with deferred():
-            self._write_checkpoint(trainer, tokenizer, vae, final=final)
-
-    def _write_checkpoint(self, trainer: DiffusionTrainer, tokenizer, vae, *, final: bool) -> None:
-        file = self.work / "diffusion.pt"
-        torch.save({"trainer": trainer.state_dict(), "history": self.result.history,
-                    "elapsed": self.elapsed_before + time.monotonic() - self.start}, file.with_suffix(".tmp"))
-        file.with_suffix(".tmp").replace(file)
-        if not final:
-            unet, te = trainer.ema_copies()
-            info = self.info(trainer, f"partial (checkpoint at step {trainer.step_count})", self.preliminary_defaults)
-            export_folder(self.cfg.out, tokenizer=tokenizer, vae=vae, text_encoder=te, unet=unet,
-                          defaults=self.preliminary_defaults, info=info, vocabulary=self.work / VOCABULARY_FILE,
-                          scheduler_config=self.scheduler_config)
+            with atomic_file(self.work / "diffusion.pt") as tmp:
+                torch.save({"trainer": trainer.state_dict(), "history": self.result.history,
+                            "elapsed": self.elapsed_before + time.monotonic() - self.start}, tmp)
+            if not final:
+                unet, te = trainer.ema_copies()
+                info = self.info(trainer, f"partial (checkpoint at step {trainer.step_count})",
+                                 self.preliminary_defaults)
+                export_folder(self.cfg.out, tokenizer=tokenizer, vae=vae, text_encoder=te, unet=unet,
+                              defaults=self.preliminary_defaults, info=info, vocabulary=self.work / VOCABULARY_FILE,
+                              scheduler_config=self.scheduler_config)
 
     # 5. export, evaluation, README ------------------------------------------------------------------------------
     def finish_stage(self, tokenizer, vae, trainer: DiffusionTrainer) -> RecipeResult:
