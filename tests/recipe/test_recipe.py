@@ -371,7 +371,10 @@ def test_a_resumed_run_draws_and_ends_as_the_uninterrupted_one(tiny_run, tmp_pat
     saved = torch.load(tmp_path / "split.work" / "diffusion.pt", weights_only=False)
     assert saved["trainer"]["step"] == 3
     assert (tmp_path / "split" / "model_index.json").is_file()  # the partial export to look at
+    stale = tmp_path / "split.work" / ".diffusion.pt.0123abcd.tmp"  # what kill -9 during a checkpoint leaves
+    stale.write_bytes(b"half a checkpoint")
     run(_short_run(tiny_run, tmp_path / "split", resume=True))
+    assert not stale.exists()
     whole, split = (torch.load(tmp_path / name / "diffusion.pt", weights_only=False)["trainer"]
                     for name in ("whole.work", "split.work"))
     assert whole["step"] == split["step"] == 6

@@ -121,6 +121,8 @@ class RecipeRun:
         cfg = self.cfg
         check_destination(cfg.out, cfg.init_from)
         self.work.mkdir(parents=True, exist_ok=True)
+        for stale in self.work.glob(".diffusion.pt.*.tmp"):  # a checkpoint half-written when a run was killed -9
+            stale.unlink()
         torch.manual_seed(cfg.seed)
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
