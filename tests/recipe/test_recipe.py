@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -279,13 +280,23 @@ def test_layout_share_replaces_scenes_with_one_shape_on_one_background_that_says
         with pytest.raises(SystemExit):
             config_from_args(["--out", "x", "--layout-share", bad])
     # --layout-background: the same scenes replaced, now on black, shapes redrawn to colours that show on it
-    dark = render_pool(80, **kw, layout_share=0.5, layout_background="black")
+    dark = render_pool(80, **kw, layout_share=0.5, layout_backgrounds=["black"])
     assert np.array_equal(~(plain.images == dark.images).all(axis=(1, 2, 3)), replaced)
     dark_corners = dark.images[:, [0, 0, -1, -1], [0, -1, 0, -1]]
     assert (dark_corners[replaced] == BACKGROUND_RGB["black"]).all()
-    assert config_from_args(["--out", "x", "--layout-background", "black"]).layout_background == "black"
-    with pytest.raises(SystemExit):
-        config_from_args(["--out", "x", "--layout-background", "purple"])
+    # several: each layout scene on one of them; a repeated one weighs more
+    many = render_pool(200, **kw, layout_share=0.5, layout_backgrounds=["black", "black", "white"])
+    swapped = ~(render_pool(200, **kw).images == many.images).all(axis=(1, 2, 3))
+    first = many.images[swapped][:, 0, 0]
+    black = (first == BACKGROUND_RGB["black"]).all(axis=1)
+    white = (first == BACKGROUND_RGB["white"]).all(axis=1)
+    assert (black | white).all() and 0.5 < black.mean() < 0.85, black.mean()
+    assert config_from_args(["--out", "x", "--layout-background", "black"]).layout_background == ("black",)
+    assert config_from_args(["--out", "x", "--layout-background", "black", "white"]).layout_background == \
+        ("black", "white")
+    for bad in (["purple"], ["black", "purple"], []):
+        with pytest.raises(SystemExit):
+            config_from_args(["--out", "x", "--layout-background", *bad])
 
 
 def test_layout_warmup_trains_layout_scenes_at_the_pure_noise_end(tiny_run, tmp_path, monkeypatch):
@@ -381,6 +392,27 @@ def test_a_resumed_run_draws_and_ends_as_the_uninterrupted_one(tiny_run, tmp_pat
     for part in ("unet", "text_encoder"):
         for key, value in whole[part].items():
             assert torch.equal(value, split[part][key]), (part, key)
+
+
+def test_resume_refuses_pool_options_other_than_its_pool_was_made_with(tiny_run, tmp_path):
+    """--resume reuses the rendered pool: asking for a different one is a one-line error with nothing changed
+    (before, the new options were silently ignored); the same options resume."""
+    from kolors.errors import KolorsError
+
+    run(_short_run(tiny_run, tmp_path / "m", steps_diffusion=2, layout_share=0.25))
+    assert json.loads((tmp_path / "m.work" / "pool.json").read_text())["layout_share"] == 0.25
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "m.work").rglob("*")}
+    asks = [({"layout_share": 0.5}, "made with --layout-share 0.25; this run asks for --layout-share 0.5"),
+            ({"layout_share": 0.25, "layout_background": ("black", "white"), "pool_size": 40},
+             "made with --pool-size 32, --layout-background white; this run asks for --pool-size 40, "
+             "--layout-background black white")]
+    for options, message in asks:
+        with pytest.raises(KolorsError, match=re.escape(message) + ": resume with the options it was made with, "
+                           "or give a new --work-dir"):
+            run(_short_run(tiny_run, tmp_path / "m", steps_diffusion=4, resume=True, **options))
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "m.work").rglob("*")} == before
+    run(_short_run(tiny_run, tmp_path / "m", steps_diffusion=4, resume=True, layout_share=0.25))
+    assert torch.load(tmp_path / "m.work" / "diffusion.pt", weights_only=False)["trainer"]["step"] == 4
 
 
 def test_sigterm_saves_a_checkpoint_and_ends_with_one_line(tiny_run, tmp_path):

@@ -64,7 +64,7 @@ class RecipeConfig:
     captions_per_language: int = 2
     stated_position: float = 0.0
     layout_share: float = 0.0
-    layout_background: str = "white"
+    layout_background: tuple[str, ...] = ("white",)
     layout_warmup: int = 0
     tokenizer_scenes: int = 20000
     vocab_size: int | None = None
@@ -161,8 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layout-share", type=float, default=0.0, metavar="P",
                    help="share of the pool that is one shape on one background (--layout-background), captioned "
                         "with where it is: a position signal that does not cancel across colours (0: none)")
-    p.add_argument("--layout-background", choices=BACKGROUNDS, default="white",
-                   help="the background of the layout scenes (default: white)")
+    p.add_argument("--layout-background", choices=BACKGROUNDS, nargs="+", default=["white"], metavar="COLOUR",
+                   help="the background of the layout scenes, or several (each scene one of them, evenly; repeat one to "
+                        f"weigh it more): {', '.join(BACKGROUNDS)} (default: white)")
     p.add_argument("--layout-warmup", type=int, default=0, metavar="STEPS",
                    help="first diffusion steps on layout scenes only, at the pure-noise end of the schedule, where "
                         "only the words say where the shape goes (needs --layout-share and --zero-terminal-snr)")
@@ -239,6 +240,7 @@ def config_from_args(argv: list[str] | None = None) -> RecipeConfig:
         parser.error("--layout-warmup needs --layout-share P > 0 (its scenes) and --zero-terminal-snr (a schedule "
                      "whose last steps hold none of the image)")
     values = vars(args)
+    values["layout_background"] = tuple(args.layout_background)
     if values.get("ema_decay") == 0:
         values["ema_decay"] = 0.0
     gamma = values["min_snr_gamma"]

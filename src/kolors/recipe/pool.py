@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,11 +53,14 @@ def placed_caption(scene: Scene, lang: str, rng: np.random.Generator, stated_pos
 # the mean image for a position word (its colour against the background, averaged over colours, keeps a large share
 # of the contrast); with every attribute varying that first-order signal nearly cancels and position words stay
 # unused (docs/evaluation.md).
-LAYOUT_BACKGROUND = "white"
+LAYOUT_BACKGROUNDS = ("white",)
 
 
-def layout_scene(rng: np.random.Generator, split: str = "train", background: str = LAYOUT_BACKGROUND) -> Scene:
-    """One shape of any colour that shows on ``background``, anywhere, on that background."""
+def layout_scene(rng: np.random.Generator, split: str = "train",
+                 backgrounds: Sequence[str] = LAYOUT_BACKGROUNDS) -> Scene:
+    """One shape of any colour that shows on its background, anywhere, on one of ``backgrounds`` (drawn evenly; a
+    single background draws nothing for it, so a pool of one background is the same whichever way it is given)."""
+    background = backgrounds[0] if len(backgrounds) == 1 else backgrounds[int(rng.integers(len(backgrounds)))]
     return sample_scene(rng, split, kind="single", background=background)
 
 
@@ -98,9 +102,9 @@ def _tokenize_np(tokenizer, texts: list[str]) -> tuple[np.ndarray, np.ndarray, n
 _worker_tokenizer = None
 
 
-def _render_chunk(args: tuple[int, int, str, int, int, int, str, float, float, str]):
+def _render_chunk(args: tuple[int, int, str, int, int, int, str, float, float, tuple[str, ...]]):
     global _worker_tokenizer
-    seed, n, split, size, k_caps, chunk_index, tokenizer_dir, stated_position, layout_share, layout_background = args
+    seed, n, split, size, k_caps, chunk_index, tokenizer_dir, stated_position, layout_share, layout_backgrounds = args
     from .tokenizer import load_tokenizer
 
     if _worker_tokenizer is None or _worker_tokenizer[0] != tokenizer_dir:
@@ -114,7 +118,7 @@ def _render_chunk(args: tuple[int, int, str, int, int, int, str, float, float, s
         layout_rng = np.random.default_rng([seed, chunk_index, 1])
         layout = layout_rng.random(n) < layout_share
         for i in np.flatnonzero(layout):
-            scenes[i] = layout_scene(layout_rng, split, layout_background)
+            scenes[i] = layout_scene(layout_rng, split, layout_backgrounds)
             images[i] = render_array(scenes[i], size)
     texts = []
     for scene, stated in zip(scenes, np.where(layout, 1.0, stated_position)):
@@ -136,14 +140,14 @@ def render_pool(
     workers: int | None = None,
     stated_position: float = 0.0,
     layout_share: float = 0.0,
-    layout_background: str = LAYOUT_BACKGROUND,
+    layout_backgrounds: Sequence[str] = LAYOUT_BACKGROUNDS,
 ) -> Pool:
     """``n`` scenes of ``split`` at ``size`` px with tokenized captions; deterministic for a seed, any ``workers``.
     ``stated_position``: see :func:`placed_caption`. ``layout_share``: the share of scenes drawn by
-    :func:`layout_scene` on ``layout_background``, every caption of which says where the shape is."""
+    :func:`layout_scene` on ``layout_backgrounds``, every caption of which says where the shape is."""
     jobs = [
         (seed, min(CHUNK, n - i), split, size, captions_per_language, k, str(tokenizer_dir), stated_position,
-         layout_share, layout_background)
+         layout_share, tuple(layout_backgrounds))
         for k, i in enumerate(range(0, n, CHUNK))
     ]
     workers = max(1, min(workers or (os.cpu_count() or 1), len(jobs)))

@@ -16,6 +16,7 @@ Ctrl-C or SIGTERM during stage 4 saves a checkpoint at the last finished step be
 every draw of a step (items, latent samples, captions, timesteps, noise) is seeded by the run's seed and the step, so
 ``--resume`` with the same options continues as if the run had never stopped (when ``--steps-diffusion`` ends it;
 under ``--time-budget-minutes`` the learning-rate schedule follows the clock, and a resumed run's budget is new).
+The options that made the pool are kept beside it (``pool.json``); a resume that asks for another pool is refused.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pathlib import Path
 import torch
 
 from ..errors import KolorsError
-from ..files import atomic_file
+from ..files import atomic_file, write_text
 from ..signals import deferred
 from .architecture import ARCHITECTURES, build_text_encoder, build_unet, scheduler_config
 from .autoencoder import (
@@ -51,6 +52,8 @@ from .trainer import DiffusionTrainer
 from .vocabulary import VOCABULARY_FILE, write_vocabulary
 
 __all__ = ["RecipeResult", "RecipeRun", "run", "main"]
+
+POOL_OPTIONS_FILE = "pool.json"
 
 
 class Log:
@@ -121,8 +124,9 @@ class RecipeRun:
         cfg = self.cfg
         check_destination(cfg.out, cfg.init_from)
         self.work.mkdir(parents=True, exist_ok=True)
-        for stale in self.work.glob(".diffusion.pt.*.tmp"):  # a checkpoint half-written when a run was killed -9
-            stale.unlink()
+        for name in ("diffusion.pt", "latents.pt"):  # a file half-written when a run was killed -9
+            for stale in self.work.glob(f".{name}.*.tmp"):
+                stale.unlink()
         torch.manual_seed(cfg.seed)
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
@@ -132,6 +136,8 @@ class RecipeRun:
         tokenizer = self.tokenizer_stage()
         resumable = (cfg.resume and (self.work / "latents.pt").is_file()
                      and (self.work / "vae" / "config.json").is_file())
+        if resumable:
+            self._check_pool_options()
         pool = None if resumable else self.pool_stage()
         vae, latents = self.autoencoder_stage(pool)
         del pool  # the images are not needed any more
@@ -158,10 +164,37 @@ class RecipeRun:
         pool = render_pool(cfg.pool_size, tokenizer_dir=self.work / "tokenizer", split="train", size=cfg.image_size,
                            seed=cfg.seed, captions_per_language=cfg.captions_per_language, workers=cfg.workers,
                            stated_position=cfg.stated_position, layout_share=cfg.layout_share,
-                           layout_background=cfg.layout_background)
+                           layout_backgrounds=cfg.layout_background)
         self.log(f"pool: {len(pool)} scenes rendered, {len(LANGUAGES)}×{cfg.captions_per_language} captions each "
                  f"tokenized, in {time.monotonic() - t0:.1f}s")
         return pool
+
+    def _pool_options(self) -> dict:
+        """The options that make the pool (and, with the seed, every draw from it): kept beside its latents."""
+        cfg = self.cfg
+        return {"seed": cfg.seed, "pool_size": cfg.pool_size, "image_size": cfg.image_size,
+                "captions_per_language": cfg.captions_per_language, "stated_position": cfg.stated_position,
+                "layout_share": cfg.layout_share, "layout_background": list(cfg.layout_background)}
+
+    def _check_pool_options(self) -> None:
+        """``--resume`` reuses the rendered pool: options asking for another pool are refused, not ignored."""
+        recorded_file = self.work / POOL_OPTIONS_FILE
+        if not recorded_file.is_file():
+            self.log(f"pool: its options were not recorded (a pool from before {POOL_OPTIONS_FILE} existed); "
+                     "reused as it is")
+            return
+        recorded, asked = json.loads(recorded_file.read_text()), self._pool_options()
+        differ = [k for k in asked if k in recorded and recorded[k] != asked[k]]
+        if differ:
+            def flag(key, value):
+                return f"--{key.replace('_', '-')} " + (" ".join(map(str, value)) if isinstance(value, list)
+                                                        else str(value))
+            raise KolorsError(
+                f"--resume reuses the pool in {self.work}, made with "
+                + ", ".join(flag(k, recorded[k]) for k in differ) + "; this run asks for "
+                + ", ".join(flag(k, asked[k]) for k in differ)
+                + ": resume with the options it was made with, or give a new --work-dir for a new pool "
+                  "(nothing was changed)")
 
     # 3. autoencoder ---------------------------------------------------------------------------------------------
     def autoencoder_stage(self, pool: Pool | None) -> tuple[torch.nn.Module, Latents]:
@@ -259,10 +292,13 @@ class RecipeRun:
         """The VAE, its notes and the pool's latents + tokens: what ``--resume`` needs to skip stages 2 and 3."""
         vae.cpu().save_pretrained(str(self.work / "vae"))
         (self.work / "vae_info.json").write_text(json.dumps(self.vae_info, indent=2))
-        torch.save({"means": means, "stds": stds, "input_ids": torch.from_numpy(pool.input_ids),
-                    "attention_mask": torch.from_numpy(pool.attention_mask),
-                    "position_ids": torch.from_numpy(pool.position_ids),
-                    "layout": torch.from_numpy(pool.layout)}, self.work / "latents.pt")
+        # The options first: a latents.pt is never without the record of the pool it holds.
+        write_text(self.work / POOL_OPTIONS_FILE, json.dumps(self._pool_options(), indent=2) + "\n")
+        with deferred(), atomic_file(self.work / "latents.pt") as tmp:
+            torch.save({"means": means, "stds": stds, "input_ids": torch.from_numpy(pool.input_ids),
+                        "attention_mask": torch.from_numpy(pool.attention_mask),
+                        "position_ids": torch.from_numpy(pool.position_ids),
+                        "layout": torch.from_numpy(pool.layout)}, tmp)
 
     # 4. diffusion -----------------------------------------------------------------------------------------------
     def diffusion_stage(self, tokenizer, vae, latents: Latents) -> DiffusionTrainer:
