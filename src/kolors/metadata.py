@@ -79,6 +79,7 @@ def format_parameters(params: dict[str, Any]) -> str:
         "Sampler": sampler,
         "Schedule type": schedule,
         "CFG scale": params.get("guidance"),
+        "CFG stop": params.get("guidance_stop") if params.get("guidance_stop") not in (None, 1, 1.0) else None,
         "Seed": params.get("seed"),
         "Size": f"{width}x{height}" if width is not None and height is not None else None,
         "Model": params.get("model"),
@@ -132,7 +133,8 @@ def parse_parameters(text: str) -> dict[str, Any]:
             except ValueError:
                 pass
         fields[key.strip()] = str(value)
-    casts = (("steps", "Steps", int), ("guidance", "CFG scale", float), ("seed", "Seed", int),
+    casts = (("steps", "Steps", int), ("guidance", "CFG scale", float), ("guidance_stop", "CFG stop", float),
+             ("seed", "Seed", int),
              ("model", "Model", str), ("strength", "Denoising strength", float), ("lora_hashes", "Lora hashes", str),
              ("pag_scale", "PAG scale", float), ("mode", "Kolors mode", str),
              ("text_encoder_quant", "Text encoder quantisation", str))

@@ -326,6 +326,9 @@ class GenerationRequest:
     height: int | None = None
     steps: int | None = None
     guidance: float | None = None
+    # Classifier-free guidance only in this first fraction of the steps (diffusers' guider ``stop``): the steps
+    # after it use the conditional prediction alone. None: the model's (1.0, every step, for Kolors).
+    guidance_stop: float | None = None
     scheduler: str | None = None
     seed: int | None = None  # image i uses seed + i; None: a random seed
     num_images: int = 1
@@ -396,6 +399,8 @@ class GenerationRequest:
             self.steps = _int("steps", self.steps, 1, MAX_STEPS)
         if self.guidance is not None:
             self.guidance = _float("guidance", self.guidance, 0.0, MAX_GUIDANCE)
+        if self.guidance_stop is not None:
+            self.guidance_stop = _float("guidance-stop", self.guidance_stop, 0.0, 1.0)
         if self.scheduler is not None and self.scheduler not in SCHEDULER_NAMES:
             raise _fail(f"unknown scheduler '{self.scheduler}': use one of {', '.join(SCHEDULER_NAMES)}")
         self.num_images = _int("num-images", self.num_images, 1, MAX_IMAGES)

@@ -289,6 +289,7 @@ def assert_one_line_error(code, err, message, status=2):
     (["--steps", "0"], "argument --steps: must be a positive integer, got 0"),
     (["--steps", "5000"], "steps must be between 1 and 1000"),
     (["--guidance", "nan"], "guidance must be between 0 and 100"),
+    (["--guidance-stop", "1.5"], "guidance-stop must be between 0 and 1, got 1.5"),
     (["--num-images", "100000"], "num-images must be between 1 and 256"),
     (["--seed", "-5"], "argument --seed: must be a non-negative integer"),
     (["--scheduler", "heun"], "argument --scheduler: invalid choice: 'heun'"),

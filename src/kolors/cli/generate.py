@@ -25,7 +25,8 @@ BUILTIN_NOTICE = (
 )
 TASKS = {"generate": "text-to-image", "img2img": "image-to-image", "inpaint": "inpaint", "outpaint": "outpaint"}
 # Request fields set from options of the same name (the rest are built below).
-SAMPLING = ("negative_prompt", "width", "height", "steps", "guidance", "scheduler", "seed", "num_images",
+SAMPLING = ("negative_prompt", "width", "height", "steps", "guidance", "guidance_stop", "scheduler", "seed",
+            "num_images",
             "batch_size", "strength", "feather", "resize_mask", "extend", "pag_scale", "pag_layers", "mode")
 # What a stored request keeps only for the task that made it.
 TASK_FIELDS = {"init_image": ("image-to-image", "inpaint", "outpaint"), "strength": ("image-to-image", "inpaint",
@@ -92,6 +93,9 @@ def generation_options(common: argparse.ArgumentParser) -> argparse.ArgumentPars
                    help="denoising steps (default: the model's, 50 for Kolors)")
     s.add_argument("--guidance", type=number, metavar="F",
                    help="classifier-free guidance scale (default: the model's, 5.0 for Kolors)")
+    s.add_argument("--guidance-stop", type=number, metavar="F",
+                   help="guide only the first F of the steps, 0-1; the rest follow the prompt unguided (default: "
+                        "the model's, 1 for Kolors)")
     s.add_argument("--width", type=positive_int, metavar="W",
                    help="image width, a multiple of 8 (default: the model's)")
     s.add_argument("--height", type=positive_int, metavar="H",

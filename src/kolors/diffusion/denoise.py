@@ -29,6 +29,7 @@ def denoise(
     added: dict[str, torch.Tensor],
     *,
     guidance: float | None,
+    guidance_stop: float = 1.0,
     conditioners: Sequence[Conditioner] = (),
     generators: list[torch.Generator],
     on_step: StepCallback | None = None,
@@ -37,10 +38,13 @@ def denoise(
 
     ``context``/``added``: the text conditioning of every UNet row — ``[uncond…, cond…]`` (2n rows) with
     classifier-free guidance at scale ``guidance``, the n conditional rows when ``guidance`` is None.
+    ``guidance_stop``: guidance only in steps ``i < int(guidance_stop * len(timesteps))`` (diffusers' guider
+    ``stop``); later steps take the conditional rows' prediction as it is.
     ``generators``: one CPU generator per image, for the conditioners and for stochastic samplers.
     """
     n = latents.shape[0]
     step_kwargs = _step_kwargs(scheduler, generators if n > 1 else generators[0])
+    guided_steps = int(guidance_stop * len(timesteps))
     for h in conditioners:
         h.begin(scheduler, generators, latents, timesteps)
 
@@ -61,7 +65,7 @@ def denoise(
         rows = model_in.shape[0]
         noise = prediction[:rows]
         if guidance is not None:
-            noise = noise[:n] + guidance * (noise[n:] - noise[:n])
+            noise = noise[:n] + guidance * (noise[n:] - noise[:n]) if i < guided_steps else noise[n:]
         for h in conditioners:
             noise = h.guide(noise, prediction, n)
 

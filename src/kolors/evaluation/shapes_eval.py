@@ -1,7 +1,7 @@
 """What a shapes model gets right on the committed held-out prompts, per category and language, with intervals.
 
     python -m kolors.evaluation.shapes_eval [--model DIR] [--prompts composition|colour-shape] [--seeds 2]
-        [--pairs N] [--category C ...] [--steps N] [--guidance F] [--reference JSON|none] [--json FILE]
+        [--pairs N] [--category C ...] [--steps N] [--guidance F] [--guidance-stop F] [--reference JSON|none] [--json FILE]
         [--images DIR | --rescore DIR]
 
 Generates every prompt of the set (each English prompt and its Chinese translation) at seeds 0..S-1 with this
@@ -64,7 +64,8 @@ def prompt_rows(prompts: str = "composition", *, pairs: int | None = None, categ
 
 
 def evaluate_pipeline(pipe, rows: list[dict], *, seeds: int = 2, steps: int | None = None,
-                      guidance: float | None = None, progress: bool = False, images: Path | None = None) -> dict:
+                      guidance: float | None = None, guidance_stop: float | None = None, progress: bool = False,
+                      images: Path | None = None) -> dict:
     """``{"settings", "metrics": summarise(...), "records"}`` of ``pipe`` on ``rows`` at seeds 0..``seeds``-1.
 
     ``images``: a folder to save every image in; with ``pipe`` None, the folder to read them from instead (scores
@@ -77,7 +78,8 @@ def evaluate_pipeline(pipe, rows: list[dict], *, seeds: int = 2, steps: int | No
         if pipe is None:  # score images saved before
             generated = [(seed, _saved_image(images / _image_name(row, seed))) for seed in range(seeds)]
         else:
-            result = pipe(row["prompt"], seed=0, num_images=seeds, steps=steps, guidance=guidance, progress=False)
+            result = pipe(row["prompt"], seed=0, num_images=seeds, steps=steps, guidance=guidance,
+                          guidance_stop=guidance_stop, progress=False)
             generated = list(zip(result.seeds, result.images))
         for seed, image in generated:
             records.append({"pair_id": row["pair_id"], "lang": row["lang"], "category": row["category"],
@@ -87,7 +89,9 @@ def evaluate_pipeline(pipe, rows: list[dict], *, seeds: int = 2, steps: int | No
     defaults = pipe.defaults if pipe is not None else None
     return {"settings": {"pairs": len({r["pair_id"] for r in rows}), "seeds": seeds,
                          "steps": steps or getattr(defaults, "steps", None),
-                         "guidance": guidance or getattr(defaults, "guidance", None)},
+                         "guidance": guidance or getattr(defaults, "guidance", None),
+                         "guidance_stop": guidance_stop if guidance_stop is not None
+                         else getattr(defaults, "guidance_stop", None)},
             "metrics": summarise(records), "records": records}
 
 
@@ -107,6 +111,8 @@ def format_report(report: dict, reference: dict | None = None) -> str:
     """A Markdown table: per metric and language, the rate [95% interval] (n), beside the reference's."""
     s = report["settings"]
     how = f"{s['steps']} steps, guidance {s['guidance']:g}" if s["steps"] else "images saved before"
+    if s["steps"] and s.get("guidance_stop") not in (None, 1):
+        how += f" over the first {s['guidance_stop']:g} of the steps"
     head = f"{s['pairs']} prompt pairs, seeds 0–{s['seeds'] - 1}, {how}; rate [95% Wilson interval] (images)"
     cols = ["this model"] + ([reference.get("name", "reference")] if reference else [])
     lines = [head, "", "| metric | language | " + " | ".join(cols) + " |", "| --- | --- |" + " --- |" * len(cols)]
@@ -135,6 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--steps", type=int)
     p.add_argument("--guidance", type=float)
+    p.add_argument("--guidance-stop", type=float, metavar="F", help="guide only the first F of the steps")
     p.add_argument("--device", default="auto")
     p.add_argument("--reference", help="a --json report to compare with ('none': no comparison; default: the "
                                        "first built-in model's on these prompts)")
@@ -169,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.monotonic()
     try:
         report = evaluate_pipeline(pipe, rows, seeds=args.seeds, steps=args.steps, guidance=args.guidance,
-                                   progress=sys.stderr.isatty(), images=args.rescore or args.images)
+                                   guidance_stop=args.guidance_stop, progress=sys.stderr.isatty(), images=args.rescore or args.images)
     except ValueError as exc:
         print(f"kolors: error: {exc}", file=sys.stderr)
         return 2

@@ -51,7 +51,7 @@ SCHEDULER: Rules = {
 }
 DEFAULTS: Rules = {  # kolors_defaults.json
     "width": ("int", 8, 16384), "height": ("int", 8, 16384), "steps": ("int", 1, 10_000),
-    "guidance": ("float", 0, 1000),
+    "guidance": ("float", 0, 1000), "guidance_stop": ("float", 0, 1),
 }
 
 

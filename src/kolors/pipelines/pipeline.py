@@ -64,6 +64,7 @@ class GenerationDefaults:
     height: int
     steps: int
     guidance: float
+    guidance_stop: float = 1.0  # the share of the steps that are guided (see GenerationRequest.guidance_stop)
     img2img_strength: float = kolors_defaults.IMG2IMG_STRENGTH
     outpaint_feather: int = kolors_defaults.OUTPAINT_FEATHER
 
@@ -120,6 +121,7 @@ class Pipeline:
             width=int(d.get("width", native)), height=int(d.get("height", native)),
             steps=int(d.get("steps", kolors_defaults.STEPS)),
             guidance=float(d.get("guidance", kolors_defaults.GUIDANCE)),
+            guidance_stop=float(d.get("guidance_stop", 1.0)),
             img2img_strength=float(d.get("img2img_strength", kolors_defaults.IMG2IMG_STRENGTH)),
             outpaint_feather=int(d.get("outpaint_feather", kolors_defaults.OUTPAINT_FEATHER)),
         )
@@ -257,6 +259,8 @@ class Pipeline:
         if request.guidance is None:
             changes["guidance"] = (kolors_defaults.INPAINT_GUIDANCE if inpainting_defaults else
                                    kolors_defaults.CONTROL_GUIDANCE if request.controls else self.defaults.guidance)
+        if request.guidance_stop is None:
+            changes["guidance_stop"] = self.defaults.guidance_stop
         changes["scheduler"] = request.scheduler or settings.scheduler or "default"
         if request.seed is None:
             changes["seed"] = random.randrange(2**32)
@@ -388,7 +392,8 @@ class Pipeline:
             for h in conditioners:
                 stack.enter_context(h.attached(unet))
             return denoise(unet, scheduler, latents, timesteps, context, added, guidance=guidance,
-                           conditioners=conditioners, generators=generators, on_step=step)
+                           guidance_stop=request.guidance_stop, conditioners=conditioners, generators=generators,
+                           on_step=step)
 
     def _text_conditioning(self, request: GenerationRequest,
                            embeddings: list[tuple[PromptEmbeddings, PromptEmbeddings | None]]

@@ -10,7 +10,8 @@ from ..request import IMAGE_TO_IMAGE, INPAINT, OUTPAINT
 
 _COMMANDS = {IMAGE_TO_IMAGE: "img2img", INPAINT: "inpaint", OUTPAINT: "outpaint"}
 _FLAGS = (("negative_prompt", "--negative-prompt"), ("width", "--width"), ("height", "--height"),
-          ("steps", "--steps"), ("guidance", "--guidance"), ("scheduler", "--scheduler"), ("seed", "--seed"),
+          ("steps", "--steps"), ("guidance", "--guidance"), ("guidance_stop", "--guidance-stop"),
+          ("scheduler", "--scheduler"), ("seed", "--seed"),
           ("strength", "--strength"), ("feather", "--feather"), ("pag_scale", "--pag-scale"), ("mode", "--mode"))
 
 
@@ -31,7 +32,8 @@ def command_line(params: dict[str, Any], image_name: Callable[[str], str] = base
         words += ["--extend", ",".join(str(v) for v in params["extend"])]
     for key, flag in _FLAGS:
         value = params.get(key)
-        if value is not None and value != "" and not (key == "pag_scale" and not value):
+        if value is not None and value != "" and not (key == "pag_scale" and not value) \
+                and not (key == "guidance_stop" and value == 1):
             if key in ("width", "height") and task in (INPAINT, OUTPAINT):
                 continue
             words += [flag, str(value)]

@@ -50,6 +50,7 @@ class JobRequest(BaseModel):
     height: int | None = None
     steps: int | None = None
     guidance: float | None = None
+    guidance_stop: float | None = None
     scheduler: str | None = None
     seed: int | None = None
     num_images: int = 1
@@ -236,11 +237,11 @@ def _info(service: Service) -> dict[str, Any]:
     if pipe is not None:
         d = pipe.defaults
         defaults = {"width": d.width, "height": d.height, "steps": d.steps, "guidance": d.guidance,
-                    "img2img_strength": d.img2img_strength}
+                    "guidance_stop": d.guidance_stop, "img2img_strength": d.img2img_strength}
         model, builtin = pipe.model_name, pipe.is_builtin
     else:
         defaults = {"width": 1024, "height": 1024, "steps": kolors_defaults.STEPS, "guidance": kolors_defaults.GUIDANCE,
-                    "img2img_strength": kolors_defaults.IMG2IMG_STRENGTH}
+                    "guidance_stop": 1.0, "img2img_strength": kolors_defaults.IMG2IMG_STRENGTH}
         model, builtin = settings.model or "built-in", settings.model is None
     scale = defaults["width"] / 1024
     presets = sorted({(max(8, round(w * scale / 8) * 8), max(8, round(h * scale / 8) * 8)) for w, h in SIZE_PRESETS},
