@@ -140,6 +140,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     check_report_path(p, args.json)
 
+    from ..signals import import_whole
+
+    import_whole("kolors.adapters.controlnet", "kolors.pipelines.legacy")  # a signal meanwhile: one line
     from ..adapters.controlnet import embedded_controlnet
     from ..errors import KolorsError
     from ..pipelines.legacy import ControlNetPipeline

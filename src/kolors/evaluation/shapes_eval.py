@@ -155,6 +155,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_report_path(p, args.json)
 
     from ..errors import KolorsError
+    from ..signals import import_whole
+
+    import_whole("kolors.pipelines.legacy")  # a signal during the imports: one line, not a wrapped traceback
     from ..pipelines.legacy import Text2ImagePipeline
 
     reference = None

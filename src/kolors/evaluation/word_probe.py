@@ -154,6 +154,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(f"--scenes must be 1 to {MAX_SCENES}, not {args.scenes}")
 
     from ..errors import KolorsError
+    from ..signals import import_whole
+
+    import_whole("kolors.pipelines.pipeline")  # a signal during the imports: one line, not a wrapped traceback
     from ..pipelines.pipeline import Pipeline
 
     try:
