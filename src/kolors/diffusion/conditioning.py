@@ -27,6 +27,10 @@ class UNetInputs(NamedTuple):
 class Conditioner:
     """A no-op hook into the denoising loop; subclasses override what they need."""
 
+    # Whether the rows it handles may change from step to step (the unconditional ones dropped once guidance
+    # stops); a conditioner that fixes the batch layout for the whole loop sets this False.
+    follows_rows = True
+
     def begin(self, scheduler: Any, generators: list[torch.Generator], latents: torch.Tensor,
               timesteps: torch.Tensor) -> None:
         """Called once per batch before its first step, with one CPU generator per image."""

@@ -39,24 +39,32 @@ def denoise(
     ``context``/``added``: the text conditioning of every UNet row — ``[uncond…, cond…]`` (2n rows) with
     classifier-free guidance at scale ``guidance``, the n conditional rows when ``guidance`` is None.
     ``guidance_stop``: guidance only in steps ``i < int(guidance_stop * len(timesteps))`` (diffusers' guider
-    ``stop``); later steps take the conditional rows' prediction as it is.
+    ``stop``); later steps take the conditional prediction as it is and do not run the unconditional rows.
     ``generators``: one CPU generator per image, for the conditioners and for stochastic samplers.
     """
     n = latents.shape[0]
     step_kwargs = _step_kwargs(scheduler, generators if n > 1 else generators[0])
-    guided_steps = int(guidance_stop * len(timesteps))
+    guided_steps = int(guidance_stop * len(timesteps)) if guidance is not None else 0
+    # Once guidance stops, the unconditional rows are not run at all (as diffusers' guiders do), unless a
+    # conditioner holds the batch layout fixed; then they are run and left unused.
+    drop_uncond = guidance is not None and all(h.follows_rows for h in conditioners)
+    if drop_uncond:
+        cond_context, cond_added = context[n:], {k: v[n:] if isinstance(v, torch.Tensor) and v.shape[:1] == (2 * n,)
+                                                 else v for k, v in added.items()}
     for h in conditioners:
         h.begin(scheduler, generators, latents, timesteps)
 
     for i, t in enumerate(timesteps):
-        model_in = latents if guidance is None else torch.cat([latents, latents])
+        guided = i < guided_steps
+        step_context, step_added = (cond_context, cond_added) if drop_uncond and not guided else (context, added)
+        model_in = torch.cat([latents, latents]) if step_context.shape[0] == 2 * n else latents
         model_in = scheduler.scale_model_input(model_in, t)
-        extra = merge_unet_kwargs([h.unet_kwargs(model_in, t, i / len(timesteps), context, added)
+        extra = merge_unet_kwargs([h.unet_kwargs(model_in, t, i / len(timesteps), step_context, step_added)
                                    for h in conditioners])
-        step_added = {**added, **extra.pop("added_cond_kwargs", {})}
+        step_added = {**step_added, **extra.pop("added_cond_kwargs", {})}
         for h in conditioners:
             model_in = h.model_input(model_in, t)
-        inputs = UNetInputs(model_in, context, step_added, extra)
+        inputs = UNetInputs(model_in, step_context, step_added, extra)
         for h in conditioners:
             inputs = h.extra_rows(inputs, n)
 
@@ -64,8 +72,8 @@ def denoise(
                           return_dict=False, **inputs.kwargs)[0]
         rows = model_in.shape[0]
         noise = prediction[:rows]
-        if guidance is not None:
-            noise = noise[:n] + guidance * (noise[n:] - noise[:n]) if i < guided_steps else noise[n:]
+        if rows == 2 * n:  # [uncond, cond]: guided, or guidance stopped with the layout held
+            noise = noise[:n] + guidance * (noise[n:] - noise[:n]) if guided else noise[n:]
         for h in conditioners:
             noise = h.guide(noise, prediction, n)
 

@@ -40,6 +40,7 @@ class PerturbedAttention(Conditioner):
     layers: tuple[str, ...] = DEFAULT_LAYERS
     cfg: bool = True
     _cond: slice | None = field(default=None, init=False, repr=False)
+    follows_rows = False  # the attention processors chosen in ``attached`` split the batch as ``cfg`` says
 
     def extra_rows(self, inputs: UNetInputs, n: int) -> UNetInputs:
         rows = inputs.sample.shape[0]
