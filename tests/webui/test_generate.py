@@ -64,14 +64,17 @@ def test_ctrl_enter_generates_and_seed_reuse(open_page, shots):
 
 
 def test_reuse_parameters_and_load_them_from_a_dropped_png(open_page, server, shots):
-    job = server.generate("一只蓝色的方块", negative_prompt="模糊", steps=5, seed=99, guidance=3.5)
+    job = server.generate("一只蓝色的方块", negative_prompt="模糊", steps=5, seed=99, guidance=3.5, guidance_stop=0.4)
     page = open_page()
+    default = server.call("GET", "/api/v1/info")["defaults"]["guidance_stop"]  # the model's own
+    assert float(page.input_value("#guidance-stop")) == default
     page.click(f'#gallery-list [data-image="{job["id"]}/0"] button')
     wait_viewer_image(page)
     page.click("#viewer-reuse")
     assert page.input_value("#prompt") == "一只蓝色的方块"
     assert page.input_value("#negative-prompt") == "模糊"
     assert (page.input_value("#steps"), page.input_value("#seed"), page.input_value("#guidance")) == ("5", "99", "3.5")
+    assert page.input_value("#guidance-stop") == "0.4"
 
     page.fill("#prompt", "")
     page.fill("#steps", "25")

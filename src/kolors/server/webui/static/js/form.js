@@ -19,7 +19,8 @@ export class GenerateForm {
     this.lastSeed = null;
     this.fields = {
       prompt: $("prompt"), negative: $("negative-prompt"), preset: $("size-preset"), width: $("width"),
-      height: $("height"), steps: $("steps"), guidance: $("guidance"), scheduler: $("scheduler"),
+      height: $("height"), steps: $("steps"), guidance: $("guidance"), guidanceStop: $("guidance-stop"),
+      scheduler: $("scheduler"),
       seed: $("seed"), numImages: $("num-images"), mode: $("mode"), seedReuse: $("seed-reuse"),
     };
     const f = this.fields;
@@ -42,6 +43,7 @@ export class GenerateForm {
     this.sizeEdited();
     f.steps.value = d.steps;
     f.guidance.value = d.guidance;
+    f.guidanceStop.value = d.guidance_stop ?? 1;
     const limits = info.limits || {};
     if (limits.max_steps) f.steps.max = limits.max_steps;
     if (limits.max_images) f.numImages.max = limits.max_images;
@@ -113,7 +115,7 @@ export class GenerateForm {
   /** Check what the browser can check; false (with the problem shown at the field) when something is wrong. */
   check(task) {
     const f = this.fields;
-    const inputs = [f.steps, f.guidance, f.numImages, f.seed];
+    const inputs = [f.steps, f.guidance, f.guidanceStop, f.numImages, f.seed];
     if (task === "text-to-image") {
       for (const input of [f.width, f.height]) {
         const value = numberOf(input);
@@ -135,6 +137,7 @@ export class GenerateForm {
     }
     request.steps = numberOf(f.steps);
     request.guidance = numberOf(f.guidance);
+    request.guidance_stop = numberOf(f.guidanceStop);
     request.scheduler = f.scheduler.value;
     request.seed = numberOf(f.seed);
     request.num_images = numberOf(f.numImages) || 1;
@@ -152,6 +155,7 @@ export class GenerateForm {
     }
     if (request.steps != null) f.steps.value = request.steps;
     if (request.guidance != null) f.guidance.value = request.guidance;
+    f.guidanceStop.value = request.guidance_stop ?? this.defaults.guidance_stop ?? 1;
     if (request.scheduler && [...f.scheduler.options].some((o) => o.value === request.scheduler)) {
       f.scheduler.value = request.scheduler;
     }
