@@ -276,11 +276,11 @@ def write_input_images(folder: Path) -> None:
     import numpy as np
     from PIL import Image
 
-    from kolors.data.shapes import Scene, Shape, render
+    from kolors.data.shapes import Scene, Shape, relation_of, render
 
-    scene = Scene(shapes=(Shape(shape="square", colour="red", size="large", position="top-left"),
-                          Shape(shape="circle", colour="blue", size="medium", position="bottom-right")),
-                  background="white")
+    shapes = (Shape(shape="square", colour="red", size="large", position="top-left"),
+              Shape(shape="circle", colour="blue", size="medium", position="bottom-right"))
+    scene = Scene(shapes=shapes, background="white", kind="pair", relation=relation_of(*shapes))
     picture = render(scene, 128)
     folder.mkdir(parents=True, exist_ok=True)
     picture.save(folder / SHAPES_IMAGE)

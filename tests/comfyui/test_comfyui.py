@@ -85,16 +85,19 @@ def test_shipped_examples_are_current_and_their_two_formats_agree(comfy):
         assert ui_to_api(ui, info) == plain, name
 
 
-def test_text_to_image_workflow_equals_kolors_generate(comfy, tmp_path, monkeypatch):
+@pytest.mark.parametrize("guidance_stop", [None, 0.4])
+def test_text_to_image_workflow_equals_kolors_generate(comfy, tmp_path, monkeypatch, guidance_stop):
+    """The example as shipped (guidance_stop -1: the model's default), and with the sampler's guidance_stop set."""
     from kolors.cli.main import main
 
     _, api = load("text_to_image")
-    image = run_example(comfy, "text_to_image")
+    image = run_example(comfy, "text_to_image", **({"4": {"guidance_stop": guidance_stop}} if guidance_stop else {}))
     sampler, out = api["4"]["inputs"], tmp_path / "cli.png"
     monkeypatch.delenv("KOLORS_MODEL", raising=False)
+    stop = ["--guidance-stop", str(guidance_stop)] if guidance_stop else []
     assert main(["generate", api["2"]["inputs"]["text"], "--negative-prompt", api["3"]["inputs"]["text"], "--seed",
-                 str(sampler["seed"]), "--guidance", str(sampler["guidance"]), "--device", "cpu", "--output", str(out),
-                 "--quiet"]) == 0
+                 str(sampler["seed"]), "--guidance", str(sampler["guidance"]), *stop, "--device", "cpu", "--output",
+                 str(out), "--quiet"]) == 0
     expected = pixels(out)
     assert image.shape == expected.shape == (128, 128, 3)
     assert np.abs(image - expected).max() <= 1 / 255 + 1e-6

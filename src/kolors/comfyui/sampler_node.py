@@ -71,6 +71,9 @@ class KolorsSampler:
                 "latent": ("LATENT", {"tooltip": "latents to redraw instead of an image"}),
                 "feather": ("INT", {"default": 0, "min": 0, "max": 1024,
                                     "tooltip": "inpainting: pixels over which the redrawn part blends in"}),
+                "guidance_stop": ("FLOAT", {"default": -1.0, "min": -1.0, "max": 1.0, "step": 0.05,
+                                            "tooltip": "guide only this first share of the steps; -1: the model's "
+                                                       "default (1, every step, for Kolors)"}),
             },
         }
 
@@ -81,7 +84,7 @@ class KolorsSampler:
     def sample(self, model: KolorsModel, positive: KolorsConditioning, seed: int, steps: int, guidance: float,
                scheduler: str, width: int, height: int, batch_size: int, strength: float,
                negative: KolorsConditioning | None = None, image: Any = None, mask: Any = None,
-               latent: dict | None = None, feather: int = 0) -> tuple[Any, dict]:
+               latent: dict | None = None, feather: int = 0, guidance_stop: float = -1.0) -> tuple[Any, dict]:
         import torch
 
         from ..request import GenerationRequest
@@ -92,7 +95,8 @@ class KolorsSampler:
         common = {**positive.request_fields(), **model.request_fields(),
                   "negative_prompt": negative.text if negative is not None else None,
                   "width": width or None, "height": height or None, "steps": steps or None, "guidance": guidance,
-                  "scheduler": scheduler, "num_images": batch_size}
+                  "guidance_stop": guidance_stop if guidance_stop >= 0 else None, "scheduler": scheduler,
+                  "num_images": batch_size}
         inputs = self._inputs(pipe, image, mask, latent, strength, feather)
         progress = ComfyProgress(pipe, runs=len(inputs))
         results = []
