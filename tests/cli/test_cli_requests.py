@@ -162,9 +162,9 @@ def test_words_the_model_never_learned_are_named_once(tmp_path, capsys):
 
 def test_the_built_in_model_names_the_colours_and_shapes_it_never_learned(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("KOLORS_MODEL", raising=False)
-    code, _, err = run(capsys, "generate", "a purple hexagon in the top left corner, 紫色", "--steps", 1, "--seed", 1,
+    code, _, err = run(capsys, "generate", "a cyan hexagon in the top left corner, 青色", "--steps", 1, "--seed", 1,
                        "-q", "-o", tmp_path / "x.png")
-    assert code == 0 and "never saw purple, hexagon, 紫 in training" in err, err
+    assert code == 0 and "never saw cyan, hexagon, 青 in training" in err, err
     code, _, err = run(capsys, "generate", "一个红色的圆形，白色背景", "--steps", 1, "--seed", 1, "-q",
                        "-o", tmp_path / "y.png")
     assert code == 0 and "never saw" not in err, err

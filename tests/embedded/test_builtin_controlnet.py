@@ -80,8 +80,9 @@ def _blue(pixels: np.ndarray) -> np.ndarray:
 def test_inpainting_with_a_canny_control_puts_the_shape_where_the_edges_are_inside_the_mask_only(
         monkeypatch, tmp_path, capsys):
     """``kolors inpaint --control canny=…`` with the built-in model: the shipped ControlNet draws the circle of
-    the control image into the masked quarter (latent blending); without it the quarter stays empty; the pixels
-    outside the mask do not change."""
+    the control image into the masked quarter (latent blending), where its edges are; the pixels outside the mask
+    do not change. (Without the control the model now draws a circle of its own there too; the first built-in
+    model left the quarter empty.)"""
     from kolors.cli.main import main
     from kolors.metadata import read_parameters
     from kolors import InpaintPipeline
@@ -114,7 +115,6 @@ def test_inpainting_with_a_canny_control_puts_the_shape_where_the_edges_are_insi
     drawn = np.argwhere(_blue(steered) & inside)
     print(f"blue pixels in the quarter: {len(drawn)} with the control, {(_blue(plain) & inside).sum()} without")
     assert len(drawn) > 500 and np.abs(drawn.mean(axis=0) - circle).max() < 8
-    assert (_blue(plain) & inside).sum() < 50
 
 
 def test_outpainting_with_a_canvas_sized_canny_control_draws_the_shape_in_the_new_area():

@@ -73,7 +73,8 @@ class KolorsSampler:
                                     "tooltip": "inpainting: pixels over which the redrawn part blends in"}),
                 "guidance_stop": ("FLOAT", {"default": -1.0, "min": -1.0, "max": 1.0, "step": 0.05,
                                             "tooltip": "guide only this first share of the steps; -1: the model's "
-                                                       "default (1, every step, for Kolors)"}),
+                                                       "default (1, every step, for Kolors; 0.3 for the built-in "
+                                                       "model)"}),
             },
         }
 
