@@ -413,6 +413,9 @@ def test_resume_refuses_pool_options_other_than_its_pool_was_made_with(tiny_run,
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "m.work").rglob("*")} == before
     run(_short_run(tiny_run, tmp_path / "m", steps_diffusion=4, resume=True, layout_share=0.25))
     assert torch.load(tmp_path / "m.work" / "diffusion.pt", weights_only=False)["trainer"]["step"] == 4
+    (tmp_path / "m.work" / "pool.json").write_text("{half")
+    with pytest.raises(KolorsError, match="pool.json is not the JSON this recipe writes"):
+        run(_short_run(tiny_run, tmp_path / "m", steps_diffusion=5, resume=True, layout_share=0.25))
 
 
 def test_sigterm_saves_a_checkpoint_and_ends_with_one_line(tiny_run, tmp_path):

@@ -183,7 +183,12 @@ class RecipeRun:
             self.log(f"pool: its options were not recorded (a pool from before {POOL_OPTIONS_FILE} existed); "
                      "reused as it is")
             return
-        recorded, asked = json.loads(recorded_file.read_text()), self._pool_options()
+        try:
+            recorded = json.loads(recorded_file.read_text())
+        except (ValueError, UnicodeDecodeError):
+            raise KolorsError(f"{recorded_file} is not the JSON this recipe writes: remove it to resume without "
+                              "checking the pool's options, or give a new --work-dir") from None
+        asked = self._pool_options()
         differ = [k for k in asked if k in recorded and recorded[k] != asked[k]]
         if differ:
             def flag(key, value):
