@@ -32,14 +32,21 @@ def test_each_swap_changes_only_its_attribute_and_its_words():
 def test_the_probe_tells_the_words_the_builtin_model_uses_from_those_it_ignores(monkeypatch):
     monkeypatch.delenv("KOLORS_MODEL", raising=False)
     pipe = Pipeline.from_pretrained(device="cpu")
-    report = W.word_probe(pipe, W.probe_scenes(8), timesteps=(600,))
+    scenes = W.probe_scenes(8)
+    report = W.word_probe(pipe, scenes, timesteps=(600,))
     for lang in ("en", "zh"):
-        # The first built-in model draws the asked colour and shape (~90%) but ignores position (~3%): the probe
-        # agrees — the loss rises by tens of percent with a wrong colour or shape word, not with a wrong position.
-        assert report["colour"][lang][600] > 10 and report["shape"][lang][600] > 10, report
-        assert abs(report["position"][lang][600]) < 2, report
+        # The built-in model (v2) draws colour, shape, background and position as asked: the loss rises by tens of
+        # percent with any of those words swapped (v1, which ignored position, gave |position| < 0.1%).
+        for word in ("colour", "shape", "position", "background"):
+            assert report[word][lang][600] > 10, (word, report)
     table = W.format_probe(report)
     assert "| position | zh |" in table and "t=600" in table
+    # A model that reads the prompt as one fixed text ignores every word: the probe reports no change.
+    first = pipe.encode_prompt("a red circle", guidance=False)
+    monkeypatch.setattr(pipe, "encode_prompt", lambda text, guidance=True: first)
+    deaf = W.word_probe(pipe, scenes, timesteps=(600,))
+    for word in ("colour", "shape", "position", "background"):
+        assert all(abs(deaf[word][lang][600]) < 1e-6 for lang in ("en", "zh")), (word, deaf)
 
 
 @pytest.mark.parametrize("args, message", [
