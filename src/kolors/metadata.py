@@ -79,7 +79,7 @@ def format_parameters(params: dict[str, Any]) -> str:
         "Sampler": sampler,
         "Schedule type": schedule,
         "CFG scale": params.get("guidance"),
-        "CFG stop": params.get("guidance_stop") if params.get("guidance_stop") not in (None, 1, 1.0) else None,
+        "CFG stop": params.get("guidance_stop") if params.get("guidance_stop") not in (None, 1) else None,
         "Seed": params.get("seed"),
         "Size": f"{width}x{height}" if width is not None and height is not None else None,
         "Model": params.get("model"),
