@@ -299,6 +299,71 @@ def test_layout_share_replaces_scenes_with_one_shape_on_one_background_that_says
             config_from_args(["--out", "x", "--layout-background", *bad])
 
 
+def test_scene_mix_changes_only_which_kind_each_scene_is(tiny_run):
+    """--scene-mix: the default mix given explicitly renders the very same pool; all pairs gives two shapes in every
+    scene, and its captions name two colours; bad mixes are refused when the options are read."""
+    import numpy as np
+
+    from kolors.data.examples import batch
+    from kolors.data.shapes import KIND_WEIGHTS
+    from kolors.recipe.options import config_from_args, parse_scene_mix
+    from kolors.recipe.pool import render_pool
+
+    kw = dict(tokenizer_dir=tiny_run.out / "tokenizer", size=32, seed=5, workers=1, captions_per_language=1)
+    plain, explicit = render_pool(60, **kw), render_pool(60, **kw, kind_weights=dict(KIND_WEIGHTS))
+    assert np.array_equal(plain.images, explicit.images) and np.array_equal(plain.input_ids, explicit.input_ids)
+    _, _, scenes = batch(np.random.default_rng(3), 60, kind_weights=parse_scene_mix("pair=1"))
+    assert {s.kind for s in scenes} == {"pair"} and all(len(s.shapes) == 2 for s in scenes)
+    _, _, scenes = batch(np.random.default_rng(3), 400, kind_weights=parse_scene_mix("single=1,count=3"))
+    kinds = [s.kind for s in scenes]
+    assert "pair" not in kinds and 0.65 < kinds.count("count") / len(kinds) < 0.85
+    assert config_from_args(["--out", "x", "--scene-mix", "pair=2,single=1"]).scene_mix == "pair=2,single=1"
+    for bad in ("pair=-1", "triangle=1", "pair=abc", "single=0", "pair=nan", "pair"):
+        with pytest.raises(SystemExit):
+            config_from_args(["--out", "x", "--scene-mix", bad])
+
+
+def test_foreground_masks_mark_the_latent_cells_a_shape_covers():
+    import numpy as np
+
+    from kolors.data.shapes import Scene, Shape, render_array
+    from kolors.recipe.pool import latent_foreground
+
+    scene = Scene(shapes=(Shape("square", "red", "medium", "top-left"),), background="black")
+    image = render_array(scene, 128)
+    mask = latent_foreground(image[None], 8)[0]
+    assert mask.shape == (16, 16)
+    ys, xs = np.nonzero(mask)
+    # a medium square in the top-left cell: centre (0.25, 0.25) of the side, half-side 0.9 × 0.14 ≈ 16 px
+    assert ys.min() >= 1 and ys.max() <= 6 and xs.min() >= 1 and xs.max() <= 6, mask.astype(int)
+    assert 16 <= mask.sum() <= 36
+    blank = np.full((1, 64, 64, 3), 200, dtype=np.uint8)
+    assert not latent_foreground(blank, 8).any()
+
+
+def test_foreground_weight_trains_on_the_pools_masks_and_needs_them(tiny_run, tmp_path):
+    """A run with --foreground-weight stores the masks beside the latents and trains another model than a plain run;
+    a pool made before the masks existed is refused in one line (a new --work-dir makes one)."""
+    from kolors.errors import KolorsError
+
+    run(_short_run(tiny_run, tmp_path / "plain", steps_diffusion=3))
+    run(_short_run(tiny_run, tmp_path / "fg", steps_diffusion=3, foreground_weight=3.0))
+    cache = torch.load(tmp_path / "fg.work" / "latents.pt", weights_only=False)
+    assert cache["foreground"].shape == (32, 8, 8) and 0.02 < cache["foreground"].float().mean() < 0.6
+    plain, fg = (torch.load(tmp_path / f"{name}.work" / "diffusion.pt", weights_only=False)["trainer"]["unet"]
+                 for name in ("plain", "fg"))
+    assert any(not torch.equal(plain[k], fg[k]) for k in plain)
+    del cache["foreground"]  # a pool from before the option
+    torch.save(cache, tmp_path / "fg.work" / "latents.pt")
+    with pytest.raises(KolorsError, match="--foreground-weight needs the shape masks of the pool, .* give a new "
+                                          "--work-dir"):
+        run(_short_run(tiny_run, tmp_path / "fg", steps_diffusion=4, resume=True, foreground_weight=3.0))
+    for bad in ("-1", "nan"):
+        with pytest.raises(SystemExit):
+            from kolors.recipe.options import config_from_args
+            config_from_args(["--out", "x", "--foreground-weight", bad])
+
+
 def test_layout_warmup_trains_layout_scenes_at_the_pure_noise_end(tiny_run, tmp_path, monkeypatch):
     from kolors.errors import KolorsError
     from kolors.recipe.options import config_from_args
@@ -405,7 +470,9 @@ def test_resume_refuses_pool_options_other_than_its_pool_was_made_with(tiny_run,
     asks = [({"layout_share": 0.5}, "made with --layout-share 0.25; this run asks for --layout-share 0.5"),
             ({"layout_share": 0.25, "layout_background": ("black", "white"), "pool_size": 40},
              "made with --pool-size 32, --layout-background white; this run asks for --pool-size 40, "
-             "--layout-background black white")]
+             "--layout-background black white"),
+            ({"layout_share": 0.25, "scene_mix": "pair=1"},
+             "made with no --scene-mix; this run asks for --scene-mix single=0,count=0,pair=1")]
     for options, message in asks:
         with pytest.raises(KolorsError, match=re.escape(message) + ": resume with the options it was made with, "
                            "or give a new --work-dir"):

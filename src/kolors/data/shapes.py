@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -338,8 +339,10 @@ def _pair(rng: np.random.Generator, split: str) -> tuple[list[Shape], str]:
 
 
 def sample_scene(rng: np.random.Generator, split: str = "train", kind: str | None = None,
-                 count: int | None = None, background: str | None = None) -> Scene:
-    """A random scene of ``split`` and ``kind`` (default: drawn by ``KIND_WEIGHTS``; held-out scenes: single).
+                 count: int | None = None, background: str | None = None,
+                 kind_weights: Mapping[str, float] | None = None) -> Scene:
+    """A random scene of ``split`` and ``kind`` (default: drawn by ``kind_weights``, default ``KIND_WEIGHTS``;
+    held-out scenes: single). Other weights draw as many numbers from ``rng``: only which kind each scene is changes.
 
     ``count`` fixes the number of shapes of a count scene (default: drawn by ``COUNT_WEIGHTS``); ``background``
     fixes the background (shapes are drawn again until their colours show on it).
@@ -349,7 +352,7 @@ def sample_scene(rng: np.random.Generator, split: str = "train", kind: str | Non
     if background is not None and background not in BACKGROUNDS:
         raise ValueError(f"background must be one of {', '.join(BACKGROUNDS)}, not {background!r}")
     if kind is None:
-        kind = "single" if split == "heldout" else _weighted(rng, KIND_WEIGHTS)
+        kind = "single" if split == "heldout" else _weighted(rng, kind_weights or KIND_WEIGHTS)
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
     while True:

@@ -8,11 +8,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data.shapes import BACKGROUNDS
+from ..data.shapes import BACKGROUNDS, KINDS
 from .architecture import ARCHITECTURES
 from .pool import LANGUAGES
 
-__all__ = ["DEVICE_DEFAULTS", "RecipeConfig", "parse_language_weights", "build_parser", "config_from_args"]
+__all__ = ["DEVICE_DEFAULTS", "RecipeConfig", "parse_language_weights", "parse_scene_mix", "build_parser",
+           "config_from_args"]
 
 # Step counts and sizes by device; every one can be overridden on the command line.
 DEVICE_DEFAULTS = {
@@ -66,6 +67,7 @@ class RecipeConfig:
     layout_share: float = 0.0
     layout_background: tuple[str, ...] = ("white",)
     layout_warmup: int = 0
+    scene_mix: str | None = None
     tokenizer_scenes: int = 20000
     vocab_size: int | None = None
     merge_han_characters: bool = False
@@ -82,6 +84,7 @@ class RecipeConfig:
     lr: float | None = None
     lr_text_encoder: float | None = None
     language_weights: str | None = None
+    foreground_weight: float = 0.0
     warmup_steps: int = 200
     ema_decay: float | None = None
     caption_dropout: float = 0.1
@@ -124,21 +127,38 @@ class RecipeConfig:
         return RecipeConfig(**values)
 
 
+def _parse_weights(text: str, names: tuple[str, ...], flag: str, example: str) -> dict[str, float]:
+    given = {}
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = None
+        if name.strip() not in names or weight is None or not math.isfinite(weight) or weight < 0:
+            raise ValueError(f"{flag}: expected e.g. {example} (non-negative weights of {', '.join(names)}), "
+                             f"got {text!r}")
+        given[name.strip()] = weight
+    if sum(given.values()) <= 0:
+        raise ValueError(f"{flag} needs a positive weight somewhere, got {text!r}")
+    return given
+
+
 def parse_language_weights(text: str | None) -> tuple[float, ...] | None:
     """``"en=1,zh=3"`` → weights in ``LANGUAGES`` order (missing languages 0); None → None (uniform)."""
     if not text:
         return None
-    given = {}
-    for part in text.split(","):
-        lang, _, value = part.partition("=")
-        if lang.strip() not in LANGUAGES or not value:
-            raise ValueError(f"--language-weights: expected e.g. en=1,zh=3 (languages {', '.join(LANGUAGES)}), "
-                             f"got {text!r}")
-        given[lang.strip()] = float(value)
-    weights = tuple(given.get(lang, 0.0) for lang in LANGUAGES)
-    if sum(weights) <= 0 or min(weights) < 0:
-        raise ValueError(f"--language-weights must be non-negative with a positive sum, got {text!r}")
-    return weights
+    given = _parse_weights(text, LANGUAGES, "--language-weights", "en=1,zh=3")
+    return tuple(given.get(lang, 0.0) for lang in LANGUAGES)
+
+
+def parse_scene_mix(text: str | None) -> dict[str, float] | None:
+    """``"single=0.3,count=0.3,pair=0.4"`` → kind weights in ``KINDS`` order (missing kinds 0); None → None (the
+    dataset's own mix)."""
+    if not text:
+        return None
+    given = _parse_weights(text, KINDS, "--scene-mix", "single=0.3,count=0.3,pair=0.4")
+    return {kind: given.get(kind, 0.0) for kind in KINDS}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -167,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layout-warmup", type=int, default=0, metavar="STEPS",
                    help="first diffusion steps on layout scenes only, at the pure-noise end of the schedule, where "
                         "only the words say where the shape goes (needs --layout-share and --zero-terminal-snr)")
+    p.add_argument("--scene-mix", metavar="KIND=W,...",
+                   help="how often the pool's other scenes are each kind: one shape, several identical shapes, two "
+                        "objects with a relation (default: single=0.4,count=0.25,pair=0.35)")
     p.add_argument("--tokenizer-scenes", type=int, default=20000, help="scenes captioned to train the tokenizer")
     p.add_argument("--vocab-size", type=int)
     p.add_argument("--merge-han-characters", action="store_true",
@@ -190,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-text-encoder", type=float, help="peak learning rate of the text encoder (default: --lr)")
     p.add_argument("--language-weights", metavar="en=W,zh=W",
                    help="how often each caption language is drawn (default: equally)")
+    p.add_argument("--foreground-weight", type=float, default=0.0, metavar="W",
+                   help="weigh the diffusion loss 1 + W on the latent cells that hold a shape (0: every cell alike); "
+                        "shapes cover a tenth of an image, so their colours are a small share of a plain loss")
     p.add_argument("--warmup-steps", type=int, default=200)
     p.add_argument("--ema-decay", type=float, help="0 disables EMA")
     p.add_argument("--caption-dropout", type=float, default=0.1)
@@ -239,6 +265,13 @@ def config_from_args(argv: list[str] | None = None) -> RecipeConfig:
     if args.layout_warmup and not (args.layout_share > 0 and args.zero_terminal_snr):
         parser.error("--layout-warmup needs --layout-share P > 0 (its scenes) and --zero-terminal-snr (a schedule "
                      "whose last steps hold none of the image)")
+    if not (math.isfinite(args.foreground_weight) and args.foreground_weight >= 0):
+        parser.error(f"--foreground-weight is a number ≥ 0 (0: off), not {args.foreground_weight}")
+    for parse, text in ((parse_scene_mix, args.scene_mix), (parse_language_weights, args.language_weights)):
+        try:  # checked now, long before they are used
+            parse(text)
+        except ValueError as e:
+            parser.error(str(e))
     values = vars(args)
     values["layout_background"] = tuple(args.layout_background)
     if values.get("ema_decay") == 0:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +22,8 @@ from ..data.examples import batch
 from ..data.shapes import LANGS, Scene, render_array, sample_scene
 
 __all__ = [
-    "LANGUAGES", "LAYOUT_BACKGROUND", "Pool", "layout_scene", "placed_caption", "caption_corpus", "render_pool",
+    "LANGUAGES", "LAYOUT_BACKGROUNDS", "Pool", "latent_foreground", "layout_scene", "placed_caption", "caption_corpus",
+    "render_pool",
     "CaptionTokens", "scene_captions",
 ]
 
@@ -102,16 +103,17 @@ def _tokenize_np(tokenizer, texts: list[str]) -> tuple[np.ndarray, np.ndarray, n
 _worker_tokenizer = None
 
 
-def _render_chunk(args: tuple[int, int, str, int, int, int, str, float, float, tuple[str, ...]]):
+def _render_chunk(args: tuple):
     global _worker_tokenizer
-    seed, n, split, size, k_caps, chunk_index, tokenizer_dir, stated_position, layout_share, layout_backgrounds = args
+    (seed, n, split, size, k_caps, chunk_index, tokenizer_dir, stated_position, layout_share, layout_backgrounds,
+     kind_weights) = args
     from .tokenizer import load_tokenizer
 
     if _worker_tokenizer is None or _worker_tokenizer[0] != tokenizer_dir:
         _worker_tokenizer = (tokenizer_dir, load_tokenizer(Path(tokenizer_dir)))
     tokenizer = _worker_tokenizer[1]
     rng = np.random.default_rng([seed, chunk_index])
-    images, _captions, scenes = batch(rng, n, split, size)
+    images, _captions, scenes = batch(rng, n, split, size, kind_weights=dict(kind_weights) if kind_weights else None)
     # Layout scenes replace a share of the batch; their own stream keeps a pool without them unchanged.
     layout = np.zeros(n, dtype=bool)
     if layout_share > 0:
@@ -141,13 +143,15 @@ def render_pool(
     stated_position: float = 0.0,
     layout_share: float = 0.0,
     layout_backgrounds: Sequence[str] = LAYOUT_BACKGROUNDS,
+    kind_weights: Mapping[str, float] | None = None,
 ) -> Pool:
     """``n`` scenes of ``split`` at ``size`` px with tokenized captions; deterministic for a seed, any ``workers``.
     ``stated_position``: see :func:`placed_caption`. ``layout_share``: the share of scenes drawn by
-    :func:`layout_scene` on ``layout_backgrounds``, every caption of which says where the shape is."""
+    :func:`layout_scene` on ``layout_backgrounds``, every caption of which says where the shape is.
+    ``kind_weights``: how often the other scenes are each kind (default: the dataset's ``KIND_WEIGHTS``)."""
     jobs = [
         (seed, min(CHUNK, n - i), split, size, captions_per_language, k, str(tokenizer_dir), stated_position,
-         layout_share, tuple(layout_backgrounds))
+         layout_share, tuple(layout_backgrounds), tuple(kind_weights.items()) if kind_weights else None)
         for k, i in enumerate(range(0, n, CHUNK))
     ]
     workers = max(1, min(workers or (os.cpu_count() or 1), len(jobs)))
@@ -165,6 +169,19 @@ def render_pool(
         position_ids=np.concatenate([p[3] for p in parts]),
         layout=np.concatenate([p[4] for p in parts]),
     )
+
+
+def latent_foreground(images: np.ndarray, factor: int, *, tolerance: int = 8) -> np.ndarray:
+    """bool N×(H/factor)×(W/factor): the latent cells whose factor×factor pixels hold anything but the background
+    (a pixel more than ``tolerance`` from the image's corner colour in some channel). Scenes are flat shapes on one
+    flat colour, so this is exact up to anti-aliasing."""
+    n, h, w, _ = images.shape
+    out = np.empty((n, h // factor, w // factor), dtype=bool)
+    for i in range(0, n, CHUNK):
+        x = images[i : i + CHUNK].astype(np.int16)
+        differs = (np.abs(x - x[:, :1, :1]) > tolerance).any(axis=3)
+        out[i : i + CHUNK] = differs.reshape(len(x), h // factor, factor, w // factor, factor).any(axis=(2, 4))
+    return out
 
 
 class CaptionTokens:

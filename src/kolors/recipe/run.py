@@ -45,8 +45,8 @@ from .evaluate import EvalSpec, evaluate_folder, parse_grid, reconstruction_chec
 from .export import check_destination, count_params, export_folder, folder_size, hardware_description, init_note, \
     render_readme, verify_on_cpu
 from .initialise import initialise_from, weights_variant
-from .pool import LANGUAGES, CaptionTokens, Pool, caption_corpus, render_pool
-from .options import RecipeConfig, config_from_args, parse_language_weights
+from .pool import LANGUAGES, CaptionTokens, Pool, caption_corpus, latent_foreground, render_pool
+from .options import RecipeConfig, config_from_args, parse_language_weights, parse_scene_mix
 from .tokenizer import load_tokenizer, padded_vocab_size, train_tokenizer
 from .trainer import DiffusionTrainer
 from .vocabulary import VOCABULARY_FILE, write_vocabulary
@@ -54,6 +54,8 @@ from .vocabulary import VOCABULARY_FILE, write_vocabulary
 __all__ = ["RecipeResult", "RecipeRun", "run", "main"]
 
 POOL_OPTIONS_FILE = "pool.json"
+# Pool options added after pool.json was: what a pool.json without them was made with.
+POOL_OPTIONS_BEFORE = {"scene_mix": None}
 
 
 class Log:
@@ -93,6 +95,7 @@ class Latents:
     tokens: dict[str, torch.Tensor]
     scaling_factor: float
     layout: torch.Tensor | None = None  # which items are layout scenes (bool); None: a pool from before the option
+    foreground: torch.Tensor | None = None  # bool N×h×w: latent cells holding a shape; None: a pool from before
 
 
 class RecipeRun:
@@ -164,7 +167,7 @@ class RecipeRun:
         pool = render_pool(cfg.pool_size, tokenizer_dir=self.work / "tokenizer", split="train", size=cfg.image_size,
                            seed=cfg.seed, captions_per_language=cfg.captions_per_language, workers=cfg.workers,
                            stated_position=cfg.stated_position, layout_share=cfg.layout_share,
-                           layout_backgrounds=cfg.layout_background)
+                           layout_backgrounds=cfg.layout_background, kind_weights=parse_scene_mix(cfg.scene_mix))
         self.log(f"pool: {len(pool)} scenes rendered, {len(LANGUAGES)}×{cfg.captions_per_language} captions each "
                  f"tokenized, in {time.monotonic() - t0:.1f}s")
         return pool
@@ -174,7 +177,8 @@ class RecipeRun:
         cfg = self.cfg
         return {"seed": cfg.seed, "pool_size": cfg.pool_size, "image_size": cfg.image_size,
                 "captions_per_language": cfg.captions_per_language, "stated_position": cfg.stated_position,
-                "layout_share": cfg.layout_share, "layout_background": list(cfg.layout_background)}
+                "layout_share": cfg.layout_share, "layout_background": list(cfg.layout_background),
+                "scene_mix": parse_scene_mix(cfg.scene_mix)}
 
     def _check_pool_options(self) -> None:
         """``--resume`` reuses the rendered pool: options asking for another pool are refused, not ignored."""
@@ -189,11 +193,16 @@ class RecipeRun:
             raise KolorsError(f"{recorded_file} is not the JSON this recipe writes: remove it to resume without "
                               "checking the pool's options, or give a new --work-dir") from None
         asked = self._pool_options()
+        recorded = {**POOL_OPTIONS_BEFORE, **recorded}
         differ = [k for k in asked if k in recorded and recorded[k] != asked[k]]
         if differ:
             def flag(key, value):
-                return f"--{key.replace('_', '-')} " + (" ".join(map(str, value)) if isinstance(value, list)
-                                                        else str(value))
+                name = f"--{key.replace('_', '-')}"
+                if value is None:
+                    return f"no {name}"
+                if isinstance(value, dict):
+                    return f"{name} " + ",".join(f"{k}={v:g}" for k, v in value.items())
+                return f"{name} " + (" ".join(map(str, value)) if isinstance(value, list) else str(value))
             raise KolorsError(
                 f"--resume reuses the pool in {self.work}, made with "
                 + ", ".join(flag(k, recorded[k]) for k in differ) + "; this run asks for "
@@ -238,7 +247,7 @@ class RecipeRun:
         cache = torch.load(self.work / "latents.pt", weights_only=False)
         tokens = {k: cache[k] for k in ("input_ids", "attention_mask", "position_ids")}
         return vae, Latents(cache["means"], cache["stds"], tokens, float(vae.config.scaling_factor),
-                            cache.get("layout"))
+                            cache.get("layout"), cache.get("foreground"))
 
     def _train_autoencoder(self, vae, images: torch.Tensor, *, steps: int | None = None, anchor=None) -> None:
         cfg, log = self.cfg, self.log
@@ -303,7 +312,9 @@ class RecipeRun:
             torch.save({"means": means, "stds": stds, "input_ids": torch.from_numpy(pool.input_ids),
                         "attention_mask": torch.from_numpy(pool.attention_mask),
                         "position_ids": torch.from_numpy(pool.position_ids),
-                        "layout": torch.from_numpy(pool.layout)}, tmp)
+                        "layout": torch.from_numpy(pool.layout),
+                        "foreground": torch.from_numpy(latent_foreground(pool.images, pool.images.shape[1]
+                                                                         // means.shape[-1]))}, tmp)
 
     # 4. diffusion -----------------------------------------------------------------------------------------------
     def diffusion_stage(self, tokenizer, vae, latents: Latents) -> DiffusionTrainer:
@@ -355,6 +366,12 @@ class RecipeRun:
         val = {"latents": lat_mean[:k].float() * sf,
                **table.lookup(val_items, val_items % len(LANGUAGES), torch.zeros_like(val_items))}
         language_weights = parse_language_weights(cfg.language_weights)
+        foreground = None
+        if cfg.foreground_weight:
+            if latents.foreground is None:
+                raise KolorsError(f"--foreground-weight needs the shape masks of the pool, which the pool in {self.work} "
+                                  "was made without (before the option): give a new --work-dir for a new pool")
+            foreground = latents.foreground.to(device)
         steps_total = cfg.steps_diffusion
         deadline = self.start + self.budget - self.reserve if self.budget else None
         t_diff = last_ckpt = last_print = time.monotonic()
@@ -367,10 +384,11 @@ class RecipeRun:
         log_every, first_step = 10, trainer.step_count
         warmup_steps, layout_items, warmup_t = self._layout_warmup(trainer, latents)
 
-        def draw(step: int) -> tuple[torch.Tensor, dict, torch.Tensor | None]:
-            """Step ``step``'s batch: latents sampled from the pool's posteriors, captions, and the warm-up's
-            timesteps (None: the trainer draws them). Every draw comes from ``g`` seeded by (seed, step) alone, so
-            a resumed run draws what the uninterrupted one would have."""
+        def draw(step: int) -> tuple[torch.Tensor, dict, torch.Tensor | None, torch.Tensor | None]:
+            """Step ``step``'s batch: latents sampled from the pool's posteriors, captions, the warm-up's
+            timesteps (None: the trainer draws them) and the loss weights of the latent cells (None: alike). Every
+            draw comes from ``g`` seeded by (seed, step) alone, so a resumed run draws what the uninterrupted one
+            would have."""
             g.manual_seed(((cfg.seed + 4) * 1_000_003 + step) % 2**63)
             timesteps = None
             if step < warmup_steps:  # layout scenes only, at the pure-noise end of the schedule
@@ -383,7 +401,8 @@ class RecipeRun:
             lat = (lat_mean[items].float() + lat_std[items].float() * torch.randn(
                 (cfg.batch_size, *lat_mean.shape[1:]), generator=g, device=device)) * sf
             tokens = table.sample(items, dropout=cfg.caption_dropout, generator=g, language_weights=language_weights)
-            return lat, tokens, timesteps
+            weight = None if foreground is None else 1.0 + cfg.foreground_weight * foreground[items, None].float()
+            return lat, tokens, timesteps, weight
 
         try:
             while trainer.step_count < steps_total:
@@ -394,10 +413,10 @@ class RecipeRun:
                 progress = trainer.step_count / steps_total
                 if self.budget:
                     progress = max(progress, (now - self.start) / (self.budget - self.reserve))
-                lat, tokens, timesteps = draw(trainer.step_count)
+                lat, tokens, timesteps, weight = draw(trainer.step_count)
                 with deferred():  # a signal lands between steps, never inside one
                     loss, lr = trainer.step(lat, tokens["input_ids"], tokens["attention_mask"], tokens["position_ids"],
-                                            progress=progress, timesteps=timesteps, generator=g)
+                                            progress=progress, timesteps=timesteps, generator=g, weight=weight)
                 run_loss += loss
                 run_n += 1
                 step = trainer.step_count

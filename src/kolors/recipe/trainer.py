@@ -218,9 +218,10 @@ class DiffusionTrainer:
         timesteps: torch.Tensor | None = None,
         weighted: bool = True,
         generator: torch.Generator | None = None,
+        weight: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The denoising loss on scaled latents (optionally Min-SNR-γ weighted); noise and timesteps not given are
-        drawn from ``generator`` (timesteps first)."""
+        """The denoising loss on scaled latents (optionally Min-SNR-γ weighted; ``weight``: per latent element,
+        broadcast to the latents); noise and timesteps not given are drawn from ``generator`` (timesteps first)."""
         b = latents.shape[0]
         if timesteps is None:
             timesteps = sample_timesteps(b, self.num_train_timesteps, shift=self.timestep_shift, device=latents.device,
@@ -239,13 +240,15 @@ class DiffusionTrainer:
         kind = self.scheduler.config.prediction_type
         return diffusion_loss(pred, prediction_target(self.scheduler, latents, noise, timesteps), timesteps,
                               alphas_cumprod=self.alphas_cumprod, snr_gamma=self.min_snr_gamma if weighted else None,
-                              prediction_type=kind)
+                              prediction_type=kind, weight=weight if weighted else None)
 
     def step(self, latents, input_ids, attention_mask, position_ids, *, progress: float,
-             timesteps: torch.Tensor | None = None, generator: torch.Generator | None = None) -> tuple[float, float]:
+             timesteps: torch.Tensor | None = None, generator: torch.Generator | None = None,
+             weight: torch.Tensor | None = None) -> tuple[float, float]:
         """One AdamW step (``timesteps`` and noise: default drawn as :meth:`loss` does); returns (loss, lr)."""
         lr = self.set_progress(progress)
-        loss = self.loss(latents, input_ids, attention_mask, position_ids, timesteps=timesteps, generator=generator)
+        loss = self.loss(latents, input_ids, attention_mask, position_ids, timesteps=timesteps, generator=generator,
+                         weight=weight)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.grad_clip:

@@ -25,9 +25,18 @@ def min_snr_weight(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, gamma:
 
 def diffusion_loss(prediction: torch.Tensor, target: torch.Tensor, timesteps: torch.Tensor, *,
                    alphas_cumprod: torch.Tensor, snr_gamma: float | None = None,
-                   prediction_type: str = "epsilon") -> torch.Tensor:
-    """The batch's mean of per-row MSE (in fp32), each row weighted by Min-SNR-γ when ``snr_gamma`` is set."""
-    per_row = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=tuple(range(1, target.ndim)))
+                   prediction_type: str = "epsilon", weight: torch.Tensor | None = None) -> torch.Tensor:
+    """The batch's mean of per-row MSE (in fp32), each row weighted by Min-SNR-γ when ``snr_gamma`` is set.
+
+    ``weight`` (broadcast to the prediction) makes each row's MSE a weighted mean over its elements: the loss keeps
+    its scale, and a uniform weight changes nothing."""
+    dims = tuple(range(1, target.ndim))
+    squared = F.mse_loss(prediction.float(), target.float(), reduction="none")
+    if weight is None:
+        per_row = squared.mean(dim=dims)
+    else:
+        weight = weight.float().expand_as(squared)
+        per_row = (squared * weight).sum(dim=dims) / weight.sum(dim=dims)
     if snr_gamma:
         per_row = per_row * min_snr_weight(alphas_cumprod, timesteps, snr_gamma, prediction_type)
     return per_row.mean()
