@@ -127,3 +127,29 @@ def test_unconditional_rows_dropped_after_the_stop_give_the_images_of_running_th
     else:
         assert rows_dropped == [4] * guided + [2] * (steps - guided) and calls == [4] * steps
     assert np.abs(dropped.pixels - kept.pixels).max() <= 2e-3
+
+
+@pytest.mark.parametrize("stop", [0.5, 0.0])
+def test_the_recipes_evaluation_stops_diffusers_guidance_where_kolors_does(ours, tiny_kolors_diffusers, stop):
+    """The recipe evaluates with diffusers' KolorsPipeline, whose guidance runs every step: a step-end callback turns
+    it off after the same steps (and keeps the conditional half of the batch), so an ``--eval-grid`` point with a
+    stop scores the images kolors makes with that ``guidance_stop``."""
+    from diffusers import KolorsPipeline
+
+    from kolors.recipe.evaluate import generate
+
+    from kolors.schedulers import make_scheduler
+
+    theirs = KolorsPipeline.from_pretrained(str(tiny_kolors_diffusers), variant="fp16", dtype=torch.float32)
+    theirs.scheduler = make_scheduler("default", ours.components.scheduler)
+    theirs.set_progress_bar_config(disable=True)
+    size = theirs.default_sample_size * theirs.vae_scale_factor  # what generate() leaves diffusers to choose
+    kw = dict(steps=4, guidance=5.0, batch_size=2, device=torch.device("cpu"))
+    prompts, seeds = ["一只红色的猫", "a blue dog"], [3, 4]
+    stopped = generate(theirs, prompts, seeds, guidance_stop=stop, **kw)
+    every = generate(theirs, prompts, seeds, **kw)
+    assert np.abs(stopped.astype(int) - every.astype(int)).max() > 2
+    for prompt, seed, image in zip(prompts, seeds, stopped):
+        mine = ours(prompt, width=size, height=size, steps=4, guidance=5.0, guidance_stop=stop, seed=seed,
+                    progress=False)
+        assert np.abs((mine.pixels[0] * 255).round() - image.astype(int)).max() <= 1

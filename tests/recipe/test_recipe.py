@@ -364,6 +364,24 @@ def test_foreground_weight_trains_on_the_pools_masks_and_needs_them(tiny_run, tm
             config_from_args(["--out", "x", "--foreground-weight", bad])
 
 
+def test_an_eval_grid_point_with_a_stop_writes_guidance_stop_into_the_defaults(tiny_run, tmp_path):
+    """``--eval-grid 2x3x0.5``: the point is evaluated with guidance over the first half of the steps and, chosen,
+    is the model's default (the built-in model ships with one); a malformed grid is refused before anything runs."""
+    from kolors.recipe.options import config_from_args, parse_grid
+
+    assert parse_grid("20x5, 25x3x0.3") == [(20, 5.0, 1.0), (25, 3.0, 0.3)]
+    result = run(_short_run(tiny_run, tmp_path / "m", steps_diffusion=2, skip_eval=False, eval_grid="2x3x0.5",
+                            eval_pairs=1, eval_seeds=1, eval_final_pairs=0, eval_batch=8))
+    defaults = json.loads((tmp_path / "m" / "kolors_defaults.json").read_text())
+    assert defaults["guidance"] == 3.0 and defaults["guidance_stop"] == 0.5 and defaults["steps"] == 2
+    assert result.eval[0]["guidance_stop"] == 0.5
+    assert "| defaults | 2 steps, guidance 3 over the first 50% of the steps (`kolors_defaults.json`) |" in \
+        (tmp_path / "m" / "README.md").read_text()
+    for bad in ("25x3x1.5", "25", "25x3x0.3x1", "0x3", "abcx3", "25x-1"):
+        with pytest.raises(SystemExit):
+            config_from_args(["--out", "x", "--eval-grid", bad])
+
+
 def test_layout_warmup_trains_layout_scenes_at_the_pure_noise_end(tiny_run, tmp_path, monkeypatch):
     from kolors.errors import KolorsError
     from kolors.recipe.options import config_from_args

@@ -2,7 +2,8 @@
 
 Prompts are the first pairs of each category of the committed composition prompts (``kolors.evaluation``), in
 every language, each generated with several seeds; the automatic checker scores what each prompt asks (colour,
-shape, background, position, count, binding, relation). A grid of (steps, guidance) picks the model's defaults.
+shape, background, position, count, binding, relation). A grid of (steps, guidance[, guidance stop]) picks the
+model's defaults.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from ..evaluation import shapes_checker
 from ..evaluation.composition import score, summarise
 from ..evaluation.shapes_eval import prompt_rows
 
-__all__ = ["EvalSpec", "generate", "evaluate", "check_images", "reconstruction_check", "parse_grid", "evaluate_folder"]
+__all__ = ["EvalSpec", "generate", "evaluate", "check_images", "reconstruction_check", "evaluate_folder"]
 
 
 @dataclass
@@ -33,6 +34,7 @@ class EvalSpec:
 class EvalResult:
     steps: int
     guidance: float
+    guidance_stop: float = 1.0  # the share of the steps guided (kolors' ``guidance_stop``; 1: every step)
     metrics: dict = field(default_factory=dict)  # kolors.evaluation.composition.summarise
     images: int = 0
     seconds: float = 0.0
@@ -45,7 +47,8 @@ class EvalResult:
         return float(np.mean(vals)) if vals else 0.0
 
     def as_dict(self) -> dict:
-        return {"steps": self.steps, "guidance": self.guidance, "images": self.images,
+        return {"steps": self.steps, "guidance": self.guidance, "guidance_stop": self.guidance_stop,
+                "images": self.images,
                 "seconds": round(self.seconds, 2), "score": round(self.score, 4), "metrics": self.metrics,
                 "final": self.final}
 
@@ -53,14 +56,31 @@ class EvalResult:
         parts = [f"{m} " + "/".join(f"{v['rate']:.0%}" for v in per_lang.values())
                  for m, per_lang in self.metrics.items()]
         langs = "/".join(next(iter(self.metrics.values()), {}))
-        return (f"steps {self.steps} guidance {self.guidance:g} ({langs}): " + ", ".join(parts)
+        stop = f" stop {self.guidance_stop:g}" if self.guidance_stop < 1 else ""
+        return (f"steps {self.steps} guidance {self.guidance:g}{stop} ({langs}): " + ", ".join(parts)
                 + f" ({self.images} images)")
+
+
+def _stop_guidance_after(guided_steps: int):
+    """A diffusers ``callback_on_step_end`` that turns classifier-free guidance off after ``guided_steps`` steps
+    (kolors' ``guidance_stop``: step i is guided iff i < guided_steps) and keeps the conditional half of the batch."""
+    def callback(pipe, i, t, tensors):
+        if i + 1 != guided_steps:
+            return {}
+        pipe._guidance_scale = 1.0  # what KolorsPipeline.do_classifier_free_guidance reads at the next step
+        return {name: value.chunk(2)[1] for name, value in tensors.items()}
+    return callback
 
 
 @torch.no_grad()
 def generate(pipe, prompts: list[str], seeds: list[int], *, steps: int, guidance: float, batch_size: int,
-             device: torch.device) -> np.ndarray:
+             device: torch.device, guidance_stop: float = 1.0) -> np.ndarray:
     """uint8 N×H×W×3 images for (prompt, seed) pairs, in order."""
+    guided = int(guidance_stop * steps) if guidance > 1 else steps
+    extra = {}
+    if 0 < guided < steps:
+        extra = {"callback_on_step_end": _stop_guidance_after(guided),
+                 "callback_on_step_end_tensor_inputs": ["prompt_embeds", "add_text_embeds", "add_time_ids"]}
     out = []
     for i in range(0, len(prompts), batch_size):
         chunk, chunk_seeds = prompts[i : i + batch_size], seeds[i : i + batch_size]
@@ -68,9 +88,10 @@ def generate(pipe, prompts: list[str], seeds: list[int], *, steps: int, guidance
         images = pipe(
             prompt=chunk,
             num_inference_steps=steps,
-            guidance_scale=guidance,
+            guidance_scale=guidance if guided else 1.0,
             generator=gens,
             output_type="np",
+            **extra,
         ).images
         out.append((np.clip(images, 0, 1) * 255).round().astype(np.uint8))
     return np.concatenate(out)
@@ -88,18 +109,20 @@ def evaluate(
     steps: int,
     guidance: float,
     device: torch.device,
+    guidance_stop: float = 1.0,
     log: Callable[[str], None] | None = None,
 ) -> EvalResult:
-    """The composition metrics per language of ``pipe`` (diffusers' KolorsPipeline) at ``steps``/``guidance``."""
+    """The composition metrics per language of ``pipe`` (diffusers' KolorsPipeline) at ``steps``/``guidance``,
+    guided over the first ``guidance_stop`` of the steps."""
     t0 = time.monotonic()
     rows = [r for r in prompt_rows("composition", pairs=spec.pairs) for _ in spec.seeds]
     seeds = [s for _ in range(len(rows) // len(spec.seeds)) for s in spec.seeds]
     pipe.set_progress_bar_config(disable=True)
     images = generate(pipe, [r["prompt"] for r in rows], seeds, steps=steps, guidance=guidance,
-                      batch_size=spec.batch_size, device=device)
+                      batch_size=spec.batch_size, device=device, guidance_stop=guidance_stop)
     records = [{"lang": r["lang"], "scores": score(image, r["expects"])} for r, image in zip(rows, images)]
-    result = EvalResult(steps=steps, guidance=guidance, metrics=summarise(records), images=len(images),
-                        seconds=time.monotonic() - t0)
+    result = EvalResult(steps=steps, guidance=guidance, guidance_stop=guidance_stop, metrics=summarise(records),
+                        images=len(images), seconds=time.monotonic() - t0)
     if log is not None:
         log("eval " + result.line() + f" in {result.seconds:.0f}s")
     return result
@@ -119,15 +142,6 @@ def reconstruction_check(vae, *, split: str, image_size: int, seed: int, device:
     return {"n": n, "colour": float(checks[:, 0].mean()), "shape": float(checks[:, 1].mean())}
 
 
-def parse_grid(text: str) -> list[tuple[int, float]]:
-    """``"20x5,30x7.5"`` → [(20, 5.0), (30, 7.5)]: (steps, guidance) points."""
-    grid = []
-    for item in text.split(","):
-        s, g = item.strip().split("x")
-        grid.append((int(s), float(g)))
-    return grid
-
-
 def evaluate_folder(folder, spec: EvalSpec, grid: list[tuple[int, float]], *, final_pairs: int | None,
                     device: torch.device, log: Callable[[str], None] | None = None):
     """The held-out grid on a folder loaded with diffusers' KolorsPipeline; returns (best, every result).
@@ -138,14 +152,15 @@ def evaluate_folder(folder, spec: EvalSpec, grid: list[tuple[int, float]], *, fi
     from diffusers import KolorsPipeline
 
     pipe = KolorsPipeline.from_pretrained(str(folder), variant="fp16", dtype=torch.float32).to(device)
-    results = [evaluate(pipe, spec, steps=steps, guidance=guidance, device=device, log=log) for steps, guidance in grid]
+    results = [evaluate(pipe, spec, steps=steps, guidance=guidance, guidance_stop=stop, device=device, log=log)
+               for steps, guidance, stop in grid]
     top = max(r.score for r in results)
     best = min((r for r in results if r.score >= top - 0.005), key=lambda r: (r.steps, -r.score))
     if log is not None:
         log("eval best of the grid: " + best.line())
     if final_pairs and final_pairs > spec.pairs:
         best = evaluate(pipe, replace(spec, pairs=final_pairs), steps=best.steps, guidance=best.guidance,
-                        device=device, log=log)
+                        guidance_stop=best.guidance_stop, device=device, log=log)
         best.final = True
         results.append(best)
     return best, results

@@ -123,8 +123,9 @@ def render_readme(info: dict) -> str:
         "| | |",
         "| --- | --- |",
         f"| native resolution | {info['width']}×{info['height']} px |",
-        f"| defaults | {info['defaults']['steps']} steps, guidance {info['defaults']['guidance']:g} "
-        "(`kolors_defaults.json`) |",
+        f"| defaults | {info['defaults']['steps']} steps, guidance {info['defaults']['guidance']:g}"
+        + (f" over the first {info['defaults']['guidance_stop']:.0%} of the steps"
+           if info["defaults"].get("guidance_stop", 1) < 1 else "") + " (`kolors_defaults.json`) |",
         f"| parameters | text encoder {info['params']['text_encoder']:,}, UNet {info['params']['unet']:,}, "
         f"VAE {info['params']['vae']:,} |",
         f"| folder size | {info.get('size_mb', 0):.1f} MB |",

@@ -12,8 +12,8 @@ from ..data.shapes import BACKGROUNDS, KINDS
 from .architecture import ARCHITECTURES
 from .pool import LANGUAGES
 
-__all__ = ["DEVICE_DEFAULTS", "RecipeConfig", "parse_language_weights", "parse_scene_mix", "build_parser",
-           "config_from_args"]
+__all__ = ["DEVICE_DEFAULTS", "RecipeConfig", "parse_language_weights", "parse_scene_mix", "parse_grid",
+           "build_parser", "config_from_args"]
 
 # Step counts and sizes by device; every one can be overridden on the command line.
 DEVICE_DEFAULTS = {
@@ -161,6 +161,24 @@ def parse_scene_mix(text: str | None) -> dict[str, float] | None:
     return {kind: given.get(kind, 0.0) for kind in KINDS}
 
 
+def parse_grid(text: str) -> list[tuple[int, float, float]]:
+    """``"20x5,25x3x0.3"`` → [(20, 5.0, 1.0), (25, 3.0, 0.3)]: (steps, guidance, guidance stop) points; a point
+    without a stop guides every step. A malformed grid is a ValueError naming the point."""
+    grid = []
+    for item in text.split(","):
+        parts = item.strip().split("x")
+        try:
+            steps, guidance, stop = int(parts[0]), float(parts[1]), float(parts[2]) if len(parts) == 3 else 1.0
+        except (ValueError, IndexError):
+            steps = None
+        if steps is None or len(parts) > 3 or steps < 1 or not (math.isfinite(guidance) and guidance >= 0) \
+                or not 0 <= stop <= 1:
+            raise ValueError(f"--eval-grid: {item.strip()!r} is not STEPSxGUIDANCE or STEPSxGUIDANCExSTOP (e.g. "
+                             "30x5 or 25x3x0.3: steps ≥ 1, guidance ≥ 0, the guided share of the steps 0–1)")
+        grid.append((steps, guidance, stop))
+    return grid
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m kolors.recipe",
@@ -239,7 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-pairs", type=int, help="composition prompt pairs (en + zh) per category and grid point")
     p.add_argument("--eval-final-pairs", type=int, help="pairs of the final evaluation at the chosen settings")
     p.add_argument("--eval-seeds", type=int, default=2)
-    p.add_argument("--eval-grid", help='STEPSxGUIDANCE list, e.g. "20x5,30x7.5"')
+    p.add_argument("--eval-grid", help='STEPSxGUIDANCE[xSTOP] list, e.g. "20x5,30x7.5,25x3x0.3" (STOP: the share of '
+                                       'the steps guided, written to kolors_defaults.json as guidance_stop)')
     p.add_argument("--eval-batch", type=int)
     p.add_argument("--eval-split", default="heldout")
     p.add_argument("--skip-eval", action="store_true")
@@ -267,9 +286,11 @@ def config_from_args(argv: list[str] | None = None) -> RecipeConfig:
                      "whose last steps hold none of the image)")
     if not (math.isfinite(args.foreground_weight) and args.foreground_weight >= 0):
         parser.error(f"--foreground-weight is a number ≥ 0 (0: off), not {args.foreground_weight}")
-    for parse, text in ((parse_scene_mix, args.scene_mix), (parse_language_weights, args.language_weights)):
+    for parse, text in ((parse_scene_mix, args.scene_mix), (parse_language_weights, args.language_weights),
+                        (parse_grid, args.eval_grid)):
         try:  # checked now, long before they are used
-            parse(text)
+            if text:
+                parse(text)
         except ValueError as e:
             parser.error(str(e))
     values = vars(args)

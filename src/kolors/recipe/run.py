@@ -41,12 +41,12 @@ from .autoencoder import (
     pool_to_tensor,
     train_vae,
 )
-from .evaluate import EvalSpec, evaluate_folder, parse_grid, reconstruction_check
+from .evaluate import EvalSpec, evaluate_folder, reconstruction_check
 from .export import check_destination, count_params, export_folder, folder_size, hardware_description, init_note, \
     render_readme, verify_on_cpu
 from .initialise import initialise_from, weights_variant
 from .pool import LANGUAGES, CaptionTokens, Pool, caption_corpus, latent_foreground, render_pool
-from .options import RecipeConfig, config_from_args, parse_language_weights, parse_scene_mix
+from .options import RecipeConfig, config_from_args, parse_grid, parse_language_weights, parse_scene_mix
 from .tokenizer import load_tokenizer, padded_vocab_size, train_tokenizer
 from .trainer import DiffusionTrainer
 from .vocabulary import VOCABULARY_FILE, write_vocabulary
@@ -507,6 +507,8 @@ class RecipeRun:
             if best is not None:
                 defaults = {"width": cfg.image_size, "height": cfg.image_size, "steps": best.steps,
                             "guidance": best.guidance}
+                if best.guidance_stop < 1:
+                    defaults["guidance_stop"] = best.guidance_stop
                 ev = dict(best.as_dict(), seeds=cfg.eval_seeds)
         verify = verify_on_cpu(cfg.out)
         log(f"verified: diffusers KolorsPipeline.from_pretrained(variant='fp16') loads the folder and generates on CPU "
