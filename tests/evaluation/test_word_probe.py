@@ -1,5 +1,5 @@
-"""The word probe: swaps change exactly one attribute, the built-in model is found to use its colour and shape words
-(which images show it follows) and not its position words (which images show it ignores), and bad options are one
+"""The word probe: swaps change exactly one attribute (or exchange two objects' colours), the built-in model is found
+to use the words it follows in images, a model that ignores them (or their order) scores 0, and bad options are one
 line."""
 
 from __future__ import annotations
@@ -27,6 +27,19 @@ def test_each_swap_changes_only_its_attribute_and_its_words():
                 assert W.probe_caption(scene, lang) != W.probe_caption(W.swapped(scene, attribute), lang)
     with pytest.raises(ValueError, match="attribute must be one of"):
         W.swapped(scene, "size")
+    with pytest.raises(ValueError, match="two-object scenes only"):
+        W.swapped(scene, "binding")
+
+
+def test_the_binding_swap_exchanges_the_colours_and_keeps_every_word():
+    for scene in W.probe_pair_scenes(40, seed=3):
+        (a, b), (a2, b2) = scene.shapes, W.swapped(scene, "binding").shapes
+        assert (a2.colour, b2.colour) == (b.colour, a.colour) and a.colour != b.colour and a.shape != b.shape
+        assert [(s.shape, s.size, s.position, s.dx, s.dy) for s in (a, b)] == \
+            [(s.shape, s.size, s.position, s.dx, s.dy) for s in (a2, b2)]
+        for lang in ("en", "zh"):
+            true, wrong = W.probe_caption(scene, lang), W.probe_caption(W.swapped(scene, "binding"), lang)
+            assert true != wrong and sorted(true) == sorted(wrong)  # the same characters, attached otherwise
 
 
 def test_the_probe_tells_the_words_the_builtin_model_uses_from_those_it_ignores(monkeypatch):
@@ -43,16 +56,25 @@ def test_the_probe_tells_the_words_the_builtin_model_uses_from_those_it_ignores(
     assert "| position | zh |" in table and "t=600" in table
     # A model that reads the prompt as one fixed text ignores every word: the probe reports no change.
     first = pipe.encode_prompt("a red circle", guidance=False)
+    real_encode = pipe.encode_prompt
     monkeypatch.setattr(pipe, "encode_prompt", lambda text, guidance=True: first)
-    deaf = W.word_probe(pipe, scenes, timesteps=(600,))
-    for word in ("colour", "shape", "position", "background"):
+    deaf = W.word_probe(pipe, scenes, pair_scenes=W.probe_pair_scenes(4), timesteps=(600,))
+    for word in ("colour", "shape", "position", "background", "binding"):
         assert all(abs(deaf[word][lang][600]) < 1e-6 for lang in ("en", "zh")), (word, deaf)
+    # A model that reads a prompt's characters as a bag (sorted) uses every word but not which noun a colour
+    # belongs to: binding 0, colour as before.
+    monkeypatch.setattr(pipe, "encode_prompt", lambda text, guidance=True: real_encode("".join(sorted(text)),
+                                                                                      guidance=guidance))
+    bag = W.word_probe(pipe, scenes, pair_scenes=W.probe_pair_scenes(4), timesteps=(600,))
+    for lang in ("en", "zh"):
+        assert abs(bag["binding"][lang][600]) < 1e-6 and abs(bag["colour"][lang][600]) > 1, bag
 
 
 @pytest.mark.parametrize("args, message", [
     (["--timesteps", "5000"], "timesteps must lie in 0..1099"),
     (["--timesteps", "a,b"], "expected comma-separated whole numbers"),
     (["--scenes", "0"], "--scenes must be 1 to 512"),
+    (["--pairs", "-1"], "--pairs must be 0 to 512"),
     (["--json", "no/such/folder/probe.json"], "the folder no/such/folder does not exist"),
 ])
 def test_bad_options_are_one_line(args, message, capsys, monkeypatch):

@@ -1,6 +1,7 @@
 """Which words of a prompt does a shapes model use? A probe that needs no sampling and no image checker.
 
-    python -m kolors.evaluation.word_probe [--model DIR] [--scenes 24] [--timesteps 300,600,900] [--json FILE]
+    python -m kolors.evaluation.word_probe [--model DIR] [--scenes 24] [--pairs 24] [--timesteps 300,600,900]
+                                           [--json FILE]
 
 For rendered single-shape scenes, the denoising loss is measured with the true caption and with the caption after
 one word is swapped for another value of the same attribute (colour, shape, position: the mirrored grid cell,
@@ -8,6 +9,11 @@ background), on the same latents, noise and timestep. A model that uses a word p
 the report gives, per attribute, language and timestep, the mean relative loss increase in percent. About 0 means
 the word is ignored there: a model that ignores position words at the high-noise timesteps, where a small latent's
 layout is decided, places shapes where its seed's noise suggests whatever the prompt says.
+
+``binding`` does the same for two-object scenes ("a red circle to the left of a blue square"): the wrong caption
+gives each object the other's colour ("a blue circle to the left of a red square"), so it has the same words and
+only their attachment differs. A model that reads colours as a bag of words scores about 0 there, and draws two
+objects in one colour or the other.
 
 It takes seconds on a CPU, so a training run can be checked for a new ability long before images show it.
 """
@@ -27,17 +33,26 @@ from ..data.captions import EN_WORDS, ZH_WORDS
 from ..data.shapes import COLOURS, POSITIONS, SHAPES, Scene, Shape, allowed_backgrounds, render_array, sample_scene
 from .reports import check_report_path, write_report
 
-__all__ = ["ATTRIBUTES", "probe_caption", "swapped", "probe_scenes", "word_probe", "format_probe", "main"]
+__all__ = ["ATTRIBUTES", "PAIR_ATTRIBUTES", "probe_caption", "swapped", "probe_scenes", "probe_pair_scenes",
+           "word_probe", "format_probe", "main"]
 
-ATTRIBUTES = ("colour", "shape", "position", "background")
+ATTRIBUTES = ("colour", "shape", "position", "background")  # of single-shape scenes
+PAIR_ATTRIBUTES = ("binding",)  # of two-object scenes
 DEFAULT_TIMESTEPS = (300, 600, 900)
 MAX_SCENES = 512  # one batch through the UNet: 512 scenes are about 1 GB of activations at 128 px
 
 
 def probe_caption(scene: Scene, lang: str) -> str:
-    """One fixed wording stating all four attributes of a single-shape scene (first synonym of each word)."""
+    """One fixed wording stating all four attributes of a single-shape scene, or both objects, their relation and
+    the background of a two-object scene (first synonym of each word)."""
     s = scene.shapes[0]
     words = EN_WORDS if lang == "en" else ZH_WORDS
+    if scene.kind == "pair":
+        (c1, s1), (c2, s2) = ((words["colour"][o.colour][0], words["shape"][o.shape][0]) for o in scene.shapes)
+        relation, background = words["relation"][scene.relation][0], words["background"][scene.background][0]
+        if lang == "en":
+            return f"a {c1} {s1} {relation} a {c2} {s2} on a {background} background"
+        return f"{background}背景，{c1}{s1}在{c2}{s2}的{relation}"
     colour, shape = words["colour"][s.colour][0], words["shape"][s.shape][0]
     position, background = words["position"][s.position][0], words["background"][scene.background][0]
     if lang == "en":
@@ -46,8 +61,15 @@ def probe_caption(scene: Scene, lang: str) -> str:
 
 
 def swapped(scene: Scene, attribute: str) -> Scene:
-    """``scene`` with one attribute of its shape (or its background) changed to a clearly different value."""
+    """``scene`` with one attribute of its shape (or its background) changed to a clearly different value; for
+    ``binding`` (two-object scenes), the two objects' colours exchanged."""
     s, bg = scene.shapes[0], scene.background
+    if attribute == "binding":
+        if scene.kind != "pair":
+            raise ValueError("binding is swapped in two-object scenes only")
+        first, second = scene.shapes
+        return dataclasses.replace(scene, shapes=(dataclasses.replace(first, colour=second.colour),
+                                                  dataclasses.replace(second, colour=first.colour)))
     if attribute == "background":
         return dataclasses.replace(scene, background=next(b for b in allowed_backgrounds([s.colour]) if b != bg))
     if attribute == "colour":
@@ -60,7 +82,7 @@ def swapped(scene: Scene, attribute: str) -> Scene:
         col, row = s.cell
         new = Shape(s.shape, s.colour, s.size, POSITIONS[(2 - row) * 3 + (2 - col)])
     else:
-        raise ValueError(f"attribute must be one of {', '.join(ATTRIBUTES)}, not {attribute!r}")
+        raise ValueError(f"attribute must be one of {', '.join(ATTRIBUTES + PAIR_ATTRIBUTES)}, not {attribute!r}")
     return dataclasses.replace(scene, shapes=(new,))
 
 
@@ -75,10 +97,25 @@ def probe_scenes(n: int, *, seed: int = 0) -> list[Scene]:
     return out
 
 
+def probe_pair_scenes(n: int, *, seed: int = 0) -> list[Scene]:
+    """``n`` training-split two-object scenes with a relation, two colours and two shapes (so that exchanging the
+    colours changes which shape has which)."""
+    rng = np.random.default_rng([seed, 2])
+    out = []
+    while len(out) < n:
+        scene = sample_scene(rng, "train", kind="pair")
+        first, second = scene.shapes
+        if scene.relation is not None and first.colour != second.colour and first.shape != second.shape:
+            out.append(scene)
+    return out
+
+
 @torch.no_grad()
-def word_probe(pipe, scenes: Sequence[Scene], *, timesteps: Sequence[int] = DEFAULT_TIMESTEPS,
-               languages: Sequence[str] = ("en", "zh"), seed: int = 0) -> dict:
-    """{attribute: {lang: {timestep: mean relative loss increase (%)}}} of ``pipe`` (a kolors Pipeline)."""
+def word_probe(pipe, scenes: Sequence[Scene], *, pair_scenes: Sequence[Scene] = (),
+               timesteps: Sequence[int] = DEFAULT_TIMESTEPS, languages: Sequence[str] = ("en", "zh"),
+               seed: int = 0) -> dict:
+    """{attribute: {lang: {timestep: mean relative loss increase (%)}}} of ``pipe`` (a kolors Pipeline): the
+    ``ATTRIBUTES`` on ``scenes``, and ``binding`` on ``pair_scenes`` when there are any."""
     from diffusers import DDPMScheduler
 
     from ..training.loss import prediction_target
@@ -89,34 +126,42 @@ def word_probe(pipe, scenes: Sequence[Scene], *, timesteps: Sequence[int] = DEFA
     if not timesteps or any(not 0 <= int(t) < limit for t in timesteps):
         raise ValueError(f"timesteps must lie in 0..{limit - 1}, got {list(timesteps)}")
     size = c.unet.config.sample_size * pipe.vae_scale_factor
-    pixels = torch.from_numpy(np.stack([render_array(s, size) for s in scenes])).permute(0, 3, 1, 2)
-    pixels = pixels.float().div(127.5).sub(1)
     generator = torch.Generator().manual_seed(seed)
-    latents = torch.cat([pipe.encode_pixels(p[None], [generator]) for p in pixels]).float()
     time_ids = torch.tensor([[size, size, 0, 0, size, size]], dtype=pipe.dtype, device=pipe.device)
-    noise = {t: torch.randn(latents.shape, generator=generator) for t in timesteps}
 
-    def losses(captions: list[str], t: int) -> torch.Tensor:
+    def encoded(group: Sequence[Scene]) -> tuple[torch.Tensor, dict]:
+        """The scenes' latents and one noise draw per timestep."""
+        pixels = torch.from_numpy(np.stack([render_array(s, size) for s in group])).permute(0, 3, 1, 2)
+        pixels = pixels.float().div(127.5).sub(1)
+        latents = torch.cat([pipe.encode_pixels(p[None], [generator]) for p in pixels]).float()
+        return latents, {t: torch.randn(latents.shape, generator=generator) for t in timesteps}
+
+    def losses(latents: torch.Tensor, noise: torch.Tensor, captions: list[str], t: int) -> torch.Tensor:
         embeddings = [pipe.encode_prompt(text, guidance=False)[0] for text in captions]
         tokens = torch.cat([e.tokens for e in embeddings]).to(pipe.device, pipe.dtype)
         pooled = torch.cat([e.pooled for e in embeddings]).to(pipe.device, pipe.dtype)
         steps = torch.full((len(captions),), int(t), dtype=torch.long)
-        noisy = schedule.add_noise(latents, noise[t], steps)
+        noisy = schedule.add_noise(latents, noise, steps)
         with pipe.placement.using(c.unet):
             pred = c.unet(noisy.to(pipe.device, pipe.dtype), steps.to(pipe.device), encoder_hidden_states=tokens,
                           added_cond_kwargs={"text_embeds": pooled,
                                              "time_ids": time_ids.expand(len(captions), 6)}).sample
-        target = prediction_target(schedule, latents, noise[t], steps)
+        target = prediction_target(schedule, latents, noise, steps)
         return (pred.float().cpu() - target).pow(2).mean(dim=(1, 2, 3))
 
-    report: dict = {a: {lang: {} for lang in languages} for a in ATTRIBUTES}
-    for lang in languages:
-        true_captions = [probe_caption(s, lang) for s in scenes]
-        for t in timesteps:
-            base = losses(true_captions, t)
-            for attribute in ATTRIBUTES:
-                wrong = losses([probe_caption(swapped(s, attribute), lang) for s in scenes], t)
-                report[attribute][lang][int(t)] = float(((wrong - base) / base).mean() * 100)
+    groups = [(scenes, ATTRIBUTES)] + ([(pair_scenes, PAIR_ATTRIBUTES)] if pair_scenes else [])
+    report: dict = {}
+    for group, attributes in groups:
+        latents, noise = encoded(group)
+        for attribute in attributes:
+            report[attribute] = {lang: {} for lang in languages}
+        for lang in languages:
+            true_captions = [probe_caption(s, lang) for s in group]
+            for t in timesteps:
+                base = losses(latents, noise[t], true_captions, t)
+                for attribute in attributes:
+                    wrong = losses(latents, noise[t], [probe_caption(swapped(s, attribute), lang) for s in group], t)
+                    report[attribute][lang][int(t)] = float(((wrong - base) / base).mean() * 100)
     return report
 
 
@@ -144,6 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m kolors.evaluation.word_probe", description=__doc__.split("\n")[0])
     p.add_argument("--model", help="model folder (default: $KOLORS_MODEL, else the built-in model)")
     p.add_argument("--scenes", type=int, default=24, help="rendered single-shape scenes (default 24)")
+    p.add_argument("--pairs", type=int, default=24,
+                   help="rendered two-object scenes for the binding row (default 24; 0: none)")
     p.add_argument("--timesteps", type=_timesteps, default=DEFAULT_TIMESTEPS, help="default 300,600,900")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
@@ -152,6 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_report_path(p, args.json)
     if not 1 <= args.scenes <= MAX_SCENES:
         p.error(f"--scenes must be 1 to {MAX_SCENES}, not {args.scenes}")
+    if not 0 <= args.pairs <= MAX_SCENES:
+        p.error(f"--pairs must be 0 to {MAX_SCENES}, not {args.pairs}")
 
     from ..errors import KolorsError
     from ..signals import import_whole
@@ -161,12 +210,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         pipe = Pipeline.from_pretrained(args.model, device=args.device)
-        report = word_probe(pipe, probe_scenes(args.scenes, seed=args.seed), timesteps=args.timesteps,
+        report = word_probe(pipe, probe_scenes(args.scenes, seed=args.seed),
+                            pair_scenes=probe_pair_scenes(args.pairs, seed=args.seed), timesteps=args.timesteps,
                             seed=args.seed)
     except (KolorsError, ValueError) as exc:
         print(f"kolors: error: {exc}", file=sys.stderr)
         return 2
-    print(f"{args.scenes} scenes; mean relative increase of the denoising loss with the word swapped (0: ignored)")
+    print(f"{args.scenes} scenes, {args.pairs} two-object scenes; mean relative increase of the denoising loss with the "
+          "word swapped, or the two objects' colours exchanged (binding) (0: ignored)")
     print(format_probe(report))
     if args.json:
         write_report(args.json, report)
