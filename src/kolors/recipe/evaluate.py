@@ -142,9 +142,10 @@ def reconstruction_check(vae, *, split: str, image_size: int, seed: int, device:
     return {"n": n, "colour": float(checks[:, 0].mean()), "shape": float(checks[:, 1].mean())}
 
 
-def evaluate_folder(folder, spec: EvalSpec, grid: list[tuple[int, float]], *, final_pairs: int | None,
+def evaluate_folder(folder, spec: EvalSpec, grid: list[tuple[int, float, float]], *, final_pairs: int | None,
                     device: torch.device, log: Callable[[str], None] | None = None):
-    """The held-out grid on a folder loaded with diffusers' KolorsPipeline; returns (best, every result).
+    """The held-out grid of (steps, guidance, guidance stop) points on a folder loaded with diffusers' KolorsPipeline;
+    returns (best, every result).
 
     The best point is the highest score, among scores within half a point the fewest steps; it is measured again
     on ``final_pairs`` pairs when that is more than ``spec.pairs``.
