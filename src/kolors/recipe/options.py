@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data.shapes import BACKGROUNDS, KINDS
+from ..data.shapes import BACKGROUNDS, KIND_WEIGHTS, KINDS
 from .architecture import ARCHITECTURES
 from .pool import LANGUAGES
 
@@ -207,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "only the words say where the shape goes (needs --layout-share and --zero-terminal-snr)")
     p.add_argument("--scene-mix", metavar="KIND=W,...",
                    help="how often the pool's other scenes are each kind: one shape, several identical shapes, two "
-                        "objects with a relation (default: single=0.4,count=0.25,pair=0.35)")
+                        "objects with a relation (default: "
+                        + ",".join(f"{kind}={weight:g}" for kind, weight in KIND_WEIGHTS.items()) + ")")
     p.add_argument("--tokenizer-scenes", type=int, default=20000, help="scenes captioned to train the tokenizer")
     p.add_argument("--vocab-size", type=int)
     p.add_argument("--merge-han-characters", action="store_true",
