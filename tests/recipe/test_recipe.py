@@ -318,7 +318,7 @@ def test_scene_mix_changes_only_which_kind_each_scene_is(tiny_run):
     kinds = [s.kind for s in scenes]
     assert "pair" not in kinds and 0.65 < kinds.count("count") / len(kinds) < 0.85
     assert config_from_args(["--out", "x", "--scene-mix", "pair=2,single=1"]).scene_mix == "pair=2,single=1"
-    for bad in ("pair=-1", "triangle=1", "pair=abc", "single=0", "pair=nan", "pair"):
+    for bad in ("pair=-1", "triangle=1", "pair=abc", "single=0", "pair=nan", "pair", "pair=1,pair=2"):
         with pytest.raises(SystemExit):
             config_from_args(["--out", "x", "--scene-mix", bad])
 

@@ -135,6 +135,8 @@ def _parse_weights(text: str, names: tuple[str, ...], flag: str, example: str) -
             weight = float(value)
         except ValueError:
             weight = None
+        if name.strip() in given:
+            raise ValueError(f"{flag} names {name.strip()} twice, got {text!r}")
         if name.strip() not in names or weight is None or not math.isfinite(weight) or weight < 0:
             raise ValueError(f"{flag}: expected e.g. {example} (non-negative weights of {', '.join(names)}), "
                              f"got {text!r}")
