@@ -216,8 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (KolorsError, ValueError) as exc:
         print(f"kolors: error: {exc}", file=sys.stderr)
         return 2
-    print(f"{args.scenes} scenes, {args.pairs} two-object scenes; mean relative increase of the denoising loss with the "
-          "word swapped, or the two objects' colours exchanged (binding) (0: ignored)")
+    print(f"{args.scenes} scenes, {args.pairs} two-object scenes; mean relative increase of the denoising loss with "
+          "the word swapped, or the two objects' colours exchanged (binding) (0: ignored)")
     print(format_probe(report))
     if args.json:
         write_report(args.json, report)

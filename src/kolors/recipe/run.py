@@ -369,8 +369,9 @@ class RecipeRun:
         foreground = None
         if cfg.foreground_weight:
             if latents.foreground is None:
-                raise KolorsError(f"--foreground-weight needs the shape masks of the pool, which the pool in {self.work} "
-                                  "was made without (before the option): give a new --work-dir for a new pool")
+                raise KolorsError(f"--foreground-weight needs the shape masks of the pool, which the pool in "
+                                  f"{self.work} was made without (before the option): give a new --work-dir for a "
+                                  "new pool")
             foreground = latents.foreground.to(device)
         steps_total = cfg.steps_diffusion
         deadline = self.start + self.budget - self.reserve if self.budget else None
