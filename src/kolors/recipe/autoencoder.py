@@ -59,15 +59,11 @@ def to_model_range(images: torch.Tensor) -> torch.Tensor:
     return images.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
 
 
-def off_background(x: torch.Tensor, tolerance: float) -> torch.Tensor:
-    """bool N×1×H×W: the pixels of ``x`` (N×3×H×W) more than ``tolerance`` from the image's corner (background)
-    colour in some channel. The scenes are flat shapes on one flat colour."""
-    return (x - x[:, :, :1, :1]).abs().amax(dim=1, keepdim=True) > tolerance
-
-
 def foreground_mask(x: torch.Tensor) -> torch.Tensor:
     """N×1×H×W: 1 where a pixel differs from the image's corner (background) colour, grown by one pixel."""
-    return F.max_pool2d(off_background(x, 0.02).float(), 3, stride=1, padding=1)
+    bg = x[:, :, :1, :1]
+    mask = ((x - bg).abs().amax(dim=1, keepdim=True) > 0.02).float()
+    return F.max_pool2d(mask, 3, stride=1, padding=1)
 
 
 def _augment(x: torch.Tensor) -> torch.Tensor:

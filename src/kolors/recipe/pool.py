@@ -173,15 +173,16 @@ def render_pool(
 
 def latent_foreground(images: np.ndarray, factor: int, *, tolerance: int = 8) -> np.ndarray:
     """bool N×(H/factor)×(W/factor): the latent cells whose factor×factor pixels hold anything but the background
-    (a pixel more than ``tolerance`` of 255 off the image's corner colour in some channel)."""
-    from .autoencoder import off_background, to_model_range
-
-    out = []
-    for i in range(0, len(images), CHUNK):
-        # uint8 differences are whole numbers: half a level above the tolerance is the same test, free of rounding
-        off = off_background(to_model_range(torch.from_numpy(images[i : i + CHUNK])), (tolerance + 0.5) / 127.5)
-        out.append(torch.nn.functional.max_pool2d(off.float(), factor)[:, 0].bool().numpy())
-    return np.concatenate(out)
+    (a pixel more than ``tolerance`` from the image's corner colour in some channel). Scenes are flat shapes on one
+    flat colour, so this is exact up to anti-aliasing. The same rule as the VAE stage's ``foreground_mask``, kept in
+    numpy on the uint8 renders: through that torch mask it took 9× as long (47 s against 5 s per 10,000 scenes)."""
+    n, h, w, _ = images.shape
+    out = np.empty((n, h // factor, w // factor), dtype=bool)
+    for i in range(0, n, CHUNK):
+        x = images[i : i + CHUNK].astype(np.int16)
+        differs = (np.abs(x - x[:, :1, :1]) > tolerance).any(axis=3)
+        out[i : i + CHUNK] = differs.reshape(len(x), h // factor, factor, w // factor, factor).any(axis=(2, 4))
+    return out
 
 
 class CaptionTokens:
