@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,6 +132,14 @@ def _render_chunk(args: tuple):
     return np.asarray(images, dtype=np.uint8), ids.reshape(shape), mask.reshape(shape), pos.reshape(shape), layout
 
 
+def _default_signals() -> None:
+    """A worker ignores Ctrl-C (the parent takes it and ends the pool) and dies at SIGTERM, as the pool's exit
+    expects: with the parent's raising handler inherited by fork, a worker stopped waiting on the task queue's lock
+    held it, and the pool's exit waited for the other worker for ever."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def render_pool(
     n: int,
     *,
@@ -160,7 +169,7 @@ def render_pool(
     else:
         # fork is fast and safe while CUDA is untouched; once it is initialised a child must start fresh.
         method = "spawn" if torch.cuda.is_available() and torch.cuda.is_initialized() else "fork"
-        with mp.get_context(method).Pool(workers) as pool:
+        with mp.get_context(method).Pool(workers, initializer=_default_signals) as pool:
             parts = pool.map(_render_chunk, jobs, chunksize=1)
     return Pool(
         images=np.concatenate([p[0] for p in parts]),
