@@ -348,20 +348,37 @@ def test_foreground_weight_trains_on_the_pools_masks_and_needs_them(tiny_run, tm
 
     run(_short_run(tiny_run, tmp_path / "plain", steps_diffusion=3))
     run(_short_run(tiny_run, tmp_path / "fg", steps_diffusion=3, foreground_weight=3.0))
+    import kolors.recipe.weighting as weighting
+
+    seen = []
+
+    def top_left(x0, threshold):  # the tiny model's x̂₀ shows no shapes: mark a quadrant, see that it is used
+        seen.append(x0.shape)
+        cells = torch.zeros(x0.shape[0], *x0.shape[2:], dtype=torch.bool)
+        cells[:, :4, :4] = True
+        return cells
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(weighting, "shape_cells", top_left)
+        run(_short_run(tiny_run, tmp_path / "own", steps_diffusion=3, foreground_weight=3.0,
+                       foreground_from="prediction"))
+    assert seen == [(4, 4, 8, 8)] * 3
     cache = torch.load(tmp_path / "fg.work" / "latents.pt", weights_only=False)
     assert cache["foreground"].shape == (32, 8, 8) and 0.02 < cache["foreground"].float().mean() < 0.6
-    plain, fg = (torch.load(tmp_path / f"{name}.work" / "diffusion.pt", weights_only=False)["trainer"]["unet"]
-                 for name in ("plain", "fg"))
+    plain, fg, own = (torch.load(tmp_path / f"{name}.work" / "diffusion.pt", weights_only=False)["trainer"]["unet"]
+                      for name in ("plain", "fg", "own"))
     assert any(not torch.equal(plain[k], fg[k]) for k in plain)
+    assert any(not torch.equal(own[k], fg[k]) for k in plain) and any(not torch.equal(own[k], plain[k]) for k in plain)
     del cache["foreground"]  # a pool from before the option
     torch.save(cache, tmp_path / "fg.work" / "latents.pt")
     with pytest.raises(KolorsError, match="--foreground-weight needs the shape masks of the pool, .* give a new "
                                           "--work-dir"):
         run(_short_run(tiny_run, tmp_path / "fg", steps_diffusion=4, resume=True, foreground_weight=3.0))
-    for bad in ("-1", "nan"):
+    from kolors.recipe.options import config_from_args
+    for bad in (["--foreground-weight", "-1"], ["--foreground-weight", "nan"], ["--foreground-from", "prediction"],
+                ["--foreground-weight", "2", "--foreground-from", "model"]):
         with pytest.raises(SystemExit):
-            from kolors.recipe.options import config_from_args
-            config_from_args(["--out", "x", "--foreground-weight", bad])
+            config_from_args(["--out", "x", *bad])
 
 
 def test_an_eval_grid_point_with_a_stop_writes_guidance_stop_into_the_defaults(tiny_run, tmp_path):

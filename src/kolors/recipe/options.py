@@ -85,6 +85,7 @@ class RecipeConfig:
     lr_text_encoder: float | None = None
     language_weights: str | None = None
     foreground_weight: float = 0.0
+    foreground_from: str = "target"
     warmup_steps: int = 200
     ema_decay: float | None = None
     caption_dropout: float = 0.1
@@ -237,6 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--foreground-weight", type=float, default=0.0, metavar="W",
                    help="weigh the diffusion loss 1 + W on the latent cells that hold a shape (0: every cell alike); "
                         "shapes cover a tenth of an image, so their colours are a small share of a plain loss")
+    p.add_argument("--foreground-from", choices=("target", "prediction", "both"), default="target",
+                   help="which cells --foreground-weight weighs: the training image's shapes (target; an added "
+                        "shape then costs less than a missing one), those the model's own estimate of the image "
+                        "shows (prediction; no such bias), or both")
     p.add_argument("--warmup-steps", type=int, default=200)
     p.add_argument("--ema-decay", type=float, help="0 disables EMA")
     p.add_argument("--caption-dropout", type=float, default=0.1)
@@ -289,6 +294,9 @@ def config_from_args(argv: list[str] | None = None) -> RecipeConfig:
                      "whose last steps hold none of the image)")
     if not (math.isfinite(args.foreground_weight) and args.foreground_weight >= 0):
         parser.error(f"--foreground-weight is a number ≥ 0 (0: off), not {args.foreground_weight}")
+    if args.foreground_from != "target" and not args.foreground_weight:
+        parser.error(f"--foreground-from {args.foreground_from} chooses the cells --foreground-weight W weighs: "
+                     "give that too")
     for parse, text in ((parse_scene_mix, args.scene_mix), (parse_language_weights, args.language_weights),
                         (parse_grid, args.eval_grid)):
         try:  # checked now, long before they are used

@@ -46,6 +46,7 @@ from .export import check_destination, count_params, export_folder, folder_size,
     render_readme, verify_on_cpu
 from .initialise import initialise_from, weights_variant
 from .pool import LANGUAGES, CaptionTokens, Pool, caption_corpus, latent_foreground, render_pool
+from .weighting import cell_weight, fit_threshold
 from .options import RecipeConfig, config_from_args, parse_grid, parse_language_weights, parse_scene_mix
 from .tokenizer import load_tokenizer, padded_vocab_size, train_tokenizer
 from .trainer import DiffusionTrainer
@@ -373,6 +374,13 @@ class RecipeRun:
                                   f"{self.work} was made without (before the option): give a new --work-dir for a "
                                   "new pool")
             foreground = latents.foreground.to(device)
+            threshold = None
+            if cfg.foreground_from != "target":
+                sample = slice(0, min(2048, n_items))
+                threshold, iou = fit_threshold(lat_mean[sample].float() * sf, foreground[sample])
+                log(f"foreground weight {cfg.foreground_weight} on the cells the model's x̂₀ shows a shape"
+                    + (" or the target has one" if cfg.foreground_from == "both" else "")
+                    + f": cells {threshold:.3f} from the background, IoU {iou:.3f} with the pool's masks")
         steps_total = cfg.steps_diffusion
         deadline = self.start + self.budget - self.reserve if self.budget else None
         t_diff = last_ckpt = last_print = time.monotonic()
@@ -402,7 +410,8 @@ class RecipeRun:
             lat = (lat_mean[items].float() + lat_std[items].float() * torch.randn(
                 (cfg.batch_size, *lat_mean.shape[1:]), generator=g, device=device)) * sf
             tokens = table.sample(items, dropout=cfg.caption_dropout, generator=g, language_weights=language_weights)
-            weight = None if foreground is None else 1.0 + cfg.foreground_weight * foreground[items, None].float()
+            weight = None if foreground is None else cell_weight(cfg.foreground_weight, cfg.foreground_from,
+                                                                 target=foreground[items], threshold=threshold)
             return lat, tokens, timesteps, weight
 
         try:

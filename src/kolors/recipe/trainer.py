@@ -17,6 +17,7 @@ weighting.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +25,7 @@ from diffusers import DDPMScheduler, UNet2DConditionModel
 
 from ..models.chatglm import ChatGLMModel, ChatGLMTokenizer
 from ..diffusion.prompt import encode_tokens, tokenize_prompts
-from ..training.loss import diffusion_loss, prediction_target
+from ..training.loss import diffusion_loss, predicted_sample, prediction_target
 from .architecture import KOLORS_SCHEDULER_CONFIG, MAX_TOKENS
 
 __all__ = [
@@ -218,10 +219,11 @@ class DiffusionTrainer:
         timesteps: torch.Tensor | None = None,
         weighted: bool = True,
         generator: torch.Generator | None = None,
-        weight: torch.Tensor | None = None,
+        weight: torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """The denoising loss on scaled latents (optionally Min-SNR-γ weighted; ``weight``: per latent element,
-        broadcast to the latents); noise and timesteps not given are drawn from ``generator`` (timesteps first)."""
+        broadcast to the latents, or a function of the clean latents the prediction implies, x̂₀, detached, that
+        returns it); noise and timesteps not given are drawn from ``generator`` (timesteps first)."""
         b = latents.shape[0]
         if timesteps is None:
             timesteps = sample_timesteps(b, self.num_train_timesteps, shift=self.timestep_shift, device=latents.device,
@@ -238,13 +240,16 @@ class DiffusionTrainer:
                 added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids(b, self.image_size, device=latents.device)},
             ).sample
         kind = self.scheduler.config.prediction_type
+        if callable(weight) and weighted:
+            weight = weight(predicted_sample(pred.detach(), noisy, timesteps, alphas_cumprod=self.alphas_cumprod,
+                                             prediction_type=kind))
         return diffusion_loss(pred, prediction_target(self.scheduler, latents, noise, timesteps), timesteps,
                               alphas_cumprod=self.alphas_cumprod, snr_gamma=self.min_snr_gamma if weighted else None,
                               prediction_type=kind, weight=weight if weighted else None)
 
     def step(self, latents, input_ids, attention_mask, position_ids, *, progress: float,
              timesteps: torch.Tensor | None = None, generator: torch.Generator | None = None,
-             weight: torch.Tensor | None = None) -> tuple[float, float]:
+             weight: torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[float, float]:
         """One AdamW step (``timesteps`` and noise: default drawn as :meth:`loss` does); returns (loss, lr)."""
         lr = self.set_progress(progress)
         loss = self.loss(latents, input_ids, attention_mask, position_ids, timesteps=timesteps, generator=generator,

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from ..errors import KolorsError
 
-__all__ = ["min_snr_weight", "diffusion_loss", "prediction_target"]
+__all__ = ["min_snr_weight", "diffusion_loss", "prediction_target", "predicted_sample"]
 
 
 def min_snr_weight(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, gamma: float,
@@ -52,3 +52,17 @@ def prediction_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, tim
     if kind == "sample":
         return latents
     raise KolorsError(f"cannot train a model with prediction_type '{kind}' (scheduler config)")
+
+
+def predicted_sample(prediction: torch.Tensor, noisy: torch.Tensor, timesteps: torch.Tensor, *,
+                     alphas_cumprod: torch.Tensor, prediction_type: str) -> torch.Tensor:
+    """The clean latents x̂₀ that ``prediction`` (of ``prediction_type``) implies for ``noisy`` at ``timesteps``."""
+    alphas = alphas_cumprod.to(noisy.device)[timesteps].float().view(-1, *([1] * (noisy.ndim - 1)))
+    pred, noisy = prediction.float(), noisy.float()
+    if prediction_type == "v_prediction":
+        return alphas.sqrt() * noisy - (1 - alphas).sqrt() * pred
+    if prediction_type == "epsilon":
+        return (noisy - (1 - alphas).sqrt() * pred) / alphas.clamp(min=1e-8).sqrt()
+    if prediction_type == "sample":
+        return pred
+    raise KolorsError(f"cannot train a model with prediction_type '{prediction_type}' (scheduler config)")
