@@ -12,7 +12,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "kolors"
 
 # docs/architecture.md: a module imports from its own package and the layers below it.
 LAYERS = [
-    {"errors", "defaults", "devices", "schedulers", "images", "request", "metadata", "files", "signals", "version"},
+    {"errors", "defaults", "devices", "schedulers", "images", "request", "metadata", "files", "signals", "version",
+     "arguments"},
     {"models", "loading", "performance", "annotators"},
     {"diffusion"},
     {"adapters"},

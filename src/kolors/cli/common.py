@@ -1,4 +1,5 @@
-"""What the command modules share: the one-line argument parser, argument types, exit codes and stderr notes.
+"""What the command modules share: the one-line argument parser (from kolors.arguments), argument types, exit codes
+and stderr notes.
 
 Importing this module imports neither torch nor diffusers (``kolors --help`` and usage errors stay fast).
 """
@@ -8,18 +9,12 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from typing import NoReturn
+
+from ..arguments import Parser
 
 EXIT_ERROR = 2
 EXIT_UNEXPECTED = 1
 MAX_THREADS = 1024
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse with one-line errors."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_ERROR, f"kolors: error: {message} (see '{self.prog} --help')\n")
 
 
 def whole_number(text: str, minimum: int, rule: str) -> int:

@@ -18,7 +18,6 @@ small red circle"), with the checker's colour and shape agreement beside it.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from ..arguments import Parser
 from ..data.shapes import Scene, render
 from . import shapes_checker
 from .heldout_prompts import load_heldout_prompts
@@ -124,7 +124,7 @@ def _without_images(report: dict) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m kolors.evaluation.control_eval", description=__doc__.split("\n")[0])
+    p = Parser(prog="python -m kolors.evaluation.control_eval", description=__doc__.split("\n")[0])
     p.add_argument("--model", help="model folder (default: $KOLORS_MODEL, else the built-in model)")
     p.add_argument("--controlnet", help="canny ControlNet folder (default with the built-in model: the shipped one)")
     p.add_argument("--pairs", type=int, default=DEFAULT_PAIRS, help=f"held-out scenes (default {DEFAULT_PAIRS}; "

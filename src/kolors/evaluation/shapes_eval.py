@@ -17,7 +17,6 @@ at the failures; ``--rescore DIR`` scores such a folder again without loading a 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..arguments import Parser
 from .composition import METRICS, score, summarise
 from .heldout_prompts import load_composition_prompts, load_heldout_prompts
 from .reports import check_report_path, write_report
@@ -133,7 +133,7 @@ def _cell(v: dict | None) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m kolors.evaluation.shapes_eval", description=__doc__.split("\n")[0])
+    p = Parser(prog="python -m kolors.evaluation.shapes_eval", description=__doc__.split("\n")[0])
     p.add_argument("--model", help="model folder (default: $KOLORS_MODEL, else the built-in model)")
     p.add_argument("--prompts", choices=PROMPT_SETS, default="composition")
     p.add_argument("--pairs", type=int, help="first pairs of each category (default: all)")

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..arguments import Parser
 from ..data.captions import EN_WORDS, ZH_WORDS
 from ..data.shapes import COLOURS, POSITIONS, SHAPES, Scene, Shape, allowed_backgrounds, render_array, sample_scene
 from .reports import check_report_path, write_report
@@ -186,7 +187,7 @@ def _timesteps(text: str) -> tuple[int, ...]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m kolors.evaluation.word_probe", description=__doc__.split("\n")[0])
+    p = Parser(prog="python -m kolors.evaluation.word_probe", description=__doc__.split("\n")[0])
     p.add_argument("--model", help="model folder (default: $KOLORS_MODEL, else the built-in model)")
     p.add_argument("--scenes", type=int, default=24, help="rendered single-shape scenes (default 24)")
     p.add_argument("--pairs", type=int, default=24,

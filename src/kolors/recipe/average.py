@@ -10,7 +10,6 @@ folder. Averaging only makes sense for runs continued from a common ancestor.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import tempfile
@@ -20,6 +19,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..arguments import Parser
 from ..errors import KolorsError
 
 __all__ = ["average_models", "row_order", "main"]
@@ -93,7 +93,7 @@ def average_models(folders: Sequence[str | Path], out: str | Path, weights: Sequ
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m kolors.recipe.average", description=__doc__.split("\n\n")[0])
+    p = Parser(prog="python -m kolors.recipe.average", description=__doc__.split("\n\n")[0])
     p.add_argument("folders", nargs="+", type=Path, help="model folders exported by the recipe")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--weights", help="comma-separated weights, one per folder (default: equal)")

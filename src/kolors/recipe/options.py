@@ -8,6 +8,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..arguments import Parser
 from ..data.shapes import BACKGROUNDS, KIND_WEIGHTS, KINDS
 from .architecture import ARCHITECTURES
 from .pool import LANGUAGES
@@ -183,7 +184,7 @@ def parse_grid(text: str) -> list[tuple[int, float, float]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m kolors.recipe",
         description="Train the built-in Kolors-shapes model (all stages) and save it in the diffusers Kolors layout.",
     )

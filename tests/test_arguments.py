@@ -1,0 +1,35 @@
+"""Usage errors of the ``python -m kolors.…`` tools are one line naming the tool and the problem, exit status 2,
+as the ``kolors`` command's are (not argparse's usage block)."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+
+@pytest.mark.parametrize("module, argv, problem", [
+    ("kolors.recipe.run", ["--out", "x", "--foreground-from", "bogus"], "invalid choice: 'bogus'"),
+    ("kolors.recipe.run", ["--out", "x", "--foreground-from", "prediction"], "give that too"),
+    ("kolors.recipe.run", [], "the following arguments are required: --out"),
+    ("kolors.recipe.average", ["--out"], "expected one argument"),
+    ("kolors.evaluation.shapes_eval", ["--seeds", "two"], "invalid int value: 'two'"),
+    ("kolors.evaluation.control_eval", ["--no-such-option"], "unrecognized arguments: --no-such-option"),
+    ("kolors.evaluation.word_probe", ["--timesteps", "3,x"], "expected comma-separated whole numbers"),
+])
+def test_a_tools_usage_error_is_one_line(module, argv, problem, capsys):
+    main = importlib.import_module(module).main
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    err = capsys.readouterr().err
+    tool = "python -m " + module.removesuffix(".run")
+    assert stop.value.code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith(f"{tool}: error: ") and problem in err and f"(see '{tool} --help')" in err, err
+
+
+def test_the_kolors_commands_errors_keep_their_prefix(capsys):
+    from kolors.cli.main import main
+
+    assert main(["generate", "a cat", "--steps", "zero"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith("kolors: error: ") and "(see 'kolors generate --help')" in err
