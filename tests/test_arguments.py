@@ -33,3 +33,13 @@ def test_the_kolors_commands_errors_keep_their_prefix(capsys):
     assert main(["generate", "a cat", "--steps", "zero"]) == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and err.startswith("kolors: error: ") and "(see 'kolors generate --help')" in err
+
+
+def test_averaging_folders_that_are_not_models_is_one_line_before_anything_loads(tmp_path, capsys):
+    from kolors.recipe.average import main
+
+    (tmp_path / "notes").mkdir()
+    assert main([str(tmp_path / "notes"), str(tmp_path / "absent"), "--out", str(tmp_path / "avg")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "is not a model folder the recipe exported (no tokenizer, unet, " in err, err
+    assert not (tmp_path / "avg").exists()

@@ -58,6 +58,11 @@ def average_models(folders: Sequence[str | Path], out: str | Path, weights: Sequ
     if len(weights) != len(folders) or any(w < 0 for w in weights) or sum(weights) <= 0:
         raise KolorsError(f"--weights needs {len(folders)} numbers >= 0, not all 0, got {weights}")
     weights = [w / sum(weights) for w in weights]
+    for f in folders:  # checked before anything loads: a missing folder is not a Hub id to look up
+        missing = [part for part in ("tokenizer", "unet", "text_encoder") if not (f / part).is_dir()]
+        if missing:
+            raise KolorsError(f"{f} is not a model folder the recipe exported (no {', '.join(missing)}/): give "
+                              "the --out folders of recipe runs")
     vocabs = [load_tokenizer(f / "tokenizer").get_vocab() for f in folders]
 
     out = Path(out)
