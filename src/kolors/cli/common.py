@@ -10,9 +10,9 @@ import argparse
 import math
 import sys
 
-from ..arguments import Parser
+from ..arguments import EXIT_USAGE, Parser
 
-EXIT_ERROR = 2
+EXIT_ERROR = EXIT_USAGE  # a one-line error and a usage error end alike
 EXIT_UNEXPECTED = 1
 MAX_THREADS = 1024
 
