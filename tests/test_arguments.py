@@ -13,8 +13,20 @@ import pytest
     ("kolors.recipe.run", ["--out", "x", "--foreground-from", "prediction"], "give that too"),
     ("kolors.recipe.run", [], "the following arguments are required: --out"),
     ("kolors.recipe.average", ["--out"], "expected one argument"),
-    ("kolors.evaluation.shapes_eval", ["--seeds", "two"], "invalid int value: 'two'"),
+    ("kolors.evaluation.shapes_eval", ["--seeds", "two"], "argument --seeds: expected a whole number, got 'two'"),
+    # a count or a category that selects nothing is refused before the model loads (it used to report 0 prompts)
+    ("kolors.evaluation.shapes_eval", ["--category", "colour"],
+     "argument --category: 'colour' is not a category of the composition prompts: choose from plain, background, "
+     "position, count, pair"),
+    ("kolors.evaluation.shapes_eval", ["--prompts", "colour-shape", "--category", "pair"],
+     "choose from colour-shape"),
+    ("kolors.evaluation.shapes_eval", ["--pairs", "0"], "argument --pairs: must be a positive integer, got 0"),
+    ("kolors.evaluation.shapes_eval", ["--seeds", "0"], "argument --seeds: must be a positive integer, got 0"),
+    ("kolors.evaluation.shapes_eval", ["--seeds", "300"], "argument --seeds: at most 256, got 300"),
     ("kolors.evaluation.control_eval", ["--no-such-option"], "unrecognized arguments: --no-such-option"),
+    ("kolors.evaluation.control_eval", ["--first-pair", "9999"],
+     "argument --first-pair: the held-out pairs are 0 to 251, got 9999"),
+    ("kolors.evaluation.control_eval", ["--pairs", "-3"], "argument --pairs: must be a positive integer, got -3"),
     ("kolors.evaluation.word_probe", ["--timesteps", "3,x"], "expected comma-separated whole numbers"),
 ])
 def test_a_tools_usage_error_is_one_line(module, argv, problem, capsys):

@@ -1,12 +1,14 @@
 """argparse with one-line errors, for the ``kolors`` command and the ``python -m kolors.…`` tools.
 
 A usage error is one line that names the problem and points to ``--help``, not argparse's usage block; the exit
-status stays 2. Imports neither torch nor diffusers.
+status stays 2. The argument types (``positive_int``, ``finite_number``, …) reject a bad value in that one line,
+naming the option and the rule. Imports neither torch nor diffusers.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 from typing import NoReturn
 
 EXIT_USAGE = 2
@@ -19,3 +21,36 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         name = "kolors" if self.prog.split()[0] == "kolors" else self.prog
         self.exit(EXIT_USAGE, f"{name}: error: {message} (see '{self.prog} --help')\n")
+
+
+def whole_number(text: str, minimum: int, rule: str) -> int:
+    """``text`` as an int of at least ``minimum``; ``rule`` says so in the error."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{rule}, got {text}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    return whole_number(text, 1, "must be a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    return whole_number(text, 0, "must be 0 or more")
+
+
+def number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+
+
+def finite_number(text: str) -> float:
+    value = number(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got '{text}'")
+    return value

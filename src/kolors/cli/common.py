@@ -1,5 +1,5 @@
-"""What the command modules share: the one-line argument parser (from kolors.arguments), argument types, exit codes
-and stderr notes.
+"""What the command modules share beyond kolors.arguments (the one-line parser, the argument types): the command's
+own argument types, exit codes and stderr notes.
 
 Importing this module imports neither torch nor diffusers (``kolors --help`` and usage errors stay fast).
 """
@@ -7,33 +7,13 @@ Importing this module imports neither torch nor diffusers (``kolors --help`` and
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 
-from ..arguments import EXIT_USAGE, Parser
+from ..arguments import EXIT_USAGE, positive_int, whole_number
 
 EXIT_ERROR = EXIT_USAGE  # a one-line error and a usage error end alike
 EXIT_UNEXPECTED = 1
 MAX_THREADS = 1024
-
-
-def whole_number(text: str, minimum: int, rule: str) -> int:
-    """``text`` as an int of at least ``minimum``; ``rule`` says so in the error."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
-    if value < minimum:
-        raise argparse.ArgumentTypeError(f"{rule}, got {text}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    return whole_number(text, 1, "must be a positive integer")
-
-
-def non_negative_int(text: str) -> int:
-    return whole_number(text, 0, "must be 0 or more")
 
 
 def seed(text: str) -> int:
@@ -44,20 +24,6 @@ def threads(text: str) -> int:
     value = positive_int(text)
     if value > MAX_THREADS:
         raise argparse.ArgumentTypeError(f"at most {MAX_THREADS} threads, got {text}")
-    return value
-
-
-def number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
-
-
-def finite_number(text: str) -> float:
-    value = number(text)
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got '{text}'")
     return value
 
 

@@ -6,8 +6,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..arguments import Parser, non_negative_int, positive_int
 from ..errors import KolorsError
-from .common import Parser, non_negative_int, note, positive_int
+from .common import note
 
 MIN_SIZE, MAX_SIZE = 8, 4096
 

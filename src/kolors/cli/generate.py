@@ -14,9 +14,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..arguments import Parser, number, positive_int
 from ..defaults import MICRO_CONDITIONING
 from ..errors import KolorsError
-from .common import Parser, note, number, path_and_number, positive_int, seed
+from .common import note, path_and_number, seed
 from .output import DEFAULT_OUTPUT_DIR, OutputPlan
 
 BUILTIN_NOTICE = (

@@ -8,7 +8,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .common import number
+from ..arguments import number
 
 
 def _pixels(text: str) -> int:

@@ -20,10 +20,11 @@ import warnings
 from collections.abc import Sequence
 from types import ModuleType
 
+from ..arguments import Parser
 from ..errors import KolorsError
 from ..signals import run_command
 from . import convert, data, generate, info, serve, train
-from .common import EXIT_ERROR, EXIT_UNEXPECTED, Parser, error, threads
+from .common import EXIT_ERROR, EXIT_UNEXPECTED, error, threads
 
 # command -> the module that adds its parser and runs it (in the order of `kolors --help`)
 COMMANDS: dict[str, ModuleType] = {"generate": generate, "img2img": generate, "inpaint": generate,

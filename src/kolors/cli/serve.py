@@ -13,9 +13,9 @@ from ..errors import KolorsError
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add ``serve`` to the ``kolors`` subcommands."""
+    from ..arguments import positive_int
     from ..defaults import MODES
     from ..server.settings import DEFAULT_PORT, Limits
-    from .common import positive_int
 
     limits = Limits()
     serve = sub.add_parser("serve", parents=[common],

@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .common import finite_number, note, positive_int
+from ..arguments import finite_number, positive_int
+from .common import note
 
 # command-line flag -> TrainConfig key (flags given win over --set, which wins over the config file)
 FLAGS = {"model": "model", "data": "data", "output": "output", "mode": "mode", "steps": "steps",

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..arguments import Parser
+from ..arguments import Parser, non_negative_int, positive_int
 from ..data.shapes import Scene, render
 from . import shapes_checker
 from .heldout_prompts import load_heldout_prompts
@@ -127,11 +127,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = Parser(prog="python -m kolors.evaluation.control_eval", description=__doc__.split("\n")[0])
     p.add_argument("--model", help="model folder (default: $KOLORS_MODEL, else the built-in model)")
     p.add_argument("--controlnet", help="canny ControlNet folder (default with the built-in model: the shipped one)")
-    p.add_argument("--pairs", type=int, default=DEFAULT_PAIRS, help=f"held-out scenes (default {DEFAULT_PAIRS}; "
-                                                                     "two cases each, English and Chinese)")
-    p.add_argument("--first-pair", type=int, default=0, help="start at this held-out pair (default 0)")
+    p.add_argument("--pairs", type=positive_int, default=DEFAULT_PAIRS,
+                   help=f"held-out scenes (default {DEFAULT_PAIRS}; two cases each, English and Chinese)")
+    p.add_argument("--first-pair", type=non_negative_int, default=0, help="start at this held-out pair (default 0)")
     p.add_argument("--scale", type=float, help="control scale (default: the ControlNet default, 0.7)")
-    p.add_argument("--steps", type=int)
+    p.add_argument("--steps", type=positive_int)
     p.add_argument("--guidance", type=float, help="for both runs (default: the ControlNet default, 6.0)")
     p.add_argument("--no-baseline", action="store_true", help="skip the run without the ControlNet")
     p.add_argument("--device", default="auto")
@@ -139,6 +139,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--save-images", type=Path, metavar="DIR", help="also write the generated images here")
     args = p.parse_args(argv)
     check_report_path(p, args.json)
+    cases = control_cases(args.pairs, first=args.first_pair)
+    if not cases:
+        last = max(r["pair_id"] for r in load_heldout_prompts())
+        p.error(f"argument --first-pair: the held-out pairs are 0 to {last}, got {args.first_pair}")
 
     from ..signals import import_whole
 
@@ -154,9 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise KolorsError("pass --controlnet DIR (a canny ControlNet for this model)")
         pipe.add_controlnet("canny", folder)
     except KolorsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"kolors: error: {exc}", file=sys.stderr)
         return 2
-    cases = control_cases(args.pairs, first=args.first_pair)
     t0 = time.monotonic()
     progress = sys.stderr.isatty()
     reports = {"with_control": evaluate_control(pipe, cases, control=True, scale=args.scale, steps=args.steps,

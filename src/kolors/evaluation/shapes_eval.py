@@ -26,7 +26,8 @@ from pathlib import Path
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..arguments import Parser
+from ..arguments import Parser, positive_int
+from ..request import MAX_IMAGES
 from .composition import METRICS, score, summarise
 from .heldout_prompts import load_composition_prompts, load_heldout_prompts
 from .reports import check_report_path, write_report
@@ -59,6 +60,9 @@ def prompt_rows(prompts: str = "composition", *, pairs: int | None = None, categ
     first: dict[str, int] = {}
     for r in rows:
         first.setdefault(r["category"], r["pair_id"])
+    unknown = [c for c in categories or () if c not in first]
+    if unknown:
+        raise ValueError(f"{unknown[0]!r} is not a category of the {prompts} prompts: choose from {', '.join(first)}")
     return [r for r in rows if r["lang"] in languages and (not categories or r["category"] in categories)
             and (pairs is None or r["pair_id"] - first[r["category"]] < pairs)]
 
@@ -136,10 +140,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = Parser(prog="python -m kolors.evaluation.shapes_eval", description=__doc__.split("\n")[0])
     p.add_argument("--model", help="model folder (default: $KOLORS_MODEL, else the built-in model)")
     p.add_argument("--prompts", choices=PROMPT_SETS, default="composition")
-    p.add_argument("--pairs", type=int, help="first pairs of each category (default: all)")
+    p.add_argument("--pairs", type=positive_int, help="first pairs of each category (default: all)")
     p.add_argument("--category", action="append", help="only this category (repeatable)")
-    p.add_argument("--seeds", type=int, default=2)
-    p.add_argument("--steps", type=int)
+    p.add_argument("--seeds", type=positive_int, default=2, help="images per prompt, seeds 0 … N-1 (default 2)")
+    p.add_argument("--steps", type=positive_int)
     p.add_argument("--guidance", type=float)
     p.add_argument("--guidance-stop", type=float, metavar="F", help="guide only the first F of the steps")
     p.add_argument("--device", default="auto")
@@ -153,6 +157,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                                "DIR instead of generating (no model is loaded)")
     args = p.parse_args(argv)
     check_report_path(p, args.json)
+    if args.seeds > MAX_IMAGES:  # one call of the pipeline per prompt makes them all
+        p.error(f"argument --seeds: at most {MAX_IMAGES}, got {args.seeds}")
+    try:
+        rows = prompt_rows(args.prompts, pairs=args.pairs, categories=args.category)
+    except ValueError as exc:
+        p.error(f"argument --category: {exc}")
 
     from ..errors import KolorsError
     from ..signals import import_whole
@@ -175,7 +185,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KolorsError as exc:
             print(f"kolors: error: {exc}", file=sys.stderr)
             return 2
-    rows = prompt_rows(args.prompts, pairs=args.pairs, categories=args.category)
     t0 = time.monotonic()
     try:
         report = evaluate_pipeline(pipe, rows, seeds=args.seeds, steps=args.steps, guidance=args.guidance,
