@@ -55,3 +55,32 @@ def test_averaging_folders_that_are_not_models_is_one_line_before_anything_loads
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "is not a model folder the recipe exported (no tokenizer, unet, " in err, err
     assert not (tmp_path / "avg").exists()
+
+
+@pytest.mark.parametrize("argv, problem", [
+    (["--pool-size", "0"], "argument --pool-size: must be a positive integer, got 0"),
+    (["--batch-size", "0"], "argument --batch-size: must be a positive integer, got 0"),
+    (["--steps-diffusion", "0"], "argument --steps-diffusion: must be a positive integer, got 0"),
+    (["--workers", "0"], "argument --workers: must be a positive integer, got 0"),
+    (["--captions-per-language", "0"], "argument --captions-per-language: must be a positive integer, got 0"),
+    (["--lr", "-1"], "argument --lr: must be a positive number, got -1"),
+    (["--lr-text-encoder", "nan"], "argument --lr-text-encoder: expected a finite number, got 'nan'"),
+    (["--time-budget-minutes", "0"], "argument --time-budget-minutes: must be a positive number, got 0"),
+    (["--warmup-steps", "-5"], "argument --warmup-steps: must be 0 or more, got -5"),
+    (["--caption-dropout", "1.5"], "argument --caption-dropout: must be a share from 0 to 1, got 1.5"),
+    (["--ema-decay", "1"], "argument --ema-decay: must be below 1, got 1.0"),
+    (["--image-size", "100"], "argument --image-size: the full architecture needs a multiple of 32 (e.g. 96), got 100"),
+    (["--vae-crop", "60"], "argument --vae-crop: a multiple of 8 up to --image-size 128, got 60"),
+    (["--device", "gpu"], "argument --device: one of auto, cpu, cuda, mps (cuda:N for one GPU of several), got 'gpu'"),
+    (["--eval-split", "test"], "argument --eval-split: invalid choice: 'test'"),
+])
+def test_a_recipe_value_that_cannot_train_is_one_line_before_anything_runs(argv, problem, tmp_path, capsys):
+    """Each of these used to start the run: a traceback minutes later (pool size 0, image size 100, no captions)
+    or a run that trains nothing (batch 0, a negative learning rate, a budget of 0 minutes)."""
+    from kolors.recipe.run import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--out", str(tmp_path / "model"), *argv])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and len(err.splitlines()) == 1 and problem in err, err
+    assert list(tmp_path.iterdir()) == []

@@ -21,6 +21,7 @@ __all__ = [
     "TextEncoderSpec",
     "UNetSpec",
     "ARCHITECTURES",
+    "size_multiple",
     "build_text_encoder",
     "build_unet",
 ]
@@ -161,6 +162,12 @@ def build_unet(spec: UNetSpec, *, text_hidden_size: int, image_size: int, seed: 
             freq_shift=0,
         )
     return unet
+
+
+def size_multiple(arch: dict) -> int:
+    """The image sides ``arch`` can train on are multiples of this: the VAE halves the side at each block but the
+    last, the UNet at each block but the last."""
+    return 2 ** (len(arch["vae"].block_out_channels) - 1) * 2 ** (len(arch["unet"].block_out_channels) - 1)
 
 
 ARCHITECTURES = {

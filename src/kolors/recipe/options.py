@@ -8,9 +8,17 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..arguments import Parser
-from ..data.shapes import BACKGROUNDS, KIND_WEIGHTS, KINDS
-from .architecture import ARCHITECTURES
+from ..arguments import (
+    Parser,
+    non_negative_int,
+    non_negative_number,
+    positive_int,
+    positive_number,
+    share,
+)
+from ..data.shapes import BACKGROUNDS, KIND_WEIGHTS, KINDS, SPLITS
+from ..devices import DEVICES
+from .architecture import ARCHITECTURES, size_multiple
 from .pool import LANGUAGES
 
 __all__ = ["DEVICE_DEFAULTS", "RecipeConfig", "parse_language_weights", "parse_scene_mix", "parse_grid",
@@ -190,86 +198,89 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", required=True, type=Path, help="output model folder")
     p.add_argument("--work-dir", type=Path, help="checkpoints and caches (default: OUT.work)")
-    p.add_argument("--device", default="auto", help="cuda, cpu or auto")
+    p.add_argument("--device", default="auto", help=f"{', '.join(DEVICES)} (cuda:N for one GPU of several)")
     p.add_argument("--architecture", default="full", choices=sorted(ARCHITECTURES))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--image-size", type=int, default=128)
-    p.add_argument("--workers", type=int, help="processes rendering the pool (default: all cores)")
-    p.add_argument("--pool-size", type=int, help="scenes rendered once and reused")
-    p.add_argument("--captions-per-language", type=int, default=2, help="wordings kept per scene and language")
-    p.add_argument("--stated-position", type=float, default=0.0, metavar="P",
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--image-size", type=positive_int, default=128)
+    p.add_argument("--workers", type=positive_int, help="processes rendering the pool (default: all cores)")
+    p.add_argument("--pool-size", type=positive_int, help="scenes rendered once and reused")
+    p.add_argument("--captions-per-language", type=positive_int, default=2, help="wordings kept per scene and language")
+    p.add_argument("--stated-position", type=share, default=0.0, metavar="P",
                    help="share of single-shape and two-object captions that say where the objects are "
                         "(0: the templates' natural mix, about half)")
-    p.add_argument("--layout-share", type=float, default=0.0, metavar="P",
+    p.add_argument("--layout-share", type=share, default=0.0, metavar="P",
                    help="share of the pool that is one shape on one background (--layout-background), captioned "
                         "with where it is: a position signal that does not cancel across colours (0: none)")
     p.add_argument("--layout-background", choices=BACKGROUNDS, nargs="+", default=["white"], metavar="COLOUR",
                    help="the background of the layout scenes, or several (each scene one of them, evenly; repeat one to "
                         f"weigh it more): {', '.join(BACKGROUNDS)} (default: white)")
-    p.add_argument("--layout-warmup", type=int, default=0, metavar="STEPS",
+    p.add_argument("--layout-warmup", type=non_negative_int, default=0, metavar="STEPS",
                    help="first diffusion steps on layout scenes only, at the pure-noise end of the schedule, where "
                         "only the words say where the shape goes (needs --layout-share and --zero-terminal-snr)")
     p.add_argument("--scene-mix", metavar="KIND=W,...",
                    help="how often the pool's other scenes are each kind: one shape, several identical shapes, two "
                         "objects with a relation (default: "
                         + ",".join(f"{kind}={weight:g}" for kind, weight in KIND_WEIGHTS.items()) + ")")
-    p.add_argument("--tokenizer-scenes", type=int, default=20000, help="scenes captioned to train the tokenizer")
-    p.add_argument("--vocab-size", type=int)
+    p.add_argument("--tokenizer-scenes", type=positive_int, default=20000,
+                   help="scenes captioned to train the tokenizer")
+    p.add_argument("--vocab-size", type=positive_int)
     p.add_argument("--merge-han-characters", action="store_true",
                    help="let BPE merge Han characters into multi-character pieces (the recipe before 2026-11-24)")
-    p.add_argument("--steps-vae", type=int)
-    p.add_argument("--batch-size-vae", type=int)
-    p.add_argument("--lr-vae", type=float)
-    p.add_argument("--kl-weight", type=float, default=1e-5)
-    p.add_argument("--vae-foreground-weight", type=float, default=4.0,
+    p.add_argument("--steps-vae", type=positive_int)
+    p.add_argument("--batch-size-vae", type=positive_int)
+    p.add_argument("--lr-vae", type=positive_number)
+    p.add_argument("--kl-weight", type=non_negative_number, default=1e-5)
+    p.add_argument("--vae-foreground-weight", type=non_negative_number, default=4.0,
                    help="extra weight of shape pixels in the VAE reconstruction loss")
-    p.add_argument("--vae-finetune-steps", type=int, default=0,
+    p.add_argument("--vae-finetune-steps", type=non_negative_int, default=0,
                    help="with --init-from: steps continuing the kept VAE on this run's scenes (e.g. new colours), "
                         "its latents held near the old ones (--vae-anchor)")
-    p.add_argument("--vae-anchor", type=float, default=1.0,
+    p.add_argument("--vae-anchor", type=non_negative_number, default=1.0,
                    help="weight holding a continued VAE's (scaled) latents near its starting point's")
-    p.add_argument("--vae-crop", type=int, metavar="PX",
+    p.add_argument("--vae-crop", type=positive_int, metavar="PX",
                    help="train the VAE on random PX×PX crops (cheaper; the VAE is convolutional)")
-    p.add_argument("--steps-diffusion", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--lr-text-encoder", type=float, help="peak learning rate of the text encoder (default: --lr)")
+    p.add_argument("--steps-diffusion", type=positive_int)
+    p.add_argument("--batch-size", type=positive_int)
+    p.add_argument("--lr", type=positive_number)
+    p.add_argument("--lr-text-encoder", type=positive_number,
+                   help="peak learning rate of the text encoder (default: --lr)")
     p.add_argument("--language-weights", metavar="en=W,zh=W",
                    help="how often each caption language is drawn (default: equally)")
-    p.add_argument("--foreground-weight", type=float, default=0.0, metavar="W",
+    p.add_argument("--foreground-weight", type=non_negative_number, default=0.0, metavar="W",
                    help="weigh the diffusion loss 1 + W on the latent cells that hold a shape (0: every cell alike); "
                         "shapes cover a tenth of an image, so their colours are a small share of a plain loss")
     p.add_argument("--foreground-from", choices=("target", "prediction", "both"), default="target",
                    help="which cells --foreground-weight weighs: the training image's shapes (target; an added "
                         "shape then costs less than a missing one), those the model's own estimate of the image "
                         "shows (prediction; no such bias), or both")
-    p.add_argument("--warmup-steps", type=int, default=200)
-    p.add_argument("--ema-decay", type=float, help="0 disables EMA")
-    p.add_argument("--caption-dropout", type=float, default=0.1)
-    p.add_argument("--min-snr-gamma", type=float,
+    p.add_argument("--warmup-steps", type=non_negative_int, default=200)
+    p.add_argument("--ema-decay", type=share, help="0 disables EMA")
+    p.add_argument("--caption-dropout", type=share, default=0.1)
+    p.add_argument("--min-snr-gamma", type=non_negative_number,
                    help="Min-SNR-γ loss weighting, 0 disables (default: 5 for epsilon, off for v-prediction, whose "
                         "Min-SNR weight vanishes at the pure-noise timestep)")
-    p.add_argument("--timestep-shift", type=float, default=1.0,
+    p.add_argument("--timestep-shift", type=positive_number, default=1.0,
                    help="draw training timesteps shifted towards high noise (1: uniform; 3: three quarters in the noisier half)")
-    p.add_argument("--noise-offset", type=float, default=0.0,
+    p.add_argument("--noise-offset", type=non_negative_number, default=0.0,
                    help="offset noise: a per-channel constant of this std added to the training noise (0: off)")
-    p.add_argument("--pyramid-noise", type=float, default=0.0, metavar="DISCOUNT",
+    p.add_argument("--pyramid-noise", type=non_negative_number, default=0.0, metavar="DISCOUNT",
                    help="multi-resolution training noise, level i weighted DISCOUNT**i (0: off)")
     p.add_argument("--prediction-type", default="epsilon", choices=("epsilon", "v_prediction"),
                    help="what the UNet predicts (written to the exported scheduler config)")
     p.add_argument("--zero-terminal-snr", action="store_true",
                    help="rescale the noise schedule so its last timestep is pure noise, sampled with trailing "
                         "spacing (needs --prediction-type v_prediction)")
-    p.add_argument("--time-budget-minutes", type=float, help="wall-clock limit of the whole run")
-    p.add_argument("--checkpoint-minutes", type=float)
-    p.add_argument("--log-seconds", type=float)
-    p.add_argument("--eval-pairs", type=int, help="composition prompt pairs (en + zh) per category and grid point")
-    p.add_argument("--eval-final-pairs", type=int, help="pairs of the final evaluation at the chosen settings")
-    p.add_argument("--eval-seeds", type=int, default=2)
+    p.add_argument("--time-budget-minutes", type=positive_number, help="wall-clock limit of the whole run")
+    p.add_argument("--checkpoint-minutes", type=positive_number)
+    p.add_argument("--log-seconds", type=positive_number)
+    p.add_argument("--eval-pairs", type=positive_int,
+                   help="composition prompt pairs (en + zh) per category and grid point")
+    p.add_argument("--eval-final-pairs", type=positive_int, help="pairs of the final evaluation at the chosen settings")
+    p.add_argument("--eval-seeds", type=positive_int, default=2)
     p.add_argument("--eval-grid", help='STEPSxGUIDANCE[xSTOP] list, e.g. "20x5,30x7.5,25x3x0.3" (STOP: the share of '
                                        'the steps guided, written to kolors_defaults.json as guidance_stop)')
-    p.add_argument("--eval-batch", type=int)
-    p.add_argument("--eval-split", default="heldout")
+    p.add_argument("--eval-batch", type=positive_int)
+    p.add_argument("--eval-split", default="heldout", choices=SPLITS)
     p.add_argument("--skip-eval", action="store_true")
     p.add_argument("--resume", action="store_true", help="reuse finished stages and the diffusion checkpoint")
     p.add_argument("--init-from", type=Path, metavar="FOLDER",
@@ -281,20 +292,24 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(argv: list[str] | None = None) -> RecipeConfig:
     parser = build_parser()
     args = parser.parse_args(argv)
-    for flag in ("stated_position", "layout_share"):
-        share = getattr(args, flag)
-        if not 0.0 <= share <= 1.0:  # also refuses nan
-            parser.error(f"--{flag.replace('_', '-')} is a share between 0 and 1, not {share}")
+    if args.device.split(":")[0] not in DEVICES:
+        parser.error(f"argument --device: one of {', '.join(DEVICES)} (cuda:N for one GPU of several), "
+                     f"got {args.device!r}")
+    multiple = size_multiple(ARCHITECTURES[args.architecture])
+    if args.image_size % multiple:
+        parser.error(f"argument --image-size: the {args.architecture} architecture needs a multiple of {multiple} "
+                     f"(e.g. {max(multiple, args.image_size // multiple * multiple)}), got {args.image_size}")
+    if args.vae_crop is not None and (args.vae_crop % 8 or args.vae_crop > args.image_size):
+        parser.error(f"argument --vae-crop: a multiple of 8 up to --image-size {args.image_size}, got {args.vae_crop}")
+    for flag in ("ema_decay", "caption_dropout"):
+        if (getattr(args, flag) or 0) >= 1:
+            parser.error(f"argument --{flag.replace('_', '-')}: must be below 1, got {getattr(args, flag)}")
     if args.zero_terminal_snr and args.prediction_type != "v_prediction":
         parser.error("--zero-terminal-snr needs --prediction-type v_prediction (an epsilon model cannot predict "
                      "from pure noise)")
-    if args.layout_warmup < 0:
-        parser.error(f"--layout-warmup is a number of steps ≥ 0, not {args.layout_warmup}")
     if args.layout_warmup and not (args.layout_share > 0 and args.zero_terminal_snr):
         parser.error("--layout-warmup needs --layout-share P > 0 (its scenes) and --zero-terminal-snr (a schedule "
                      "whose last steps hold none of the image)")
-    if not (math.isfinite(args.foreground_weight) and args.foreground_weight >= 0):
-        parser.error(f"--foreground-weight is a number ≥ 0 (0: off), not {args.foreground_weight}")
     if args.foreground_from != "target" and not args.foreground_weight:
         parser.error(f"--foreground-from {args.foreground_from} chooses the cells --foreground-weight W weighs: "
                      "give that too")
@@ -310,8 +325,6 @@ def config_from_args(argv: list[str] | None = None) -> RecipeConfig:
     if values.get("ema_decay") == 0:
         values["ema_decay"] = 0.0
     gamma = values["min_snr_gamma"]
-    if gamma is not None and not (math.isfinite(gamma) and gamma >= 0):
-        parser.error(f"--min-snr-gamma is a number ≥ 0 (0 disables the weighting), not {gamma}")
     if gamma is None:
         gamma = 5.0 if args.prediction_type == "epsilon" else 0
     values["min_snr_gamma"] = gamma or None
