@@ -28,6 +28,7 @@ import pytest
      "argument --first-pair: the held-out pairs are 0 to 251, got 9999"),
     ("kolors.evaluation.control_eval", ["--pairs", "-3"], "argument --pairs: must be a positive integer, got -3"),
     ("kolors.evaluation.word_probe", ["--timesteps", "3,x"], "expected comma-separated whole numbers"),
+    ("kolors.evaluation.word_probe", ["--seed", "-1"], "argument --seed: must be 0 or more, got -1"),
 ])
 def test_a_tools_usage_error_is_one_line(module, argv, problem, capsys):
     main = importlib.import_module(module).main

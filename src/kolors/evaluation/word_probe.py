@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..arguments import Parser
+from ..arguments import Parser, non_negative_int
 from ..data.captions import EN_WORDS, ZH_WORDS
 from ..data.shapes import COLOURS, POSITIONS, SHAPES, Scene, Shape, allowed_backgrounds, render_array, sample_scene
 from .reports import check_report_path, write_report
@@ -193,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--pairs", type=int, default=24,
                    help="rendered two-object scenes for the binding row (default 24; 0: none)")
     p.add_argument("--timesteps", type=_timesteps, default=DEFAULT_TIMESTEPS, help="default 300,600,900")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", type=Path, help="also write the numbers here")
     args = p.parse_args(argv)
