@@ -13,6 +13,9 @@ import pytest
     ("kolors.recipe.run", ["--out", "x", "--foreground-from", "prediction"], "give that too"),
     ("kolors.recipe.run", [], "the following arguments are required: --out"),
     ("kolors.recipe.average", ["--out"], "expected one argument"),
+    ("kolors.recipe.average", ["a", "b", "--out", "c", "--weights", "1,x"], "argument --weights: expected a number"),
+    ("kolors.recipe.average", ["a", "b", "--out", "c", "--weights", "nan,1"],  # used to average into NaN weights
+     "argument --weights: expected a finite number, got 'nan'"),
     ("kolors.evaluation.shapes_eval", ["--seeds", "two"], "argument --seeds: expected a whole number, got 'two'"),
     # a count or a category that selects nothing is refused before the model loads (it used to report 0 prompts)
     ("kolors.evaluation.shapes_eval", ["--category", "colour"],

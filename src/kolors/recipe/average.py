@@ -10,6 +10,8 @@ folder. Averaging only makes sense for runs continued from a common ancestor.
 
 from __future__ import annotations
 
+import argparse
+import math
 import shutil
 import sys
 import tempfile
@@ -19,7 +21,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..arguments import Parser
+from ..arguments import Parser, finite_number
 from ..errors import KolorsError
 
 __all__ = ["average_models", "row_order", "main"]
@@ -55,7 +57,7 @@ def average_models(folders: Sequence[str | Path], out: str | Path, weights: Sequ
     if len(folders) < 2:
         raise KolorsError("give at least two model folders to average")
     weights = [1.0] * len(folders) if weights is None else [float(w) for w in weights]
-    if len(weights) != len(folders) or any(w < 0 for w in weights) or sum(weights) <= 0:
+    if len(weights) != len(folders) or not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) <= 0:
         raise KolorsError(f"--weights needs {len(folders)} numbers >= 0, not all 0, got {weights}")
     weights = [w / sum(weights) for w in weights]
     for f in folders:  # checked before anything loads: a missing folder is not a Hub id to look up
@@ -97,15 +99,22 @@ def average_models(folders: Sequence[str | Path], out: str | Path, weights: Sequ
     return out
 
 
+def _weight_list(text: str) -> list[float]:
+    try:
+        return [finite_number(w) for w in text.split(",")]
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (comma-separated numbers such as 0.5,0.5)") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = Parser(prog="python -m kolors.recipe.average", description=__doc__.split("\n\n")[0])
     p.add_argument("folders", nargs="+", type=Path, help="model folders exported by the recipe")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--weights", help="comma-separated weights, one per folder (default: equal)")
+    p.add_argument("--weights", type=_weight_list, metavar="W,W,...",
+                   help="comma-separated weights ≥ 0, one per folder (default: equal)")
     args = p.parse_args(argv)
     try:
-        weights = [float(w) for w in args.weights.split(",")] if args.weights else None
-        out = average_models(args.folders, args.out, weights)
+        out = average_models(args.folders, args.out, args.weights)
     except (KolorsError, ValueError, OSError) as exc:
         print(f"kolors: error: {exc}", file=sys.stderr)
         return 2
@@ -114,4 +123,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ..signals import run_command
+
+    raise SystemExit(run_command(main))
