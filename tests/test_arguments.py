@@ -70,6 +70,7 @@ def test_averaging_folders_that_are_not_models_is_one_line_before_anything_loads
     (["--lr", "-1"], "argument --lr: must be a positive number, got -1"),
     (["--lr-text-encoder", "nan"], "argument --lr-text-encoder: expected a finite number, got 'nan'"),
     (["--time-budget-minutes", "0"], "argument --time-budget-minutes: must be a positive number, got 0"),
+    (["--log-seconds", "-1"], "argument --log-seconds: must be 0 or more, got -1"),  # 0: every step
     (["--warmup-steps", "-5"], "argument --warmup-steps: must be 0 or more, got -5"),
     (["--caption-dropout", "1.5"], "argument --caption-dropout: must be a share from 0 to 1, got 1.5"),
     (["--ema-decay", "1"], "argument --ema-decay: must be below 1, got 1.0"),

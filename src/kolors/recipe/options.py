@@ -271,8 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rescale the noise schedule so its last timestep is pure noise, sampled with trailing "
                         "spacing (needs --prediction-type v_prediction)")
     p.add_argument("--time-budget-minutes", type=positive_number, help="wall-clock limit of the whole run")
-    p.add_argument("--checkpoint-minutes", type=positive_number)
-    p.add_argument("--log-seconds", type=positive_number)
+    p.add_argument("--checkpoint-minutes", type=non_negative_number, help="how often to save (0: every step)")
+    p.add_argument("--log-seconds", type=non_negative_number, help="how often to log (0: every step)")
     p.add_argument("--eval-pairs", type=positive_int,
                    help="composition prompt pairs (en + zh) per category and grid point")
     p.add_argument("--eval-final-pairs", type=positive_int, help="pairs of the final evaluation at the chosen settings")
