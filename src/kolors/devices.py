@@ -17,15 +17,20 @@ DTYPES = ("float32", "float16", "bfloat16")
 _DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}
 
 
+def is_device_name(name: str) -> bool:
+    """Whether ``name`` is one of ``DEVICES``, with a ``:N`` index or not (``cuda:1``); no torch import."""
+    return name.split(":")[0] in DEVICES
+
+
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
     """The device for ``name``: "auto" picks cuda, then mps, then cpu."""
     import torch
 
     if isinstance(name, torch.device):
         return name
-    base = name.split(":")[0]
-    if base not in DEVICES:
+    if not is_device_name(name):
         raise InvalidParameterError(f"unknown device '{name}': use one of {', '.join(DEVICES)}")
+    base = name.split(":")[0]
     if base == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

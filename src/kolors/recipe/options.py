@@ -17,7 +17,7 @@ from ..arguments import (
     share,
 )
 from ..data.shapes import BACKGROUNDS, KIND_WEIGHTS, KINDS, SPLITS
-from ..devices import DEVICES
+from ..devices import DEVICES, is_device_name
 from .architecture import ARCHITECTURES, size_multiple
 from .pool import LANGUAGES
 
@@ -292,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(argv: list[str] | None = None) -> RecipeConfig:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.device.split(":")[0] not in DEVICES:
+    if not is_device_name(args.device):
         parser.error(f"argument --device: one of {', '.join(DEVICES)} (cuda:N for one GPU of several), "
                      f"got {args.device!r}")
     multiple = size_multiple(ARCHITECTURES[args.architecture])
