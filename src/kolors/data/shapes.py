@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from PIL import Image
@@ -53,6 +53,7 @@ __all__ = [
     "is_heldout_pair",
     "allowed_backgrounds",
     "relation_of",
+    "exchange_colours",
     "place_shape",
     "sample_scene",
     "render",
@@ -257,6 +258,18 @@ class Scene:
         relation = d.get("relation", relation_of(*shapes) if kind == "pair" else None)
         return cls(shapes=shapes, background=d.get("background", "white"), split=d.get("split", "train"),
                    kind=kind, relation=relation)
+
+
+def exchange_colours(scene: Scene) -> Scene | None:
+    """``scene`` with its two objects' colours exchanged: every caption of it misbinds colours to the pair's shapes
+    (and places). None where that changes nothing a caption can say: a scene that is not a pair, or a pair whose
+    objects share their colour or their shape."""
+    if scene.kind != "pair":
+        return None
+    first, second = scene.shapes
+    if first.colour == second.colour or first.shape == second.shape:
+        return None
+    return replace(scene, shapes=(replace(first, colour=second.colour), replace(second, colour=first.colour)))
 
 
 def is_heldout_combo(shape: Shape) -> bool:

@@ -31,7 +31,8 @@ import torch
 
 from ..arguments import Parser, non_negative_int
 from ..data.captions import EN_WORDS, ZH_WORDS
-from ..data.shapes import COLOURS, POSITIONS, SHAPES, Scene, Shape, allowed_backgrounds, render_array, sample_scene
+from ..data.shapes import (COLOURS, POSITIONS, SHAPES, Scene, Shape, allowed_backgrounds, exchange_colours,
+                           render_array, sample_scene)
 from .reports import check_report_path, write_report
 
 __all__ = ["ATTRIBUTES", "PAIR_ATTRIBUTES", "probe_caption", "swapped", "probe_scenes", "probe_pair_scenes",
@@ -68,9 +69,10 @@ def swapped(scene: Scene, attribute: str) -> Scene:
     if attribute == "binding":
         if scene.kind != "pair":
             raise ValueError("binding is swapped in two-object scenes only")
-        first, second = scene.shapes
-        return dataclasses.replace(scene, shapes=(dataclasses.replace(first, colour=second.colour),
-                                                  dataclasses.replace(second, colour=first.colour)))
+        exchanged = exchange_colours(scene)
+        if exchanged is None:
+            raise ValueError("binding is swapped in two-object scenes of two colours and two shapes only")
+        return exchanged
     if attribute == "background":
         return dataclasses.replace(scene, background=next(b for b in allowed_backgrounds([s.colour]) if b != bg))
     if attribute == "colour":

@@ -95,6 +95,8 @@ class RecipeConfig:
     language_weights: str | None = None
     foreground_weight: float = 0.0
     foreground_from: str = "target"
+    binding_contrast: float = 0.0
+    binding_margin: float = 0.2
     warmup_steps: int = 200
     ema_decay: float | None = None
     caption_dropout: float = 0.1
@@ -253,6 +255,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which cells --foreground-weight weighs: the training image's shapes (target; an added "
                         "shape then costs less than a missing one), those the model's own estimate of the image "
                         "shows (prediction; no such bias), or both")
+    p.add_argument("--binding-contrast", type=non_negative_number, default=0.0, metavar="W",
+                   help="on two-object scenes, add W × a hinge that asks the denoising loss under the caption with "
+                        "the two colours exchanged to exceed the true caption's by --binding-margin (0: off; the "
+                        "pool then also holds those captions)")
+    p.add_argument("--binding-margin", type=positive_number, default=0.2, metavar="M",
+                   help="the relative loss gap --binding-contrast asks for (0.2: the exchanged caption's loss 20%% "
+                        "above the true one's)")
     p.add_argument("--warmup-steps", type=non_negative_int, default=200)
     p.add_argument("--ema-decay", type=share, help="0 disables EMA")
     p.add_argument("--caption-dropout", type=share, default=0.1)

@@ -4,10 +4,16 @@ The pool is rendered once, in parallel worker processes, and reused by every sta
 images, the diffusion stage on their cached latents. Each scene gets ``captions_per_language`` captions in
 each language (random wordings), tokenized in the workers exactly as the pipeline tokenizes prompts, so the
 diffusion stage only indexes tensors: it picks a random language and wording for every sample.
+
+With ``contrast`` (``--binding-contrast``), every caption of a two-object scene also gets its *exchanged* twin: the
+same wording drawn from the same random state for the scene with the two objects' colours exchanged
+(:func:`~kolors.data.shapes.exchange_colours`), a caption that names every word of the image but binds the colours
+to the wrong shapes. Other scenes' twins are their own captions (nothing to contrast).
 """
 
 from __future__ import annotations
 
+import copy
 import multiprocessing as mp
 import os
 import signal
@@ -20,16 +26,17 @@ import torch
 
 from ..data.captions import caption, caption_with_template
 from ..data.examples import batch
-from ..data.shapes import LANGS, Scene, render_array, sample_scene
+from ..data.shapes import LANGS, Scene, exchange_colours, render_array, sample_scene
 
 __all__ = [
-    "LANGUAGES", "LAYOUT_BACKGROUNDS", "Pool", "latent_foreground", "layout_scene", "placed_caption", "caption_corpus",
-    "render_pool",
-    "CaptionTokens", "scene_captions",
+    "LANGUAGES", "LAYOUT_BACKGROUNDS", "TOKEN_KEYS", "CONTRAST_KEYS", "Pool", "latent_foreground", "layout_scene",
+    "placed_caption", "caption_and_twin", "caption_corpus", "render_pool", "CaptionTokens", "scene_captions",
 ]
 
 LANGUAGES = LANGS
 CHUNK = 256
+TOKEN_KEYS = ("input_ids", "attention_mask", "position_ids")
+CONTRAST_KEYS = tuple(f"contrast_{k}" for k in TOKEN_KEYS)
 
 
 def scene_captions(scene: Scene, rng: np.random.Generator) -> tuple[str, ...]:
@@ -49,6 +56,16 @@ def placed_caption(scene: Scene, lang: str, rng: np.random.Generator, stated_pos
         if rng.random() < stated_position:
             return caption_with_template(scene, lang, rng, states=slot)[0]
     return caption(scene, lang, rng)
+
+
+def caption_and_twin(scene: Scene, lang: str, rng: np.random.Generator, stated_position: float) -> tuple[str, str]:
+    """:func:`placed_caption` of ``scene`` and its exchanged twin: the caption the same draws make for the scene with
+    the two objects' colours exchanged (the caption itself where exchanging changes nothing). ``rng`` advances as
+    for the caption alone: the twin is drawn from a copy of its state."""
+    exchanged = exchange_colours(scene)
+    state = copy.deepcopy(rng) if exchanged is not None else None
+    text = placed_caption(scene, lang, rng, stated_position)
+    return text, (text if state is None else placed_caption(exchanged, lang, state, stated_position))
 
 
 # Layout scenes: one shape on one background (white unless --layout-background), so that where the shape is changes
@@ -78,13 +95,17 @@ def caption_corpus(n_scenes: int, *, seed: int) -> list[str]:
 @dataclass
 class Pool:
     """``images``: uint8 N×H×W×3. Token tensors are N×languages×K×256 (ids int16, mask int8, positions int16).
-    ``layout``: which scenes come from :func:`layout_scene` (bool N)."""
+    ``layout``: which scenes come from :func:`layout_scene` (bool N). ``contrast_*``: the tokens of each caption's
+    exchanged twin, alike (None: a pool made without ``contrast``)."""
 
     images: np.ndarray | None
     input_ids: np.ndarray
     attention_mask: np.ndarray
     position_ids: np.ndarray
     layout: np.ndarray
+    contrast_input_ids: np.ndarray | None = None
+    contrast_attention_mask: np.ndarray | None = None
+    contrast_position_ids: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -107,7 +128,7 @@ _worker_tokenizer = None
 def _render_chunk(args: tuple):
     global _worker_tokenizer
     (seed, n, split, size, k_caps, chunk_index, tokenizer_dir, stated_position, layout_share, layout_backgrounds,
-     kind_weights) = args
+     kind_weights, contrast) = args
     from .tokenizer import load_tokenizer
 
     if _worker_tokenizer is None or _worker_tokenizer[0] != tokenizer_dir:
@@ -123,13 +144,21 @@ def _render_chunk(args: tuple):
         for i in np.flatnonzero(layout):
             scenes[i] = layout_scene(layout_rng, split, layout_backgrounds)
             images[i] = render_array(scenes[i], size)
-    texts = []
+    texts, twins = [], []
     for scene, stated in zip(scenes, np.where(layout, 1.0, stated_position)):
         for lang in LANGUAGES:
-            texts.extend(placed_caption(scene, lang, rng, stated) for _ in range(k_caps))
-    ids, mask, pos = _tokenize_np(tokenizer, texts)
+            for _ in range(k_caps):
+                if contrast:
+                    text, twin = caption_and_twin(scene, lang, rng, stated)
+                    texts.append(text)
+                    twins.append(twin)
+                else:
+                    texts.append(placed_caption(scene, lang, rng, stated))
     shape = (n, len(LANGUAGES), k_caps, -1)
-    return np.asarray(images, dtype=np.uint8), ids.reshape(shape), mask.reshape(shape), pos.reshape(shape), layout
+    tokens = [a.reshape(shape) for a in _tokenize_np(tokenizer, texts)]
+    if contrast:
+        tokens += [a.reshape(shape) for a in _tokenize_np(tokenizer, twins)]
+    return np.asarray(images, dtype=np.uint8), layout, tokens
 
 
 def _default_signals() -> None:
@@ -153,14 +182,16 @@ def render_pool(
     layout_share: float = 0.0,
     layout_backgrounds: Sequence[str] = LAYOUT_BACKGROUNDS,
     kind_weights: Mapping[str, float] | None = None,
+    contrast: bool = False,
 ) -> Pool:
     """``n`` scenes of ``split`` at ``size`` px with tokenized captions; deterministic for a seed, any ``workers``.
     ``stated_position``: see :func:`placed_caption`. ``layout_share``: the share of scenes drawn by
     :func:`layout_scene` on ``layout_backgrounds``, every caption of which says where the shape is.
-    ``kind_weights``: how often the other scenes are each kind (default: the dataset's ``KIND_WEIGHTS``)."""
+    ``kind_weights``: how often the other scenes are each kind (default: the dataset's ``KIND_WEIGHTS``).
+    ``contrast``: also tokenize each caption's exchanged twin (the module's docstring); the rest is unchanged."""
     jobs = [
         (seed, min(CHUNK, n - i), split, size, captions_per_language, k, str(tokenizer_dir), stated_position,
-         layout_share, tuple(layout_backgrounds), tuple(kind_weights.items()) if kind_weights else None)
+         layout_share, tuple(layout_backgrounds), tuple(kind_weights.items()) if kind_weights else None, contrast)
         for k, i in enumerate(range(0, n, CHUNK))
     ]
     workers = max(1, min(workers or (os.cpu_count() or 1), len(jobs)))
@@ -171,13 +202,9 @@ def render_pool(
         method = "spawn" if torch.cuda.is_available() and torch.cuda.is_initialized() else "fork"
         with mp.get_context(method).Pool(workers, initializer=_default_signals) as pool:
             parts = pool.map(_render_chunk, jobs, chunksize=1)
-    return Pool(
-        images=np.concatenate([p[0] for p in parts]),
-        input_ids=np.concatenate([p[1] for p in parts]),
-        attention_mask=np.concatenate([p[2] for p in parts]),
-        position_ids=np.concatenate([p[3] for p in parts]),
-        layout=np.concatenate([p[4] for p in parts]),
-    )
+    keys = TOKEN_KEYS + (CONTRAST_KEYS if contrast else ())
+    tokens = {key: np.concatenate([p[2][i] for p in parts]) for i, key in enumerate(keys)}
+    return Pool(images=np.concatenate([p[0] for p in parts]), layout=np.concatenate([p[1] for p in parts]), **tokens)
 
 
 def latent_foreground(images: np.ndarray, factor: int, *, tolerance: int = 8) -> np.ndarray:
@@ -200,20 +227,18 @@ class CaptionTokens:
     def __init__(self, tokenizer, pool: Pool | dict, *, device: torch.device):
         from .trainer import tokenize
 
-        get = (lambda k: getattr(pool, k)) if isinstance(pool, Pool) else pool.__getitem__
+        get = (lambda k: getattr(pool, k)) if isinstance(pool, Pool) else pool.get
         self.input_ids = torch.as_tensor(get("input_ids")).to(device)
         self.attention_mask = torch.as_tensor(get("attention_mask")).to(device)
         self.position_ids = torch.as_tensor(get("position_ids")).to(device)
+        twins = [get(k) for k in CONTRAST_KEYS]
+        self.twins = None if twins[0] is None else [torch.as_tensor(t).to(device) for t in twins]
         empty = tokenize(tokenizer, [""])
         self.empty = {k: v.to(device) for k, v in empty.items()}
         self.n_languages, self.per_language = self.input_ids.shape[1], self.input_ids.shape[2]
 
     def lookup(self, items: torch.Tensor, lang: torch.Tensor, k: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {
-            "input_ids": self.input_ids[items, lang, k].long(),
-            "attention_mask": self.attention_mask[items, lang, k].long(),
-            "position_ids": self.position_ids[items, lang, k].long(),
-        }
+        return {key: getattr(self, key)[items, lang, k].long() for key in TOKEN_KEYS}
 
     def sample(
         self, items: torch.Tensor, *, dropout: float, generator: torch.Generator | None = None,
@@ -222,6 +247,8 @@ class CaptionTokens:
         """Tokens of a random caption in a random language of each item; with probability ``dropout`` of "".
 
         ``language_weights`` (one per language of ``LANGUAGES``) skews the language draw; default: uniform.
+        A pool with exchanged twins adds ``"contrast"``: ``rows``, the items whose caption (kept, not dropped) has a
+        twin that differs from it, and the twins' tokens of those rows.
         """
         b = items.shape[0]
         dev = items.device
@@ -234,4 +261,9 @@ class CaptionTokens:
         k = torch.randint(0, self.per_language, (b,), generator=generator, device=gdev).to(dev)
         out = self.lookup(items, lang, k)
         drop = (torch.rand((b,), generator=generator, device=gdev) < dropout).to(dev)[:, None]
-        return {key: torch.where(drop, self.empty[key].expand_as(v), v) for key, v in out.items()}
+        out = {key: torch.where(drop, self.empty[key].expand_as(v), v) for key, v in out.items()}
+        if self.twins is not None:
+            twin = {key: t[items, lang, k].long() for key, t in zip(TOKEN_KEYS, self.twins)}
+            rows = torch.nonzero(~drop[:, 0] & (twin["input_ids"] != out["input_ids"]).any(dim=1)).flatten()
+            out["contrast"] = {"rows": rows, **{key: v[rows] for key, v in twin.items()}}
+        return out

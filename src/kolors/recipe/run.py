@@ -45,7 +45,8 @@ from .evaluate import EvalSpec, evaluate_folder, reconstruction_check
 from .export import check_destination, count_params, export_folder, folder_size, hardware_description, init_note, \
     render_readme, verify_on_cpu
 from .initialise import initialise_from, weights_variant
-from .pool import LANGUAGES, CaptionTokens, Pool, caption_corpus, latent_foreground, render_pool
+from .pool import (CONTRAST_KEYS, LANGUAGES, TOKEN_KEYS, CaptionTokens, Pool, caption_corpus, latent_foreground,
+                   render_pool)
 from .weighting import cell_weight, fit_threshold
 from .options import RecipeConfig, config_from_args, parse_grid, parse_language_weights, parse_scene_mix
 from .tokenizer import load_tokenizer, padded_vocab_size, train_tokenizer
@@ -56,7 +57,7 @@ __all__ = ["RecipeResult", "RecipeRun", "run", "main"]
 
 POOL_OPTIONS_FILE = "pool.json"
 # Pool options added after pool.json was: what a pool.json without them was made with.
-POOL_OPTIONS_BEFORE = {"scene_mix": None}
+POOL_OPTIONS_BEFORE = {"scene_mix": None, "contrast_captions": False}
 
 
 class Log:
@@ -168,7 +169,8 @@ class RecipeRun:
         pool = render_pool(cfg.pool_size, tokenizer_dir=self.work / "tokenizer", split="train", size=cfg.image_size,
                            seed=cfg.seed, captions_per_language=cfg.captions_per_language, workers=cfg.workers,
                            stated_position=cfg.stated_position, layout_share=cfg.layout_share,
-                           layout_backgrounds=cfg.layout_background, kind_weights=parse_scene_mix(cfg.scene_mix))
+                           layout_backgrounds=cfg.layout_background, kind_weights=parse_scene_mix(cfg.scene_mix),
+                           contrast=cfg.binding_contrast > 0)
         self.log(f"pool: {len(pool)} scenes rendered, {len(LANGUAGES)}×{cfg.captions_per_language} captions each "
                  f"tokenized, in {time.monotonic() - t0:.1f}s")
         return pool
@@ -179,7 +181,7 @@ class RecipeRun:
         return {"seed": cfg.seed, "pool_size": cfg.pool_size, "image_size": cfg.image_size,
                 "captions_per_language": cfg.captions_per_language, "stated_position": cfg.stated_position,
                 "layout_share": cfg.layout_share, "layout_background": list(cfg.layout_background),
-                "scene_mix": parse_scene_mix(cfg.scene_mix)}
+                "scene_mix": parse_scene_mix(cfg.scene_mix), "contrast_captions": cfg.binding_contrast > 0}
 
     def _check_pool_options(self) -> None:
         """``--resume`` reuses the rendered pool: options asking for another pool are refused, not ignored."""
@@ -199,6 +201,8 @@ class RecipeRun:
         if differ:
             def flag(key, value):
                 name = f"--{key.replace('_', '-')}"
+                if key == "contrast_captions":  # made by --binding-contrast W > 0
+                    return "--binding-contrast" if value else "no --binding-contrast"
                 if value is None:
                     return f"no {name}"
                 if isinstance(value, dict):
@@ -246,7 +250,7 @@ class RecipeRun:
             self._save_autoencoder_stage(vae, means, stds, pool)
         vae = vae.float().cpu().eval()
         cache = torch.load(self.work / "latents.pt", weights_only=False)
-        tokens = {k: cache[k] for k in ("input_ids", "attention_mask", "position_ids")}
+        tokens = {k: cache[k] for k in TOKEN_KEYS + CONTRAST_KEYS if k in cache}
         return vae, Latents(cache["means"], cache["stds"], tokens, float(vae.config.scaling_factor),
                             cache.get("layout"), cache.get("foreground"))
 
@@ -310,10 +314,9 @@ class RecipeRun:
         # The options first: a latents.pt is never without the record of the pool it holds.
         write_text(self.work / POOL_OPTIONS_FILE, json.dumps(self._pool_options(), indent=2) + "\n")
         with deferred(), atomic_file(self.work / "latents.pt") as tmp:
-            torch.save({"means": means, "stds": stds, "input_ids": torch.from_numpy(pool.input_ids),
-                        "attention_mask": torch.from_numpy(pool.attention_mask),
-                        "position_ids": torch.from_numpy(pool.position_ids),
-                        "layout": torch.from_numpy(pool.layout),
+            tokens = {k: torch.from_numpy(getattr(pool, k)) for k in TOKEN_KEYS + CONTRAST_KEYS
+                      if getattr(pool, k) is not None}
+            torch.save({"means": means, "stds": stds, **tokens, "layout": torch.from_numpy(pool.layout),
                         "foreground": torch.from_numpy(latent_foreground(pool.images, pool.images.shape[1]
                                                                          // means.shape[-1]))}, tmp)
 
@@ -343,6 +346,7 @@ class RecipeRun:
             warmup_steps=cfg.warmup_steps, amp_dtype=self._amp_dtype(), ema_decay=cfg.ema_decay,
             min_snr_gamma=cfg.min_snr_gamma, timestep_shift=cfg.timestep_shift, noise_offset=cfg.noise_offset,
             pyramid_noise=cfg.pyramid_noise, scheduler_config=self.scheduler_config,
+            binding_contrast=cfg.binding_contrast, binding_margin=cfg.binding_margin,
         )
         if resuming:
             state = torch.load(checkpoint, map_location=self.device, weights_only=False)
@@ -367,6 +371,9 @@ class RecipeRun:
         val = {"latents": lat_mean[:k].float() * sf,
                **table.lookup(val_items, val_items % len(LANGUAGES), torch.zeros_like(val_items))}
         language_weights = parse_language_weights(cfg.language_weights)
+        if cfg.binding_contrast and table.twins is None:
+            raise KolorsError(f"--binding-contrast needs the exchanged captions of the pool, which the pool in "
+                              f"{self.work} was made without: give a new --work-dir for a new pool")
         foreground = None
         if cfg.foreground_weight:
             if latents.foreground is None:
@@ -385,6 +392,7 @@ class RecipeRun:
         deadline = self.start + self.budget - self.reserve if self.budget else None
         t_diff = last_ckpt = last_print = time.monotonic()
         run_loss, run_n = torch.zeros((), device=device), 0
+        run_hinge, hinge_n = torch.zeros((), device=device), 0  # --binding-contrast's hinge, steps that had one
         bar = log.bar(steps_total, "diffusion")
         if bar is not None:
             bar.update(trainer.step_count)
@@ -424,11 +432,16 @@ class RecipeRun:
                 if self.budget:
                     progress = max(progress, (now - self.start) / (self.budget - self.reserve))
                 lat, tokens, timesteps, weight = draw(trainer.step_count)
+                trainer.last_contrast = None
                 with deferred():  # a signal lands between steps, never inside one
                     loss, lr = trainer.step(lat, tokens["input_ids"], tokens["attention_mask"], tokens["position_ids"],
-                                            progress=progress, timesteps=timesteps, generator=g, weight=weight)
+                                            progress=progress, timesteps=timesteps, generator=g, weight=weight,
+                                            contrast=tokens.get("contrast"))
                 run_loss += loss
                 run_n += 1
+                if trainer.last_contrast is not None:
+                    run_hinge += trainer.last_contrast.detach()
+                    hinge_n += 1
                 step = trainer.step_count
                 if bar is not None:
                     bar.update(1)
@@ -440,12 +453,19 @@ class RecipeRun:
                         run_n = 0
                         fixed = trainer.fixed_loss(val)
                         rate = (step - first_step) / max(1e-6, now - t_diff)
-                        self.result.history.append({"step": step, "loss": mean_loss, "fixed_loss": fixed, "lr": lr,
-                                                    "seconds": now - t_diff})
+                        entry = {"step": step, "loss": mean_loss, "fixed_loss": fixed, "lr": lr,
+                                 "seconds": now - t_diff}
+                        hinge = ""
+                        if hinge_n:  # the loss above includes it, weighted
+                            entry["binding_hinge"] = float(run_hinge) / hinge_n
+                            hinge = f" binding hinge {entry['binding_hinge']:.4f}"
+                            run_hinge.zero_()
+                            hinge_n = 0
+                        self.result.history.append(entry)
                         if bar is not None:
                             bar.set_postfix(loss=f"{mean_loss:.4f}", fixed=f"{fixed:.4f}")
                         else:
-                            log(f"diffusion step {step}/{steps_total}: loss {mean_loss:.4f} fixed {fixed:.4f} "
+                            log(f"diffusion step {step}/{steps_total}: loss {mean_loss:.4f} fixed {fixed:.4f}{hinge} "
                                 f"lr {lr:.2e} ({rate:.2f} steps/s)")
                         last_print = now
                     if now - last_ckpt >= cfg.checkpoint_minutes * 60:

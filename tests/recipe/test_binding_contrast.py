@@ -1,0 +1,127 @@
+"""--binding-contrast: the pool's exchanged captions and the hinge that asks the model to tell them apart."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from kolors.data.captions import EN_WORDS
+from kolors.data.shapes import COLOURS, Scene, Shape, exchange_colours, sample_scene
+from kolors.recipe.pool import caption_and_twin, placed_caption, render_pool
+from kolors.recipe.run import run
+
+from test_recipe import _short_run
+
+
+def test_exchanging_colours_keeps_every_shape_and_place_and_refuses_what_cannot_misbind():
+    pair = Scene(shapes=(Shape("circle", "red", "medium", "left"), Shape("square", "blue", "small", "right")),
+                 kind="pair", relation="left")
+    (a, b) = exchange_colours(pair).shapes
+    assert (a.shape, a.colour, a.position, b.shape, b.colour, b.position) == \
+        ("circle", "blue", "left", "square", "red", "right")
+    same_shape = Scene(shapes=(Shape("circle", "red", "medium", "left"), Shape("circle", "blue", "small", "right")),
+                       kind="pair", relation="left")
+    single = Scene(shapes=(Shape("circle", "red", "medium", "left"),))
+    assert exchange_colours(same_shape) is None and exchange_colours(single) is None
+
+
+def _colour_words(text: str) -> list[str]:
+    """The first two colours an English caption names (its objects'; a background comes after them in every
+    English wording of a pair)."""
+    words = {w: c for c in COLOURS for w in EN_WORDS["colour"][c]}
+    return [words[w] for w in re.findall(r"[a-z]+", text) if w in words][:2]
+
+
+def test_a_twin_is_the_same_wording_with_the_colours_on_the_other_shapes_and_draws_nothing_extra():
+    rng = np.random.default_rng(0)
+    pairs = same_wording = 0
+    for _ in range(300):
+        scene = sample_scene(rng, "train")
+        seed = int(rng.integers(2**31))
+        for lang in ("en", "zh"):
+            text, twin = caption_and_twin(scene, lang, r := np.random.default_rng(seed), 0.85)
+            after_twin = r.integers(2**31)
+            # the caption alone, from the same state: the same text, and the stream left where the twin left it
+            alone = np.random.default_rng(seed)
+            assert placed_caption(scene, lang, alone, 0.85) == text and alone.integers(2**31) == after_twin
+            if exchange_colours(scene) is None:
+                assert twin == text
+                continue
+            assert twin != text
+            if lang == "en":
+                pairs += 1
+                first, second = scene.shapes
+                assert _colour_words(text) == [first.colour, second.colour]
+                assert _colour_words(twin) == [second.colour, first.colour]
+                same_wording += sorted(text.split()) == sorted(twin.split())
+    assert pairs > 60 and same_wording / pairs > 0.9, (pairs, same_wording)
+
+
+def test_a_pool_with_twins_is_the_same_pool_plus_their_tokens(tiny_run):
+    kw = dict(tokenizer_dir=tiny_run.out / "tokenizer", size=32, seed=5, workers=1, captions_per_language=2,
+              kind_weights={"single": 1, "count": 1, "pair": 2})
+    plain, contrast = render_pool(40, **kw), render_pool(40, **kw, contrast=True)
+    assert plain.contrast_input_ids is None
+    assert np.array_equal(plain.images, contrast.images) and np.array_equal(plain.input_ids, contrast.input_ids)
+    differs = (contrast.contrast_input_ids != contrast.input_ids).any(axis=-1)  # N × languages × captions
+    assert 8 < differs.all(axis=(1, 2)).sum() < 40 and (differs.any(axis=(1, 2)) == differs.all(axis=(1, 2))).all()
+
+
+def _trainer(margin: float, weight: float):
+    from kolors.recipe.architecture import ARCHITECTURES, build_text_encoder, build_unet
+    from kolors.recipe.trainer import DiffusionTrainer
+
+    arch = ARCHITECTURES["tiny"]
+    te = build_text_encoder(arch["text_encoder"], 128, seed=1)
+    unet = build_unet(arch["unet"], text_hidden_size=arch["text_encoder"].hidden_size, image_size=32, seed=2)
+    return DiffusionTrainer(unet, te, image_size=32, device=torch.device("cpu"), ema_decay=None,
+                            binding_contrast=weight, binding_margin=margin)
+
+
+def test_the_hinge_is_the_margin_when_the_twin_is_the_caption_and_falls_as_the_gap_grows():
+    torch.manual_seed(0)
+    trainer = _trainer(margin=0.3, weight=2.0)
+    b = 4
+    latents = torch.randn(b, trainer.unet.config.in_channels, 4, 4)
+    ids = torch.randint(5, 100, (b, 12))
+    mask, pos = torch.ones_like(ids), torch.arange(12).expand(b, 12)
+    noise, ts = torch.randn_like(latents), torch.tensor([100, 300, 600, 900])
+    common = dict(noise=noise, timesteps=ts)
+    plain = trainer.loss(latents, ids, mask, pos, **common)
+    rows = torch.tensor([1, 3])
+    itself = {"rows": rows, "input_ids": ids[rows], "attention_mask": mask[rows], "position_ids": pos[rows]}
+    with_itself = trainer.loss(latents, ids, mask, pos, **common, contrast=itself)
+    assert float(trainer.last_contrast) == pytest.approx(0.3, abs=1e-6)
+    assert float(with_itself) == pytest.approx(float(plain) + 2.0 * 0.3, rel=1e-5)
+    other = {**itself, "input_ids": torch.randint(5, 100, (2, 12))}
+    trainer.loss(latents, ids, mask, pos, **common, contrast=other)
+    assert float(trainer.last_contrast) != pytest.approx(0.3)
+    none = {**itself, "rows": rows[:0], "input_ids": ids[:0], "attention_mask": mask[:0], "position_ids": pos[:0]}
+    assert float(trainer.loss(latents, ids, mask, pos, **common, contrast=none)) == pytest.approx(float(plain))
+
+
+def test_a_run_with_binding_contrast_logs_its_hinge_and_its_pool_is_kept_apart(tiny_run, tmp_path):
+    from kolors.errors import KolorsError
+    from kolors.recipe.options import config_from_args
+
+    out = tmp_path / "m"
+    result = run(_short_run(tiny_run, out, steps_diffusion=3, scene_mix="pair=1", binding_contrast=1.0,
+                            binding_margin=0.5))
+    hinges = [h["binding_hinge"] for h in result.history if "binding_hinge" in h]
+    assert hinges and all(0 <= h <= 0.5 + 1e-6 for h in hinges)
+    cache = torch.load(tmp_path / "m.work" / "latents.pt", weights_only=False)
+    assert cache["contrast_input_ids"].shape == cache["input_ids"].shape
+    with pytest.raises(KolorsError, match="made with --binding-contrast; this run asks for no --binding-contrast"):
+        run(_short_run(tiny_run, out, steps_diffusion=4, resume=True, scene_mix="pair=1"))
+    for key in ("contrast_input_ids", "contrast_attention_mask", "contrast_position_ids"):
+        del cache[key]  # a pool made without the twins
+    torch.save(cache, tmp_path / "m.work" / "latents.pt")
+    (tmp_path / "m.work" / "pool.json").unlink()
+    with pytest.raises(KolorsError, match="--binding-contrast needs the exchanged captions of the pool"):
+        run(_short_run(tiny_run, out, steps_diffusion=4, resume=True, scene_mix="pair=1", binding_contrast=1.0))
+    for bad in (["--binding-contrast", "-1"], ["--binding-margin", "0"], ["--binding-contrast", "nan"]):
+        with pytest.raises(SystemExit):
+            config_from_args(["--out", "x", *bad])
