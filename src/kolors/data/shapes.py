@@ -261,13 +261,13 @@ class Scene:
 
 
 def exchange_colours(scene: Scene) -> Scene | None:
-    """``scene`` with its two objects' colours exchanged: every caption of it misbinds colours to the pair's shapes
-    (and places). None where that changes nothing a caption can say: a scene that is not a pair, or a pair whose
-    objects share their colour or their shape."""
+    """``scene`` with its two objects' colours exchanged: a caption of it that tells the objects apart (by shape, or
+    by where each one is) binds the colours to the wrong objects. None for a scene that is not a pair, or a pair of
+    one colour (nothing changes)."""
     if scene.kind != "pair":
         return None
     first, second = scene.shapes
-    if first.colour == second.colour or first.shape == second.shape:
+    if first.colour == second.colour:
         return None
     return replace(scene, shapes=(replace(first, colour=second.colour), replace(second, colour=first.colour)))
 

@@ -71,7 +71,7 @@ def swapped(scene: Scene, attribute: str) -> Scene:
             raise ValueError("binding is swapped in two-object scenes only")
         exchanged = exchange_colours(scene)
         if exchanged is None:
-            raise ValueError("binding is swapped in two-object scenes of two colours and two shapes only")
+            raise ValueError("binding is swapped in two-object scenes of two colours only")
         return exchanged
     if attribute == "background":
         return dataclasses.replace(scene, background=next(b for b in allowed_backgrounds([s.colour]) if b != bg))

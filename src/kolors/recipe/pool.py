@@ -5,10 +5,11 @@ images, the diffusion stage on their cached latents. Each scene gets ``captions_
 each language (random wordings), tokenized in the workers exactly as the pipeline tokenizes prompts, so the
 diffusion stage only indexes tensors: it picks a random language and wording for every sample.
 
-With ``contrast`` (``--binding-contrast``), every caption of a two-object scene also gets its *exchanged* twin: the
-same wording drawn from the same random state for the scene with the two objects' colours exchanged
-(:func:`~kolors.data.shapes.exchange_colours`), a caption that names every word of the image but binds the colours
-to the wrong shapes. Other scenes' twins are their own captions (nothing to contrast).
+With ``contrast`` (``--binding-contrast``), every caption of a two-object scene that tells its objects apart (by
+shape, or by where each one is) also gets its *exchanged* twin: the same wording drawn from the same random state for
+the scene with the two objects' colours exchanged (:func:`~kolors.data.shapes.exchange_colours`), a caption that
+names every word of the image but binds the colours to the wrong objects. Other captions' twins are themselves
+(nothing to contrast).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.captions import caption, caption_with_template
+from ..data.captions import TEMPLATES, caption, caption_with_template, template_slots
 from ..data.examples import batch
 from ..data.shapes import LANGS, Scene, exchange_colours, render_array, sample_scene
 
@@ -51,21 +52,36 @@ _PLACE_SLOT = {"single": "pos", "pair": "rel"}
 def placed_caption(scene: Scene, lang: str, rng: np.random.Generator, stated_position: float) -> str:
     """A caption of ``scene``; with probability ``stated_position`` (single and related pair scenes) one that states
     where its objects are. 0 keeps the templates' natural mix (and draws nothing extra from ``rng``)."""
+    return _placed_caption_and_template(scene, lang, rng, stated_position)[0]
+
+
+def _placed_caption_and_template(scene: Scene, lang: str, rng: np.random.Generator, stated_position: float
+                                 ) -> tuple[str, str]:
     slot = _PLACE_SLOT.get(scene.kind)
     if stated_position > 0 and slot and not (slot == "rel" and scene.relation is None):
         if rng.random() < stated_position:
-            return caption_with_template(scene, lang, rng, states=slot)[0]
-    return caption(scene, lang, rng)
+            return caption_with_template(scene, lang, rng, states=slot)
+    return caption_with_template(scene, lang, rng)
+
+
+def _tells_apart_by_place(template_id: str, lang: str) -> bool:
+    """Whether the pair template ``lang/split/pair/k`` says where the objects are (a relation or each one's
+    place)."""
+    _, split, kind, k = template_id.split("/")
+    return bool(template_slots(TEMPLATES[lang][split][kind][int(k)]) & {"rel", "p1", "p2"})
 
 
 def caption_and_twin(scene: Scene, lang: str, rng: np.random.Generator, stated_position: float) -> tuple[str, str]:
     """:func:`placed_caption` of ``scene`` and its exchanged twin: the caption the same draws make for the scene with
-    the two objects' colours exchanged (the caption itself where exchanging changes nothing). ``rng`` advances as
-    for the caption alone: the twin is drawn from a copy of its state."""
+    the two objects' colours exchanged; the caption itself where that changes nothing it says (not a pair, one
+    colour, or two objects of one shape in a caption that does not say where each is: "a red circle and a blue
+    circle"). ``rng`` advances as for the caption alone: the twin is drawn from a copy of its state."""
     exchanged = exchange_colours(scene)
     state = copy.deepcopy(rng) if exchanged is not None else None
-    text = placed_caption(scene, lang, rng, stated_position)
-    return text, (text if state is None else placed_caption(exchanged, lang, state, stated_position))
+    text, template = _placed_caption_and_template(scene, lang, rng, stated_position)
+    if state is None or (scene.shapes[0].shape == scene.shapes[1].shape and not _tells_apart_by_place(template, lang)):
+        return text, text
+    return text, placed_caption(exchanged, lang, state, stated_position)
 
 
 # Layout scenes: one shape on one background (white unless --layout-background), so that where the shape is changes
