@@ -13,7 +13,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "kolors"
 # docs/architecture.md: a module imports from its own package and the layers below it.
 LAYERS = [
     {"errors", "defaults", "devices", "schedulers", "images", "request", "metadata", "files", "signals", "version",
-     "arguments"},
+     "arguments", "libraries"},
     {"models", "loading", "performance", "annotators"},
     {"diffusion"},
     {"adapters"},

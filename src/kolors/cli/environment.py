@@ -24,9 +24,9 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
+from ..libraries import IMPORT_NOTE_LOGGERS, LIBRARY_VERBOSITY
+
 log = logging.getLogger("kolors")
-QUIET_LOGGERS = ("torchao", "torch.utils._pytree", "bitsandbytes")  # notes logged while they import
-LIBRARY_VERBOSITY = {"diffusers": "DIFFUSERS_VERBOSITY", "transformers": "TRANSFORMERS_VERBOSITY"}
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 UNUSED_WHEN_NOT_TRAINING = ("bitsandbytes",)
 
@@ -68,7 +68,7 @@ def _kolors_logging(debug: bool) -> Iterator[None]:
 @contextlib.contextmanager
 def _quiet_libraries() -> Iterator[None]:
     restore: list[Any] = []
-    for name in QUIET_LOGGERS:
+    for name in IMPORT_NOTE_LOGGERS:
         logger = logging.getLogger(name)
         restore.append(lambda logger=logger, level=logger.level: logger.setLevel(level))
         logger.setLevel(logging.ERROR)
