@@ -177,12 +177,28 @@ def _render_chunk(args: tuple):
     return np.asarray(images, dtype=np.uint8), layout, tokens
 
 
+WORKER_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
 def _default_signals() -> None:
     """A worker ignores Ctrl-C (the parent takes it and ends the pool) and dies at SIGTERM, as the pool's exit
     expects: with the parent's raising handler inherited by fork, a worker stopped waiting on the task queue's lock
-    held it, and the pool's exit waited for the other worker for ever."""
+    held it, and the pool's exit waited for the other worker for ever. The worker starts with both signals blocked
+    (:func:`_workers`), so one sent before this ran (a short pool ends while its last workers start) is delivered
+    now, to these handlers: under the inherited one it printed a traceback."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)
+
+
+def _workers(method: str, workers: int) -> mp.pool.Pool:
+    """A pool of ``workers`` processes started by ``method`` with SIGINT/SIGTERM blocked until their initializer
+    has set their own handlers; in this process a signal that arrives meanwhile is delivered when the pool is up."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
+    try:
+        return mp.get_context(method).Pool(workers, initializer=_default_signals)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def render_pool(
@@ -216,7 +232,7 @@ def render_pool(
     else:
         # fork is fast and safe while CUDA is untouched; once it is initialised a child must start fresh.
         method = "spawn" if torch.cuda.is_available() and torch.cuda.is_initialized() else "fork"
-        with mp.get_context(method).Pool(workers, initializer=_default_signals) as pool:
+        with _workers(method, workers) as pool:
             parts = pool.map(_render_chunk, jobs, chunksize=1)
     keys = TOKEN_KEYS + (CONTRAST_KEYS if contrast else ())
     tokens = {key: np.concatenate([p[2][i] for p in parts]) for i, key in enumerate(keys)}
