@@ -42,6 +42,18 @@ def test_the_binding_swap_exchanges_the_colours_and_keeps_every_word():
             assert true != wrong and sorted(true) == sorted(wrong)  # the same characters, attached otherwise
 
 
+def test_the_one_shape_swap_names_the_first_shape_for_both_objects():
+    for scene in W.probe_pair_scenes(40, seed=3):
+        (a, b), (a2, b2) = scene.shapes, W.swapped(scene, "one-shape").shapes
+        assert (a2.shape, b2.shape) == (a.shape, a.shape) != (a.shape, b.shape)
+        assert [(s.colour, s.position) for s in (a, b)] == [(s.colour, s.position) for s in (a2, b2)]
+        assert all(W.probe_caption(scene, lang) != W.probe_caption(W.swapped(scene, "one-shape"), lang)
+                   for lang in ("en", "zh"))
+    single = W.probe_scenes(1)[0]
+    with pytest.raises(ValueError, match="one-shape is swapped in two-object scenes only"):
+        W.swapped(single, "one-shape")
+
+
 def test_the_probe_tells_the_words_the_builtin_model_uses_from_those_it_ignores(monkeypatch):
     monkeypatch.delenv("KOLORS_MODEL", raising=False)
     pipe = Pipeline.from_pretrained(device="cpu")
@@ -59,7 +71,7 @@ def test_the_probe_tells_the_words_the_builtin_model_uses_from_those_it_ignores(
     real_encode = pipe.encode_prompt
     monkeypatch.setattr(pipe, "encode_prompt", lambda text, guidance=True: first)
     deaf = W.word_probe(pipe, scenes, pair_scenes=W.probe_pair_scenes(4), timesteps=(600,))
-    for word in ("colour", "shape", "position", "background", "binding"):
+    for word in ("colour", "shape", "position", "background", "binding", "one-shape"):
         assert all(abs(deaf[word][lang][600]) < 1e-6 for lang in ("en", "zh")), (word, deaf)
     # A model that reads a prompt's characters as a bag (sorted) uses every word but not which noun a colour
     # belongs to: binding 0, colour as before.
@@ -86,3 +98,17 @@ def test_bad_options_are_one_line(args, message, capsys, monkeypatch):
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert message in err[-1] and "Traceback" not in "\n".join(err)
+
+
+def test_in_a_fresh_process_the_probe_prints_its_table_and_nothing_else(tmp_path, monkeypatch):
+    """Loading a model imports diffusers and transformers, whose optional parts and deprecations logged eight lines
+    (torchao's kernels, torch's pytree, bitsandbytes, transformers' renamed arguments) around the table."""
+    import subprocess
+    import sys
+
+    monkeypatch.delenv("KOLORS_MODEL", raising=False)
+    done = subprocess.run([sys.executable, "-m", "kolors.evaluation.word_probe", "--scenes", "1", "--pairs", "1",
+                           "--timesteps", "600", "--device", "cpu"], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert "| one-shape | zh |" in done.stdout

@@ -54,6 +54,7 @@ __all__ = [
     "allowed_backgrounds",
     "relation_of",
     "exchange_colours",
+    "one_shape",
     "place_shape",
     "sample_scene",
     "render",
@@ -270,6 +271,19 @@ def exchange_colours(scene: Scene) -> Scene | None:
     if first.colour == second.colour:
         return None
     return replace(scene, shapes=(replace(first, colour=second.colour), replace(second, colour=first.colour)))
+
+
+def one_shape(scene: Scene, keep: int) -> Scene | None:
+    """``scene`` with both objects the shape of object ``keep`` (0 or 1), colours and places kept: a caption of it
+    names one kind of shape where the image has two ("a red circle and a blue circle" for a red circle and a blue
+    square). None for a scene that is not a pair, or a pair of one shape (nothing changes)."""
+    if scene.kind != "pair":
+        return None
+    first, second = scene.shapes
+    if first.shape == second.shape:
+        return None
+    kind = scene.shapes[keep].shape
+    return replace(scene, shapes=(replace(first, shape=kind), replace(second, shape=kind)))
 
 
 def is_heldout_combo(shape: Shape) -> bool:

@@ -201,6 +201,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from ..libraries import quiet_import_notes
     from ..signals import run_command
+
+    quiet_import_notes("diffusers", "transformers")  # this process is the tool's: the libraries' notes stay off
 
     raise SystemExit(run_command(main))

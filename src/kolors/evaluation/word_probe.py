@@ -13,7 +13,8 @@ layout is decided, places shapes where its seed's noise suggests whatever the pr
 ``binding`` does the same for two-object scenes ("a red circle to the left of a blue square"): the wrong caption
 gives each object the other's colour ("a blue circle to the left of a red square"), so it has the same words and
 only their attachment differs. A model that reads colours as a bag of words scores about 0 there, and draws two
-objects in one colour or the other.
+objects in one colour or the other. ``one-shape`` names the first object's shape for both ("a red circle to the left
+of a blue circle"): about 0 there, and a model draws two objects of one kind where two kinds were asked.
 
 It takes seconds on a CPU, so a training run can be checked for a new ability long before images show it.
 """
@@ -32,14 +33,14 @@ import torch
 from ..arguments import Parser, non_negative_int
 from ..data.captions import EN_WORDS, ZH_WORDS
 from ..data.shapes import (COLOURS, POSITIONS, SHAPES, Scene, Shape, allowed_backgrounds, exchange_colours,
-                           render_array, sample_scene)
+                           one_shape, render_array, sample_scene)
 from .reports import check_report_path, write_report
 
 __all__ = ["ATTRIBUTES", "PAIR_ATTRIBUTES", "probe_caption", "swapped", "probe_scenes", "probe_pair_scenes",
            "word_probe", "format_probe", "main"]
 
 ATTRIBUTES = ("colour", "shape", "position", "background")  # of single-shape scenes
-PAIR_ATTRIBUTES = ("binding",)  # of two-object scenes
+PAIR_ATTRIBUTES = ("binding", "one-shape")  # of two-object scenes
 DEFAULT_TIMESTEPS = (300, 600, 900)
 MAX_SCENES = 512  # one batch through the UNet: 512 scenes are about 1 GB of activations at 128 px
 
@@ -64,15 +65,17 @@ def probe_caption(scene: Scene, lang: str) -> str:
 
 def swapped(scene: Scene, attribute: str) -> Scene:
     """``scene`` with one attribute of its shape (or its background) changed to a clearly different value; for
-    ``binding`` (two-object scenes), the two objects' colours exchanged."""
+    ``binding`` (two-object scenes), the two objects' colours exchanged; for ``one-shape``, both objects the first
+    one's shape."""
     s, bg = scene.shapes[0], scene.background
-    if attribute == "binding":
+    if attribute in PAIR_ATTRIBUTES:
         if scene.kind != "pair":
-            raise ValueError("binding is swapped in two-object scenes only")
-        exchanged = exchange_colours(scene)
-        if exchanged is None:
-            raise ValueError("binding is swapped in two-object scenes of two colours only")
-        return exchanged
+            raise ValueError(f"{attribute} is swapped in two-object scenes only")
+        changed = exchange_colours(scene) if attribute == "binding" else one_shape(scene, 0)
+        if changed is None:
+            raise ValueError(f"{attribute} is swapped in two-object scenes of two "
+                             + ("colours" if attribute == "binding" else "shapes") + " only")
+        return changed
     if attribute == "background":
         return dataclasses.replace(scene, background=next(b for b in allowed_backgrounds([s.colour]) if b != bg))
     if attribute == "colour":
@@ -193,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--model", help="model folder (default: $KOLORS_MODEL, else the built-in model)")
     p.add_argument("--scenes", type=int, default=24, help="rendered single-shape scenes (default 24)")
     p.add_argument("--pairs", type=int, default=24,
-                   help="rendered two-object scenes for the binding row (default 24; 0: none)")
+                   help="rendered two-object scenes for the binding and one-shape rows (default 24; 0: none)")
     p.add_argument("--timesteps", type=_timesteps, default=DEFAULT_TIMESTEPS, help="default 300,600,900")
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--device", default="auto")
@@ -220,7 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"kolors: error: {exc}", file=sys.stderr)
         return 2
     print(f"{args.scenes} scenes, {args.pairs} two-object scenes; mean relative increase of the denoising loss with "
-          "the word swapped, or the two objects' colours exchanged (binding) (0: ignored)")
+          "the word swapped, the two objects' colours exchanged (binding), or one shape named for both "
+          "(one-shape) (0: ignored)")
     print(format_probe(report))
     if args.json:
         write_report(args.json, report)
@@ -228,6 +232,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from ..libraries import quiet_import_notes
     from ..signals import run_command
+
+    quiet_import_notes("diffusers", "transformers")  # this process is the tool's: the libraries' notes stay off
 
     sys.exit(run_command(main))

@@ -19,7 +19,7 @@ from ..arguments import (
 from ..data.shapes import BACKGROUNDS, KIND_WEIGHTS, KINDS, SPLITS
 from ..devices import DEVICES, is_device_name
 from .architecture import ARCHITECTURES, size_multiple
-from .pool import LANGUAGES
+from .pool import LANGUAGES, TWIN_KINDS
 
 __all__ = ["DEVICE_DEFAULTS", "RecipeConfig", "parse_language_weights", "parse_scene_mix", "parse_grid",
            "build_parser", "config_from_args"]
@@ -97,6 +97,7 @@ class RecipeConfig:
     foreground_from: str = "target"
     binding_contrast: float = 0.0
     binding_margin: float = 0.2
+    binding_twin: tuple[str, ...] = ("exchange",)
     warmup_steps: int = 200
     ema_decay: float | None = None
     caption_dropout: float = 0.1
@@ -262,6 +263,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--binding-margin", type=positive_number, default=0.2, metavar="M",
                    help="the relative loss gap --binding-contrast asks for (0.2: the exchanged caption's loss 20%% "
                         "above the true one's)")
+    p.add_argument("--binding-twin", choices=TWIN_KINDS, nargs="+", default=["exchange"], metavar="KIND",
+                   help="the wrong captions --binding-contrast contrasts, used in turn over each scene's captions: "
+                        "exchange (the two colours on the other objects), one-shape (both objects named by one of "
+                        "their shapes); a kind given twice comes twice as often (default: exchange)")
     p.add_argument("--warmup-steps", type=non_negative_int, default=200)
     p.add_argument("--ema-decay", type=share, help="0 disables EMA")
     p.add_argument("--caption-dropout", type=share, default=0.1)
@@ -322,6 +327,9 @@ def config_from_args(argv: list[str] | None = None) -> RecipeConfig:
     if args.foreground_from != "target" and not args.foreground_weight:
         parser.error(f"--foreground-from {args.foreground_from} chooses the cells --foreground-weight W weighs: "
                      "give that too")
+    if args.binding_twin != ["exchange"] and not args.binding_contrast:
+        parser.error(f"--binding-twin {' '.join(args.binding_twin)} chooses the captions --binding-contrast W "
+                     "contrasts: give that too")
     for parse, text in ((parse_scene_mix, args.scene_mix), (parse_language_weights, args.language_weights),
                         (parse_grid, args.eval_grid)):
         try:  # checked now, long before they are used
@@ -331,6 +339,7 @@ def config_from_args(argv: list[str] | None = None) -> RecipeConfig:
             parser.error(str(e))
     values = vars(args)
     values["layout_background"] = tuple(args.layout_background)
+    values["binding_twin"] = tuple(args.binding_twin)
     if values.get("ema_decay") == 0:
         values["ema_decay"] = 0.0
     gamma = values["min_snr_gamma"]

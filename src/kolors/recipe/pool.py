@@ -5,11 +5,13 @@ images, the diffusion stage on their cached latents. Each scene gets ``captions_
 each language (random wordings), tokenized in the workers exactly as the pipeline tokenizes prompts, so the
 diffusion stage only indexes tensors: it picks a random language and wording for every sample.
 
-With ``contrast`` (``--binding-contrast``), every caption of a two-object scene that tells its objects apart (by
-shape, or by where each one is) also gets its *exchanged* twin: the same wording drawn from the same random state for
-the scene with the two objects' colours exchanged (:func:`~kolors.data.shapes.exchange_colours`), a caption that
-names every word of the image but binds the colours to the wrong objects. Other captions' twins are themselves
-(nothing to contrast).
+With ``twins`` (``--binding-contrast``), every caption of a two-object scene also gets a *twin*: the same wording,
+drawn from the same random state, for a scene the image is not. ``twins`` (``--binding-twin``) names the kinds, used
+in turn over each scene's captions: ``exchange`` has the two objects' colours exchanged
+(:func:`~kolors.data.shapes.exchange_colours`; only where the caption tells the objects apart, by shape or by where
+each one is), a caption that names every word of the image but binds the colours to the wrong objects;
+``one-shape`` gives both objects one of their shapes (:func:`~kolors.data.shapes.one_shape`), a caption that names
+one kind of shape where the image has two. Captions with nothing to contrast are their own twins.
 """
 
 from __future__ import annotations
@@ -27,10 +29,10 @@ import torch
 
 from ..data.captions import TEMPLATES, caption, caption_with_template, template_slots
 from ..data.examples import batch
-from ..data.shapes import LANGS, Scene, exchange_colours, render_array, sample_scene
+from ..data.shapes import LANGS, Scene, exchange_colours, one_shape, render_array, sample_scene
 
 __all__ = [
-    "LANGUAGES", "LAYOUT_BACKGROUNDS", "TOKEN_KEYS", "CONTRAST_KEYS", "Pool", "latent_foreground", "layout_scene",
+    "LANGUAGES", "LAYOUT_BACKGROUNDS", "TOKEN_KEYS", "CONTRAST_KEYS", "TWIN_KINDS", "Pool", "latent_foreground", "layout_scene",
     "placed_caption", "caption_and_twin", "caption_corpus", "render_pool", "CaptionTokens", "scene_captions",
 ]
 
@@ -38,6 +40,7 @@ LANGUAGES = LANGS
 CHUNK = 256
 TOKEN_KEYS = ("input_ids", "attention_mask", "position_ids")
 CONTRAST_KEYS = tuple(f"contrast_{k}" for k in TOKEN_KEYS)
+TWIN_KINDS = ("exchange", "one-shape")
 
 
 def scene_captions(scene: Scene, rng: np.random.Generator) -> tuple[str, ...]:
@@ -71,17 +74,21 @@ def _tells_apart_by_place(template_id: str, lang: str) -> bool:
     return bool(template_slots(TEMPLATES[lang][split][kind][int(k)]) & {"rel", "p1", "p2"})
 
 
-def caption_and_twin(scene: Scene, lang: str, rng: np.random.Generator, stated_position: float) -> tuple[str, str]:
-    """:func:`placed_caption` of ``scene`` and its exchanged twin: the caption the same draws make for the scene with
-    the two objects' colours exchanged; the caption itself where that changes nothing it says (not a pair, one
-    colour, or two objects of one shape in a caption that does not say where each is: "a red circle and a blue
-    circle"). ``rng`` advances as for the caption alone: the twin is drawn from a copy of its state."""
-    exchanged = exchange_colours(scene)
-    state = copy.deepcopy(rng) if exchanged is not None else None
+def caption_and_twin(scene: Scene, lang: str, rng: np.random.Generator, stated_position: float,
+                     twin: str = "exchange", keep: int = 0) -> tuple[str, str]:
+    """:func:`placed_caption` of ``scene`` and its ``twin`` (a kind of :data:`TWIN_KINDS`): the caption the same
+    draws make for the scene changed by that kind — colours exchanged, or both objects the shape of object ``keep``.
+    The twin is the caption itself where the change says nothing new: not a pair, one colour (exchange) or one shape
+    (one-shape), or, for an exchange, two objects of one shape in a caption that does not say where each is ("a red
+    circle and a blue circle"). ``rng`` advances as for the caption alone: the twin is drawn from a copy of its
+    state."""
+    changed = exchange_colours(scene) if twin == "exchange" else one_shape(scene, keep)
+    state = copy.deepcopy(rng) if changed is not None else None
     text, template = _placed_caption_and_template(scene, lang, rng, stated_position)
-    if state is None or (scene.shapes[0].shape == scene.shapes[1].shape and not _tells_apart_by_place(template, lang)):
+    if state is None or (twin == "exchange" and scene.shapes[0].shape == scene.shapes[1].shape
+                         and not _tells_apart_by_place(template, lang)):
         return text, text
-    return text, placed_caption(exchanged, lang, state, stated_position)
+    return text, placed_caption(changed, lang, state, stated_position)
 
 
 # Layout scenes: one shape on one background (white unless --layout-background), so that where the shape is changes
@@ -112,7 +119,7 @@ def caption_corpus(n_scenes: int, *, seed: int) -> list[str]:
 class Pool:
     """``images``: uint8 N×H×W×3. Token tensors are N×languages×K×256 (ids int16, mask int8, positions int16).
     ``layout``: which scenes come from :func:`layout_scene` (bool N). ``contrast_*``: the tokens of each caption's
-    exchanged twin, alike (None: a pool made without ``contrast``)."""
+    twin, alike (None: a pool made without twins)."""
 
     images: np.ndarray | None
     input_ids: np.ndarray
@@ -144,7 +151,7 @@ _worker_tokenizer = None
 def _render_chunk(args: tuple):
     global _worker_tokenizer
     (seed, n, split, size, k_caps, chunk_index, tokenizer_dir, stated_position, layout_share, layout_backgrounds,
-     kind_weights, contrast) = args
+     kind_weights, twins) = args
     from .tokenizer import load_tokenizer
 
     if _worker_tokenizer is None or _worker_tokenizer[0] != tokenizer_dir:
@@ -160,20 +167,21 @@ def _render_chunk(args: tuple):
         for i in np.flatnonzero(layout):
             scenes[i] = layout_scene(layout_rng, split, layout_backgrounds)
             images[i] = render_array(scenes[i], size)
-    texts, twins = [], []
+    texts, twin_texts = [], []
     for scene, stated in zip(scenes, np.where(layout, 1.0, stated_position)):
-        for lang in LANGUAGES:
-            for _ in range(k_caps):
-                if contrast:
-                    text, twin = caption_and_twin(scene, lang, rng, stated)
+        for lang_index, lang in enumerate(LANGUAGES):
+            for j in range(k_caps):
+                if twins:  # the kinds in turn; a one-shape twin keeps either object's shape, by language and turn
+                    text, twin = caption_and_twin(scene, lang, rng, stated, twin=twins[j % len(twins)],
+                                                  keep=(lang_index + j // len(twins)) % 2)
                     texts.append(text)
-                    twins.append(twin)
+                    twin_texts.append(twin)
                 else:
                     texts.append(placed_caption(scene, lang, rng, stated))
     shape = (n, len(LANGUAGES), k_caps, -1)
     tokens = [a.reshape(shape) for a in _tokenize_np(tokenizer, texts)]
-    if contrast:
-        tokens += [a.reshape(shape) for a in _tokenize_np(tokenizer, twins)]
+    if twins:
+        tokens += [a.reshape(shape) for a in _tokenize_np(tokenizer, twin_texts)]
     return np.asarray(images, dtype=np.uint8), layout, tokens
 
 
@@ -214,16 +222,20 @@ def render_pool(
     layout_share: float = 0.0,
     layout_backgrounds: Sequence[str] = LAYOUT_BACKGROUNDS,
     kind_weights: Mapping[str, float] | None = None,
-    contrast: bool = False,
+    twins: Sequence[str] = (),
 ) -> Pool:
     """``n`` scenes of ``split`` at ``size`` px with tokenized captions; deterministic for a seed, any ``workers``.
     ``stated_position``: see :func:`placed_caption`. ``layout_share``: the share of scenes drawn by
     :func:`layout_scene` on ``layout_backgrounds``, every caption of which says where the shape is.
     ``kind_weights``: how often the other scenes are each kind (default: the dataset's ``KIND_WEIGHTS``).
-    ``contrast``: also tokenize each caption's exchanged twin (the module's docstring); the rest is unchanged."""
+    ``twins``: also tokenize a twin of each caption, of these kinds of :data:`TWIN_KINDS` in turn (the module's
+    docstring; none: no twins); the rest is unchanged."""
+    twins = tuple(twins)
+    if set(twins) - set(TWIN_KINDS):
+        raise ValueError(f"twins must be some of {TWIN_KINDS}, not {twins}")
     jobs = [
         (seed, min(CHUNK, n - i), split, size, captions_per_language, k, str(tokenizer_dir), stated_position,
-         layout_share, tuple(layout_backgrounds), tuple(kind_weights.items()) if kind_weights else None, contrast)
+         layout_share, tuple(layout_backgrounds), tuple(kind_weights.items()) if kind_weights else None, twins)
         for k, i in enumerate(range(0, n, CHUNK))
     ]
     workers = max(1, min(workers or (os.cpu_count() or 1), len(jobs)))
@@ -234,7 +246,7 @@ def render_pool(
         method = "spawn" if torch.cuda.is_available() and torch.cuda.is_initialized() else "fork"
         with _workers(method, workers) as pool:
             parts = pool.map(_render_chunk, jobs, chunksize=1)
-    keys = TOKEN_KEYS + (CONTRAST_KEYS if contrast else ())
+    keys = TOKEN_KEYS + (CONTRAST_KEYS if twins else ())
     tokens = {key: np.concatenate([p[2][i] for p in parts]) for i, key in enumerate(keys)}
     return Pool(images=np.concatenate([p[0] for p in parts]), layout=np.concatenate([p[1] for p in parts]), **tokens)
 
@@ -279,7 +291,7 @@ class CaptionTokens:
         """Tokens of a random caption in a random language of each item; with probability ``dropout`` of "".
 
         ``language_weights`` (one per language of ``LANGUAGES``) skews the language draw; default: uniform.
-        A pool with exchanged twins adds ``"contrast"``: ``rows``, the items whose caption (kept, not dropped) has a
+        A pool with twins adds ``"contrast"``: ``rows``, the items whose caption (kept, not dropped) has a
         twin that differs from it, and the twins' tokens of those rows.
         """
         b = items.shape[0]

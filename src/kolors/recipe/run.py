@@ -170,7 +170,7 @@ class RecipeRun:
                            seed=cfg.seed, captions_per_language=cfg.captions_per_language, workers=cfg.workers,
                            stated_position=cfg.stated_position, layout_share=cfg.layout_share,
                            layout_backgrounds=cfg.layout_background, kind_weights=parse_scene_mix(cfg.scene_mix),
-                           contrast=cfg.binding_contrast > 0)
+                           twins=cfg.binding_twin if cfg.binding_contrast > 0 else ())
         self.log(f"pool: {len(pool)} scenes rendered, {len(LANGUAGES)}×{cfg.captions_per_language} captions each "
                  f"tokenized, in {time.monotonic() - t0:.1f}s")
         return pool
@@ -181,7 +181,7 @@ class RecipeRun:
         return {"seed": cfg.seed, "pool_size": cfg.pool_size, "image_size": cfg.image_size,
                 "captions_per_language": cfg.captions_per_language, "stated_position": cfg.stated_position,
                 "layout_share": cfg.layout_share, "layout_background": list(cfg.layout_background),
-                "scene_mix": parse_scene_mix(cfg.scene_mix), "contrast_captions": cfg.binding_contrast > 0}
+                "scene_mix": parse_scene_mix(cfg.scene_mix), "contrast_captions": list(cfg.binding_twin) if cfg.binding_contrast > 0 else False}
 
     def _check_pool_options(self) -> None:
         """``--resume`` reuses the rendered pool: options asking for another pool are refused, not ignored."""
@@ -197,12 +197,14 @@ class RecipeRun:
                               "checking the pool's options, or give a new --work-dir") from None
         asked = self._pool_options()
         recorded = {**POOL_OPTIONS_BEFORE, **recorded}
+        if recorded["contrast_captions"] is True:  # before --binding-twin, every twin was an exchange
+            recorded["contrast_captions"] = ["exchange"]
         differ = [k for k in asked if k in recorded and recorded[k] != asked[k]]
         if differ:
             def flag(key, value):
                 name = f"--{key.replace('_', '-')}"
-                if key == "contrast_captions":  # made by --binding-contrast W > 0
-                    return "--binding-contrast" if value else "no --binding-contrast"
+                if key == "contrast_captions":  # made by --binding-contrast W > 0, of the kinds of --binding-twin
+                    return f"--binding-contrast --binding-twin {' '.join(value)}" if value else "no --binding-contrast"
                 if value is None:
                     return f"no {name}"
                 if isinstance(value, dict):
@@ -372,7 +374,7 @@ class RecipeRun:
                **table.lookup(val_items, val_items % len(LANGUAGES), torch.zeros_like(val_items))}
         language_weights = parse_language_weights(cfg.language_weights)
         if cfg.binding_contrast and table.twins is None:
-            raise KolorsError(f"--binding-contrast needs the exchanged captions of the pool, which the pool in "
+            raise KolorsError(f"--binding-contrast needs the twin captions of the pool, which the pool in "
                               f"{self.work} was made without: give a new --work-dir for a new pool")
         foreground = None
         if cfg.foreground_weight:
