@@ -22,7 +22,7 @@ SCRIPT = textwrap.dedent("""
         n = args[1]
         ok = signal.getsignal(signal.SIGTERM) == signal.SIG_DFL and signal.getsignal(signal.SIGINT) == signal.SIG_IGN
         z = np.zeros((n, 1), dtype=np.int64)
-        return np.zeros((n, 2, 2, 3), dtype=np.uint8), np.full(n, ok), [z, z, z]
+        return np.zeros((n, 2, 2, 3), dtype=np.uint8), np.full(n, ok), [z, z, z], None
 
     pool._render_chunk = probe
     with ExitSignals().installed():

@@ -98,6 +98,7 @@ class RecipeConfig:
     binding_contrast: float = 0.0
     binding_margin: float = 0.2
     binding_twin: tuple[str, ...] = ("exchange",)
+    attention_grounding: float = 0.0
     warmup_steps: int = 200
     ema_decay: float | None = None
     caption_dropout: float = 0.1
@@ -267,6 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the wrong captions --binding-contrast contrasts, used in turn over each scene's captions: "
                         "exchange (the two colours on the other objects), one-shape (both objects named by one of "
                         "their shapes); a kind given twice comes twice as often (default: exchange)")
+    p.add_argument("--attention-grounding", type=non_negative_number, default=0.0, metavar="W",
+                   help="add W × the share of cross-attention that the words naming an object put outside it, so "
+                        "that a colour or shape word is read where its object is (0: off; the pool then also holds "
+                        "which token names which object, and each object's cells)")
     p.add_argument("--warmup-steps", type=non_negative_int, default=200)
     p.add_argument("--ema-decay", type=share, help="0 disables EMA")
     p.add_argument("--caption-dropout", type=share, default=0.1)

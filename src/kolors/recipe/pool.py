@@ -12,6 +12,9 @@ in turn over each scene's captions: ``exchange`` has the two objects' colours ex
 each one is), a caption that names every word of the image but binds the colours to the wrong objects;
 ``one-shape`` gives both objects one of their shapes (:func:`~kolors.data.shapes.one_shape`), a caption that names
 one kind of shape where the image has two. Captions with nothing to contrast are their own twins.
+
+With ``grounding_factor`` (``--attention-grounding``), the pool also keeps which objects each caption token names
+and each object's latent cells (:mod:`kolors.recipe.grounding`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import multiprocessing as mp
 import os
 import signal
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +32,13 @@ import torch
 
 from ..data.captions import TEMPLATES, caption, caption_with_template, template_slots
 from ..data.examples import batch
-from ..data.shapes import LANGS, Scene, exchange_colours, one_shape, render_array, sample_scene
+from ..data.shapes import LANGS, MAX_COUNT, Scene, exchange_colours, one_shape, render_array, sample_scene
+from .architecture import MAX_TOKENS
+from .grounding import caption_token_objects
 
 __all__ = [
-    "LANGUAGES", "LAYOUT_BACKGROUNDS", "TOKEN_KEYS", "CONTRAST_KEYS", "TWIN_KINDS", "Pool", "latent_foreground", "layout_scene",
+    "LANGUAGES", "LAYOUT_BACKGROUNDS", "TOKEN_KEYS", "CONTRAST_KEYS", "TWIN_KINDS", "Pool", "latent_foreground",
+    "object_masks", "layout_scene",
     "placed_caption", "caption_and_twin", "caption_corpus", "render_pool", "CaptionTokens", "scene_captions",
 ]
 
@@ -119,7 +125,8 @@ def caption_corpus(n_scenes: int, *, seed: int) -> list[str]:
 class Pool:
     """``images``: uint8 N×H×W×3. Token tensors are N×languages×K×256 (ids int16, mask int8, positions int16).
     ``layout``: which scenes come from :func:`layout_scene` (bool N). ``contrast_*``: the tokens of each caption's
-    twin, alike (None: a pool made without twins)."""
+    twin, alike (None: a pool made without twins). ``token_objects``, ``object_masks``: what
+    ``--attention-grounding`` reads (None: a pool made without)."""
 
     images: np.ndarray | None
     input_ids: np.ndarray
@@ -129,6 +136,8 @@ class Pool:
     contrast_input_ids: np.ndarray | None = None
     contrast_attention_mask: np.ndarray | None = None
     contrast_position_ids: np.ndarray | None = None
+    token_objects: np.ndarray | None = None  # uint8 N×languages×K×256: the objects each token names (bit masks)
+    object_masks: np.ndarray | None = None  # bool N×MAX_COUNT×h×w: each object's latent cells
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -151,7 +160,7 @@ _worker_tokenizer = None
 def _render_chunk(args: tuple):
     global _worker_tokenizer
     (seed, n, split, size, k_caps, chunk_index, tokenizer_dir, stated_position, layout_share, layout_backgrounds,
-     kind_weights, twins) = args
+     kind_weights, twins, grounding_factor) = args
     from .tokenizer import load_tokenizer
 
     if _worker_tokenizer is None or _worker_tokenizer[0] != tokenizer_dir:
@@ -167,7 +176,7 @@ def _render_chunk(args: tuple):
         for i in np.flatnonzero(layout):
             scenes[i] = layout_scene(layout_rng, split, layout_backgrounds)
             images[i] = render_array(scenes[i], size)
-    texts, twin_texts = [], []
+    texts, twin_texts, objects = [], [], []
     for scene, stated in zip(scenes, np.where(layout, 1.0, stated_position)):
         for lang_index, lang in enumerate(LANGUAGES):
             for j in range(k_caps):
@@ -178,11 +187,17 @@ def _render_chunk(args: tuple):
                     twin_texts.append(twin)
                 else:
                     texts.append(placed_caption(scene, lang, rng, stated))
+                if grounding_factor:
+                    objects.append(caption_token_objects(tokenizer, scene, texts[-1], lang, MAX_TOKENS))
     shape = (n, len(LANGUAGES), k_caps, -1)
     tokens = [a.reshape(shape) for a in _tokenize_np(tokenizer, texts)]
     if twins:
         tokens += [a.reshape(shape) for a in _tokenize_np(tokenizer, twin_texts)]
-    return np.asarray(images, dtype=np.uint8), layout, tokens
+    grounding = None
+    if grounding_factor:
+        grounding = (np.stack(objects).reshape(shape),
+                     np.stack([object_masks(scene, size, grounding_factor) for scene in scenes]))
+    return np.asarray(images, dtype=np.uint8), layout, tokens, grounding
 
 
 WORKER_SIGNALS = {signal.SIGINT, signal.SIGTERM}
@@ -223,19 +238,22 @@ def render_pool(
     layout_backgrounds: Sequence[str] = LAYOUT_BACKGROUNDS,
     kind_weights: Mapping[str, float] | None = None,
     twins: Sequence[str] = (),
+    grounding_factor: int | None = None,
 ) -> Pool:
     """``n`` scenes of ``split`` at ``size`` px with tokenized captions; deterministic for a seed, any ``workers``.
     ``stated_position``: see :func:`placed_caption`. ``layout_share``: the share of scenes drawn by
     :func:`layout_scene` on ``layout_backgrounds``, every caption of which says where the shape is.
     ``kind_weights``: how often the other scenes are each kind (default: the dataset's ``KIND_WEIGHTS``).
     ``twins``: also tokenize a twin of each caption, of these kinds of :data:`TWIN_KINDS` in turn (the module's
-    docstring; none: no twins); the rest is unchanged."""
+    docstring; none: no twins); the rest is unchanged. ``grounding_factor``: also each token's objects and each
+    object's cells at 1/``grounding_factor`` of ``size`` (the VAE's downsampling), unchanged the rest."""
     twins = tuple(twins)
     if set(twins) - set(TWIN_KINDS):
         raise ValueError(f"twins must be some of {TWIN_KINDS}, not {twins}")
     jobs = [
         (seed, min(CHUNK, n - i), split, size, captions_per_language, k, str(tokenizer_dir), stated_position,
-         layout_share, tuple(layout_backgrounds), tuple(kind_weights.items()) if kind_weights else None, twins)
+         layout_share, tuple(layout_backgrounds), tuple(kind_weights.items()) if kind_weights else None, twins,
+         grounding_factor)
         for k, i in enumerate(range(0, n, CHUNK))
     ]
     workers = max(1, min(workers or (os.cpu_count() or 1), len(jobs)))
@@ -248,6 +266,9 @@ def render_pool(
             parts = pool.map(_render_chunk, jobs, chunksize=1)
     keys = TOKEN_KEYS + (CONTRAST_KEYS if twins else ())
     tokens = {key: np.concatenate([p[2][i] for p in parts]) for i, key in enumerate(keys)}
+    if grounding_factor:
+        tokens["token_objects"] = np.concatenate([p[3][0] for p in parts])
+        tokens["object_masks"] = np.concatenate([p[3][1] for p in parts])
     return Pool(images=np.concatenate([p[0] for p in parts]), layout=np.concatenate([p[1] for p in parts]), **tokens)
 
 
@@ -265,6 +286,16 @@ def latent_foreground(images: np.ndarray, factor: int, *, tolerance: int = 8) ->
     return out
 
 
+def object_masks(scene: Scene, size: int, factor: int, *, tolerance: int = 8) -> np.ndarray:
+    """bool MAX_COUNT×(size/factor)×(size/factor): the latent cells each object of ``scene`` covers, drawn alone on
+    the background (rows past the scene's objects are empty)."""
+    alone = np.stack([render_array(replace(scene, shapes=(s,), kind="single", relation=None), size)
+                      for s in scene.shapes])
+    out = np.zeros((MAX_COUNT, size // factor, size // factor), dtype=bool)
+    out[: len(scene.shapes)] = latent_foreground(alone, factor, tolerance=tolerance)
+    return out
+
+
 class CaptionTokens:
     """The pool's tokenized captions on the training device, plus the empty prompt for caption dropout."""
 
@@ -277,6 +308,8 @@ class CaptionTokens:
         self.position_ids = torch.as_tensor(get("position_ids")).to(device)
         twins = [get(k) for k in CONTRAST_KEYS]
         self.twins = None if twins[0] is None else [torch.as_tensor(t).to(device) for t in twins]
+        objects = get("token_objects")
+        self.token_objects = None if objects is None else torch.as_tensor(objects).to(device)
         empty = tokenize(tokenizer, [""])
         self.empty = {k: v.to(device) for k, v in empty.items()}
         self.n_languages, self.per_language = self.input_ids.shape[1], self.input_ids.shape[2]
@@ -292,7 +325,8 @@ class CaptionTokens:
 
         ``language_weights`` (one per language of ``LANGUAGES``) skews the language draw; default: uniform.
         A pool with twins adds ``"contrast"``: ``rows``, the items whose caption (kept, not dropped) has a
-        twin that differs from it, and the twins' tokens of those rows.
+        twin that differs from it, and the twins' tokens of those rows. A pool with token objects adds
+        ``"token_objects"``: each row's (all zeros for a dropped caption).
         """
         b = items.shape[0]
         dev = items.device
@@ -310,4 +344,6 @@ class CaptionTokens:
             twin = {key: t[items, lang, k].long() for key, t in zip(TOKEN_KEYS, self.twins)}
             rows = torch.nonzero(~drop[:, 0] & (twin["input_ids"] != out["input_ids"]).any(dim=1)).flatten()
             out["contrast"] = {"rows": rows, **{key: v[rows] for key, v in twin.items()}}
+        if self.token_objects is not None:
+            out["token_objects"] = torch.where(drop, 0, self.token_objects[items, lang, k])
         return out

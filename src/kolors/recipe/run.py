@@ -57,7 +57,7 @@ __all__ = ["RecipeResult", "RecipeRun", "run", "main"]
 
 POOL_OPTIONS_FILE = "pool.json"
 # Pool options added after pool.json was: what a pool.json without them was made with.
-POOL_OPTIONS_BEFORE = {"scene_mix": None, "contrast_captions": False}
+POOL_OPTIONS_BEFORE = {"scene_mix": None, "contrast_captions": False, "object_grounding": False}
 
 
 class Log:
@@ -98,6 +98,7 @@ class Latents:
     scaling_factor: float
     layout: torch.Tensor | None = None  # which items are layout scenes (bool); None: a pool from before the option
     foreground: torch.Tensor | None = None  # bool N×h×w: latent cells holding a shape; None: a pool from before
+    object_masks: torch.Tensor | None = None  # bool N×objects×h×w (--attention-grounding); None: a pool without
 
 
 class RecipeRun:
@@ -170,10 +171,14 @@ class RecipeRun:
                            seed=cfg.seed, captions_per_language=cfg.captions_per_language, workers=cfg.workers,
                            stated_position=cfg.stated_position, layout_share=cfg.layout_share,
                            layout_backgrounds=cfg.layout_background, kind_weights=parse_scene_mix(cfg.scene_mix),
-                           twins=cfg.binding_twin if cfg.binding_contrast > 0 else ())
+                           twins=cfg.binding_twin if cfg.binding_contrast > 0 else (),
+                           grounding_factor=self._vae_factor() if cfg.attention_grounding > 0 else None)
         self.log(f"pool: {len(pool)} scenes rendered, {len(LANGUAGES)}×{cfg.captions_per_language} captions each "
                  f"tokenized, in {time.monotonic() - t0:.1f}s")
         return pool
+
+    def _vae_factor(self) -> int:
+        return 2 ** (len(self.arch["vae"].block_out_channels) - 1)
 
     def _pool_options(self) -> dict:
         """The options that make the pool (and, with the seed, every draw from it): kept beside its latents."""
@@ -181,7 +186,8 @@ class RecipeRun:
         return {"seed": cfg.seed, "pool_size": cfg.pool_size, "image_size": cfg.image_size,
                 "captions_per_language": cfg.captions_per_language, "stated_position": cfg.stated_position,
                 "layout_share": cfg.layout_share, "layout_background": list(cfg.layout_background),
-                "scene_mix": parse_scene_mix(cfg.scene_mix), "contrast_captions": list(cfg.binding_twin) if cfg.binding_contrast > 0 else False}
+                "scene_mix": parse_scene_mix(cfg.scene_mix), "contrast_captions": list(cfg.binding_twin) if cfg.binding_contrast > 0 else False,
+                "object_grounding": cfg.attention_grounding > 0}
 
     def _check_pool_options(self) -> None:
         """``--resume`` reuses the rendered pool: options asking for another pool are refused, not ignored."""
@@ -205,6 +211,8 @@ class RecipeRun:
                 name = f"--{key.replace('_', '-')}"
                 if key == "contrast_captions":  # made by --binding-contrast W > 0, of the kinds of --binding-twin
                     return f"--binding-contrast --binding-twin {' '.join(value)}" if value else "no --binding-contrast"
+                if key == "object_grounding":
+                    return "--attention-grounding" if value else "no --attention-grounding"
                 if value is None:
                     return f"no {name}"
                 if isinstance(value, dict):
@@ -252,9 +260,9 @@ class RecipeRun:
             self._save_autoencoder_stage(vae, means, stds, pool)
         vae = vae.float().cpu().eval()
         cache = torch.load(self.work / "latents.pt", weights_only=False)
-        tokens = {k: cache[k] for k in TOKEN_KEYS + CONTRAST_KEYS if k in cache}
+        tokens = {k: cache[k] for k in TOKEN_KEYS + CONTRAST_KEYS + ("token_objects",) if k in cache}
         return vae, Latents(cache["means"], cache["stds"], tokens, float(vae.config.scaling_factor),
-                            cache.get("layout"), cache.get("foreground"))
+                            cache.get("layout"), cache.get("foreground"), cache.get("object_masks"))
 
     def _train_autoencoder(self, vae, images: torch.Tensor, *, steps: int | None = None, anchor=None) -> None:
         cfg, log = self.cfg, self.log
@@ -317,7 +325,7 @@ class RecipeRun:
         write_text(self.work / POOL_OPTIONS_FILE, json.dumps(self._pool_options(), indent=2) + "\n")
         with deferred(), atomic_file(self.work / "latents.pt") as tmp:
             tokens = {k: torch.from_numpy(getattr(pool, k)) for k in TOKEN_KEYS + CONTRAST_KEYS
-                      if getattr(pool, k) is not None}
+                      + ("token_objects", "object_masks") if getattr(pool, k) is not None}
             torch.save({"means": means, "stds": stds, **tokens, "layout": torch.from_numpy(pool.layout),
                         "foreground": torch.from_numpy(latent_foreground(pool.images, pool.images.shape[1]
                                                                          // means.shape[-1]))}, tmp)
@@ -349,6 +357,7 @@ class RecipeRun:
             min_snr_gamma=cfg.min_snr_gamma, timestep_shift=cfg.timestep_shift, noise_offset=cfg.noise_offset,
             pyramid_noise=cfg.pyramid_noise, scheduler_config=self.scheduler_config,
             binding_contrast=cfg.binding_contrast, binding_margin=cfg.binding_margin,
+            attention_grounding=cfg.attention_grounding,
         )
         if resuming:
             state = torch.load(checkpoint, map_location=self.device, weights_only=False)
@@ -376,6 +385,12 @@ class RecipeRun:
         if cfg.binding_contrast and table.twins is None:
             raise KolorsError(f"--binding-contrast needs the twin captions of the pool, which the pool in "
                               f"{self.work} was made without: give a new --work-dir for a new pool")
+        object_masks = None
+        if cfg.attention_grounding:
+            if table.token_objects is None or latents.object_masks is None:
+                raise KolorsError(f"--attention-grounding needs the token objects and object masks of the pool, which "
+                                  f"the pool in {self.work} was made without: give a new --work-dir for a new pool")
+            object_masks = latents.object_masks.to(device)
         foreground = None
         if cfg.foreground_weight:
             if latents.foreground is None:
@@ -395,6 +410,7 @@ class RecipeRun:
         t_diff = last_ckpt = last_print = time.monotonic()
         run_loss, run_n = torch.zeros((), device=device), 0
         run_hinge, hinge_n = torch.zeros((), device=device), 0  # --binding-contrast's hinge, steps that had one
+        run_grounding, grounding_n = torch.zeros((), device=device), 0  # --attention-grounding's loss, alike
         bar = log.bar(steps_total, "diffusion")
         if bar is not None:
             bar.update(trainer.step_count)
@@ -422,6 +438,8 @@ class RecipeRun:
             tokens = table.sample(items, dropout=cfg.caption_dropout, generator=g, language_weights=language_weights)
             weight = None if foreground is None else cell_weight(cfg.foreground_weight, cfg.foreground_from,
                                                                  target=foreground[items], threshold=threshold)
+            if object_masks is not None:
+                tokens["grounding"] = {"token_objects": tokens.pop("token_objects"), "masks": object_masks[items]}
             return lat, tokens, timesteps, weight
 
         try:
@@ -434,16 +452,19 @@ class RecipeRun:
                 if self.budget:
                     progress = max(progress, (now - self.start) / (self.budget - self.reserve))
                 lat, tokens, timesteps, weight = draw(trainer.step_count)
-                trainer.last_contrast = None
+                trainer.last_contrast = trainer.last_grounding = None
                 with deferred():  # a signal lands between steps, never inside one
                     loss, lr = trainer.step(lat, tokens["input_ids"], tokens["attention_mask"], tokens["position_ids"],
                                             progress=progress, timesteps=timesteps, generator=g, weight=weight,
-                                            contrast=tokens.get("contrast"))
+                                            contrast=tokens.get("contrast"), grounding=tokens.get("grounding"))
                 run_loss += loss
                 run_n += 1
                 if trainer.last_contrast is not None:
                     run_hinge += trainer.last_contrast.detach()
                     hinge_n += 1
+                if trainer.last_grounding is not None:
+                    run_grounding += trainer.last_grounding.detach()
+                    grounding_n += 1
                 step = trainer.step_count
                 if bar is not None:
                     bar.update(1)
@@ -463,6 +484,11 @@ class RecipeRun:
                             hinge = f" binding hinge {entry['binding_hinge']:.4f}"
                             run_hinge.zero_()
                             hinge_n = 0
+                        if grounding_n:  # alike
+                            entry["attention_grounding"] = float(run_grounding) / grounding_n
+                            hinge += f" grounding {entry['attention_grounding']:.4f}"
+                            run_grounding.zero_()
+                            grounding_n = 0
                         self.result.history.append(entry)
                         if bar is not None:
                             bar.set_postfix(loss=f"{mean_loss:.4f}", fixed=f"{fixed:.4f}")

@@ -19,6 +19,7 @@ measures: that the prediction depends on which colour goes with which shape, not
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 
@@ -30,6 +31,7 @@ from ..models.chatglm import ChatGLMModel, ChatGLMTokenizer
 from ..diffusion.prompt import encode_tokens, tokenize_prompts
 from ..training.loss import diffusion_loss, predicted_sample, prediction_target
 from .architecture import KOLORS_SCHEDULER_CONFIG, MAX_TOKENS
+from .grounding import CrossAttentionMaps, grounding_loss
 
 __all__ = [
     "tokenize",
@@ -165,6 +167,7 @@ class DiffusionTrainer:
         scheduler_config: dict | None = None,
         binding_contrast: float = 0.0,
         binding_margin: float = 0.2,
+        attention_grounding: float = 0.0,
     ):
         self.unet = unet.to(device).train()
         self.text_encoder = text_encoder.to(device).train()
@@ -204,6 +207,8 @@ class DiffusionTrainer:
         self.binding_contrast = binding_contrast
         self.binding_margin = binding_margin
         self.last_contrast: torch.Tensor | None = None  # the hinge of the last loss with twins (for the log)
+        self.attention_grounding = attention_grounding
+        self.last_grounding: torch.Tensor | None = None  # the grounding loss of the last loss with it (the log)
         self.ema = EMA(self.trained, ema_decay) if ema_decay else None
         self.step_count = 0
 
@@ -229,6 +234,7 @@ class DiffusionTrainer:
         generator: torch.Generator | None = None,
         weight: torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | None = None,
         contrast: dict[str, torch.Tensor] | None = None,
+        grounding: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """The denoising loss on scaled latents (optionally Min-SNR-γ weighted; ``weight``: per latent element,
         broadcast to the latents, or a function of the clean latents the prediction implies, x̂₀, detached, that
@@ -236,7 +242,11 @@ class DiffusionTrainer:
 
         ``contrast`` (``rows`` and the twins' tokens of those rows, :meth:`CaptionTokens.sample`): plus
         ``binding_contrast`` × the mean over those rows of max(0, margin − (L_twin − L) / L), L and L_twin each
-        row's plain MSE under its caption and under its twin (L held fixed in the denominator)."""
+        row's plain MSE under its caption and under its twin (L held fixed in the denominator).
+
+        ``grounding`` (``token_objects`` B×tokens, ``masks`` B×objects×h×w): plus ``attention_grounding`` × the
+        :func:`~kolors.recipe.grounding.grounding_loss` of the cross-attention maps of the rows whose caption names
+        objects."""
         b = latents.shape[0]
         if timesteps is None:
             timesteps = sample_timesteps(b, self.num_train_timesteps, shift=self.timestep_shift, device=latents.device,
@@ -245,14 +255,19 @@ class DiffusionTrainer:
             noise = training_noise(latents, offset=self.noise_offset, pyramid=self.pyramid_noise, generator=generator)
         noisy = self.scheduler.add_noise(latents, noise, timesteps)
         rows = contrast["rows"] if contrast is not None and self.binding_contrast else timesteps[:0]
-        if len(rows):  # the twins' rows ride in the same forward pass (one call of 20 rows costs less than 16 + 4)
-            pred = self.predict(torch.cat([noisy, noisy[rows]]), torch.cat([timesteps, timesteps[rows]]),
-                                *(torch.cat([main, contrast[key]]) for main, key in
-                                  ((input_ids, "input_ids"), (attention_mask, "attention_mask"),
-                                   (position_ids, "position_ids"))))
-            pred, twin = pred[:b], pred[b:]
-        else:
-            pred = self.predict(noisy, timesteps, input_ids, attention_mask, position_ids)
+        grounded = timesteps[:0]
+        if grounding is not None and self.attention_grounding:
+            grounded = torch.nonzero(grounding["token_objects"].any(dim=1)).flatten()
+        maps = CrossAttentionMaps()
+        with maps.recording(self.unet, grounded) if len(grounded) else contextlib.nullcontext():
+            if len(rows):  # the twins' rows ride in the same forward pass (one call of 20 rows costs less than 16 + 4)
+                pred = self.predict(torch.cat([noisy, noisy[rows]]), torch.cat([timesteps, timesteps[rows]]),
+                                    *(torch.cat([main, contrast[key]]) for main, key in
+                                      ((input_ids, "input_ids"), (attention_mask, "attention_mask"),
+                                       (position_ids, "position_ids"))))
+                pred, twin = pred[:b], pred[b:]
+            else:
+                pred = self.predict(noisy, timesteps, input_ids, attention_mask, position_ids)
         kind = self.scheduler.config.prediction_type
         if callable(weight) and weighted:
             weight = weight(predicted_sample(pred.detach(), noisy, timesteps, alphas_cumprod=self.alphas_cumprod,
@@ -267,6 +282,10 @@ class DiffusionTrainer:
             gap = (twin_mse - true_mse) / true_mse.detach().clamp_min(1e-8)
             self.last_contrast = F.relu(self.binding_margin - gap).mean()
             loss = loss + self.binding_contrast * self.last_contrast
+        if len(grounded):
+            self.last_grounding = grounding_loss(maps.maps, grounding["token_objects"][grounded],
+                                                 grounding["masks"][grounded])
+            loss = loss + self.attention_grounding * self.last_grounding
         return loss
 
     def predict(self, noisy: torch.Tensor, timesteps: torch.Tensor, input_ids: torch.Tensor,
@@ -281,11 +300,12 @@ class DiffusionTrainer:
     def step(self, latents, input_ids, attention_mask, position_ids, *, progress: float,
              timesteps: torch.Tensor | None = None, generator: torch.Generator | None = None,
              weight: torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | None = None,
-             contrast: dict[str, torch.Tensor] | None = None) -> tuple[float, float]:
+             contrast: dict[str, torch.Tensor] | None = None,
+             grounding: dict[str, torch.Tensor] | None = None) -> tuple[float, float]:
         """One AdamW step (``timesteps`` and noise: default drawn as :meth:`loss` does); returns (loss, lr)."""
         lr = self.set_progress(progress)
         loss = self.loss(latents, input_ids, attention_mask, position_ids, timesteps=timesteps, generator=generator,
-                         weight=weight, contrast=contrast)
+                         weight=weight, contrast=contrast, grounding=grounding)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.grad_clip:
