@@ -138,6 +138,7 @@ def test_the_loss_is_zero_inside_the_object_one_outside_and_ignores_unnamed_toke
 
 def test_a_run_with_attention_grounding_logs_it_and_its_pool_is_kept_apart(tiny_run, tmp_path):
     from kolors.errors import KolorsError
+    from kolors.recipe.options import config_from_args
 
     kw = dict(tokenizer_dir=tiny_run.out / "tokenizer", size=32, seed=5, workers=1, captions_per_language=2,
               kind_weights={"single": 1, "count": 1, "pair": 2})
@@ -152,3 +153,16 @@ def test_a_run_with_attention_grounding_logs_it_and_its_pool_is_kept_apart(tiny_
     with pytest.raises(KolorsError, match="made with --attention-grounding; this run asks for no "
                                           "--attention-grounding"):
         run(_short_run(tiny_run, out, steps_diffusion=4, resume=True, scene_mix="pair=1"))
+    plain_out = tmp_path / "p"
+    run(_short_run(tiny_run, plain_out, steps_diffusion=2, scene_mix="pair=1"))
+    with pytest.raises(KolorsError, match="made with no --attention-grounding; this run asks for "
+                                          "--attention-grounding: resume"):
+        run(_short_run(tiny_run, plain_out, steps_diffusion=4, resume=True, scene_mix="pair=1",
+                       attention_grounding=1.0))
+    (tmp_path / "p.work" / "pool.json").unlink()  # a pool from before pool.json: its latents tell
+    with pytest.raises(KolorsError, match="--attention-grounding needs the token objects and object masks"):
+        run(_short_run(tiny_run, plain_out, steps_diffusion=4, resume=True, scene_mix="pair=1",
+                       attention_grounding=1.0))
+    for bad in (["--attention-grounding", "-1"], ["--attention-grounding", "nan"]):
+        with pytest.raises(SystemExit):
+            config_from_args(["--out", "x", *bad])

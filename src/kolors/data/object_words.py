@@ -4,8 +4,8 @@ the objects it names (a bit mask over ``scene.shapes``).
 A colour word opens a noun phrase that the next shape word closes ("a big red circle", "一个红色的圆形"); the phrase
 names the objects of that colour and shape. A shape word with no colour before it names every object of its shape
 ("two squares"), a colour word with no shape after it every object of its colour. A word that names no object (the
-background's colour, "白色背景") gets no span, and does not open a phrase. Words are matched longest first, so "粉红色" (pink) is not read as
-"红色" (red), nor "正方形" as "方形".
+background's colour, "白色背景") gets no span, and does not open a phrase. Words are matched longest first, so
+"粉红色" (pink) is not read as "红色" (red), nor "正方形" as "方形".
 """
 
 from __future__ import annotations

@@ -186,7 +186,8 @@ class RecipeRun:
         return {"seed": cfg.seed, "pool_size": cfg.pool_size, "image_size": cfg.image_size,
                 "captions_per_language": cfg.captions_per_language, "stated_position": cfg.stated_position,
                 "layout_share": cfg.layout_share, "layout_background": list(cfg.layout_background),
-                "scene_mix": parse_scene_mix(cfg.scene_mix), "contrast_captions": list(cfg.binding_twin) if cfg.binding_contrast > 0 else False,
+                "scene_mix": parse_scene_mix(cfg.scene_mix),
+                "contrast_captions": list(cfg.binding_twin) if cfg.binding_contrast > 0 else False,
                 "object_grounding": cfg.attention_grounding > 0}
 
     def _check_pool_options(self) -> None:
