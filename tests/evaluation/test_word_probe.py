@@ -5,6 +5,7 @@ line."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from kolors.data.shapes import allowed_backgrounds
 from kolors.evaluation import word_probe as W
@@ -80,6 +81,27 @@ def test_the_probe_tells_the_words_the_builtin_model_uses_from_those_it_ignores(
     bag = W.word_probe(pipe, scenes, pair_scenes=W.probe_pair_scenes(4), timesteps=(600,))
     for lang in ("en", "zh"):
         assert abs(bag["binding"][lang][600]) < 1e-6 and abs(bag["colour"][lang][600]) > 1, bag
+
+
+def test_the_attention_table_reads_where_the_words_are_read(monkeypatch):
+    monkeypatch.delenv("KOLORS_MODEL", raising=False)
+    pipe = Pipeline.from_pretrained(device="cpu")
+    pairs = W.probe_pair_scenes(6)
+    report = W.word_probe(pipe, W.probe_scenes(1), pair_scenes=pairs, timesteps=(300, 900))
+    for lang in ("en", "zh"):
+        for t in (300, 900):
+            share, chance = report["attention"][lang][t]
+            assert 3 < chance < 30 and share > chance + 1, report["attention"]  # v2 reads its words a little locally
+    assert "| attention | zh | " in W.format_probe(report)
+    # Queries of zero make every cell attend to the tokens alike: each word is read evenly over the image, the
+    # share on its object is exactly the object's area.
+    for name, module in pipe.components.unet.named_modules():
+        if name.endswith("attn2"):
+            torch.nn.init.zeros_(module.to_q.weight)
+    even = W.word_probe(pipe, W.probe_scenes(1), pair_scenes=pairs, timesteps=(300,))
+    for lang in ("en", "zh"):
+        share, chance = even["attention"][lang][300]
+        assert share == pytest.approx(chance, abs=1e-3), even["attention"]
 
 
 @pytest.mark.parametrize("args, message", [

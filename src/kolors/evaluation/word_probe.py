@@ -16,12 +16,18 @@ only their attachment differs. A model that reads colours as a bag of words scor
 objects in one colour or the other. ``one-shape`` names the first object's shape for both ("a red circle to the left
 of a blue circle"): about 0 there, and a model draws two objects of one kind where two kinds were asked.
 
+``attention`` says *where* the words are read, on the same two-object scenes under their true captions: the share of
+an object word's cross-attention (its colour and its shape word, mean over heads, layers and words) that falls on
+that object's latent cells, beside the share attention spread evenly would give (the objects' area). Near that
+chance level, each object's cells read the other's words too.
+
 It takes seconds on a CPU, so a training run can be checked for a new ability long before images show it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import sys
 from collections.abc import Sequence
@@ -121,9 +127,13 @@ def word_probe(pipe, scenes: Sequence[Scene], *, pair_scenes: Sequence[Scene] = 
                timesteps: Sequence[int] = DEFAULT_TIMESTEPS, languages: Sequence[str] = ("en", "zh"),
                seed: int = 0) -> dict:
     """{attribute: {lang: {timestep: mean relative loss increase (%)}}} of ``pipe`` (a kolors Pipeline): the
-    ``ATTRIBUTES`` on ``scenes``, and ``binding`` on ``pair_scenes`` when there are any."""
+    ``ATTRIBUTES`` on ``scenes``, and the ``PAIR_ATTRIBUTES`` on ``pair_scenes`` when there are any, with
+    ``"attention"``: {lang: {timestep: (% of object words' attention on their object, % by chance)}}."""
     from diffusers import DDPMScheduler
 
+    from ..recipe.architecture import MAX_TOKENS
+    from ..recipe.grounding import CrossAttentionMaps, attention_on_objects, caption_token_objects
+    from ..recipe.pool import object_masks
     from ..training.loss import prediction_target
 
     c = pipe.components
@@ -161,10 +171,22 @@ def word_probe(pipe, scenes: Sequence[Scene], *, pair_scenes: Sequence[Scene] = 
         latents, noise = encoded(group)
         for attribute in attributes:
             report[attribute] = {lang: {} for lang in languages}
+        pairs = attributes == PAIR_ATTRIBUTES
+        if pairs:
+            report["attention"] = {lang: {} for lang in languages}
+            masks = torch.from_numpy(np.stack([object_masks(s, size, pipe.vae_scale_factor) for s in group]))
         for lang in languages:
             true_captions = [probe_caption(s, lang) for s in group]
+            if pairs:
+                objects = torch.from_numpy(np.stack([caption_token_objects(c.tokenizer, s, text, lang, MAX_TOKENS)
+                                                     for s, text in zip(group, true_captions)]))
             for t in timesteps:
-                base = losses(latents, noise[t], true_captions, t)
+                maps = CrossAttentionMaps()
+                with maps.recording(c.unet, torch.arange(len(group))) if pairs else contextlib.nullcontext():
+                    base = losses(latents, noise[t], true_captions, t)
+                if pairs:
+                    share, chance = attention_on_objects([m.float().cpu() for m in maps.maps], objects, masks)
+                    report["attention"][lang][int(t)] = (100 * share, 100 * chance)
                 for attribute in attributes:
                     wrong = losses(latents, noise[t], [probe_caption(swapped(s, attribute), lang) for s in group], t)
                     report[attribute][lang][int(t)] = float(((wrong - base) / base).mean() * 100)
@@ -172,14 +194,22 @@ def word_probe(pipe, scenes: Sequence[Scene], *, pair_scenes: Sequence[Scene] = 
 
 
 def format_probe(report: dict) -> str:
-    """A Markdown table: one row per attribute and language, one column per timestep."""
+    """Markdown tables: one row per attribute and language, one column per timestep; then, with two-object scenes,
+    where their words are read."""
     first = next(iter(report.values()))
     timesteps = list(next(iter(first.values())))
-    lines = ["| word swapped | language | " + " | ".join(f"t={t}" for t in timesteps) + " |",
-             "| --- | --- |" + " --- |" * len(timesteps)]
+    header = " | ".join(f"t={t}" for t in timesteps) + " |"
+    lines = ["| word swapped | language | " + header, "| --- | --- |" + " --- |" * len(timesteps)]
     for attribute, by_lang in report.items():
-        for lang, by_t in by_lang.items():
-            lines.append(f"| {attribute} | {lang} | " + " | ".join(f"{v:+.1f}%" for v in by_t.values()) + " |")
+        if attribute != "attention":
+            for lang, by_t in by_lang.items():
+                lines.append(f"| {attribute} | {lang} | " + " | ".join(f"{v:+.1f}%" for v in by_t.values()) + " |")
+    if "attention" in report:
+        lines += ["", "| object words' attention on their object (by chance) | language | " + header,
+                  "| --- | --- |" + " --- |" * len(timesteps)]
+        for lang, by_t in report["attention"].items():
+            lines.append(f"| attention | {lang} | "
+                         + " | ".join(f"{share:.1f}% ({chance:.1f}%)" for share, chance in by_t.values()) + " |")
     return "\n".join(lines)
 
 

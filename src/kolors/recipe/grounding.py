@@ -11,10 +11,13 @@ layer.
 Pool side: :func:`caption_token_objects` (each token position's objects, a bit mask, from
 :func:`kolors.data.object_words.object_spans`) and :func:`kolors.recipe.pool.object_masks` (each object's latent
 cells). Training side:
-:class:`CrossAttentionMaps` (records the maps of one forward pass) and :func:`grounding_loss`.
+:class:`CrossAttentionMaps` (records the maps of one forward pass) and :func:`grounding_loss`; :func:`attention_on_objects`
+measures the same (``word_probe``'s attention table).
 """
 
 from __future__ import annotations
+
+import unicodedata
 
 import numpy as np
 import torch
@@ -23,7 +26,7 @@ import torch.nn.functional as F
 from ..data.object_words import object_spans
 from ..data.shapes import Scene
 
-__all__ = ["CrossAttentionMaps", "caption_token_objects", "grounding_loss"]
+__all__ = ["CrossAttentionMaps", "attention_on_objects", "caption_token_objects", "grounding_loss"]
 
 
 def caption_token_objects(tokenizer, scene: Scene, text: str, lang: str, length: int) -> np.ndarray:
@@ -33,6 +36,7 @@ def caption_token_objects(tokenizer, scene: Scene, text: str, lang: str, length:
     out = np.zeros(length, dtype=np.uint8)
     pieces = tokenizer.tokenize(text)
     spelt = "".join(p.replace("\u2581", " ") for p in pieces)
+    text = unicodedata.normalize("NFKC", text)  # as SentencePiece reads it: "，" is ","
     if spelt != " " + text or len(pieces) + 2 > length:  # the dummy prefix's space; [gMASK] sop before the text
         return out
     spans = object_spans(scene, text, lang)
@@ -97,19 +101,32 @@ class _Recorder:
         return out
 
 
-def grounding_loss(maps: list[torch.Tensor], token_objects: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """Mean over the maps (each R×cells×tokens, square cell grids) and the tokens that name objects of
-    (1 − inside / total)², where inside is the token's attention on the cells of its objects (``token_objects``
-    R×tokens bit masks, ``masks`` R×MAX_COUNT×h×w, pooled to each map's grid by area) and total all of it."""
+def _on_objects(maps: list[torch.Tensor], token_objects: torch.Tensor, masks: torch.Tensor):
+    """Per map (each R×cells×tokens, a square grid of cells), for each token that names objects (``token_objects``
+    R×tokens bit masks; ``masks`` R×MAX_COUNT×h×w, pooled to the map's grid by area): (the share of the token's
+    attention on its objects' cells, the share of the cells they cover)."""
     rows, tokens = torch.nonzero(token_objects).unbind(1)
     bits = token_objects[rows, tokens].long()
     which = ((bits[:, None] >> torch.arange(masks.shape[1], device=bits.device)) & 1).float()  # P×MAX_COUNT
-    losses = []
     for a in maps:
         side = round(a.shape[1] ** 0.5)
         cells = F.adaptive_avg_pool2d(masks.float(), side).flatten(2)  # R×MAX_COUNT×cells
         region = (which[:, :, None] * cells[rows]).amax(dim=1)  # P×cells: the union of the token's objects
         attention = a[rows, :, tokens]  # P×cells
-        inside = (attention * region).sum(1) / attention.sum(1).clamp_min(1e-8)
-        losses.append((1 - inside).pow(2).mean())
-    return torch.stack(losses).mean()
+        yield (attention * region).sum(1) / attention.sum(1).clamp_min(1e-8), region.mean(1)
+
+
+def grounding_loss(maps: list[torch.Tensor], token_objects: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Mean over the maps (each R×cells×tokens) and the tokens that name objects of (1 − inside / total)², where
+    inside is the token's attention on the cells of its objects (``token_objects`` R×tokens bit masks, ``masks``
+    R×MAX_COUNT×h×w, pooled to each map's grid by area) and total all of it."""
+    return torch.stack([(1 - inside).pow(2).mean() for inside, _ in _on_objects(maps, token_objects, masks)]).mean()
+
+
+def attention_on_objects(maps: list[torch.Tensor], token_objects: torch.Tensor, masks: torch.Tensor
+                         ) -> tuple[float, float]:
+    """(the mean share of an object-naming token's attention that falls on its objects, over the maps and those
+    tokens; the share it would be with attention spread evenly over the cells, i.e. the objects' area)."""
+    pairs = list(_on_objects(maps, token_objects, masks))
+    return (float(torch.stack([inside.mean() for inside, _ in pairs]).mean()),
+            float(torch.stack([area.mean() for _, area in pairs]).mean()))
