@@ -10,13 +10,13 @@ layer.
 
 Pool side: :func:`caption_token_objects` (each token position's objects, a bit mask, from
 :func:`kolors.data.object_words.object_spans`) and :func:`kolors.recipe.pool.object_masks` (each object's latent
-cells). Training side:
-:class:`CrossAttentionMaps` (records the maps of one forward pass) and :func:`grounding_loss`; :func:`attention_on_objects`
-measures the same (``word_probe``'s attention table).
+cells). Training side: :class:`CrossAttentionMaps` (records the maps of one forward pass) and
+:func:`grounding_loss`; :func:`attention_on_objects` measures the same (``word_probe``'s attention table).
 """
 
 from __future__ import annotations
 
+import contextlib
 import unicodedata
 
 import numpy as np
@@ -63,26 +63,18 @@ class CrossAttentionMaps:
     def __init__(self):
         self.maps: list[torch.Tensor] = []
 
+    @contextlib.contextmanager
     def recording(self, unet: torch.nn.Module, rows: torch.Tensor):
-        return _Recording(self, unet, rows)
-
-
-class _Recording:
-    def __init__(self, maps: CrossAttentionMaps, unet: torch.nn.Module, rows: torch.Tensor):
-        self.maps, self.rows = maps, rows
-        self.layers = [m for name, m in unet.named_modules() if name.endswith("attn2")]
-        self.saved: list = []
-
-    def __enter__(self) -> CrossAttentionMaps:
-        self.maps.maps = []
-        self.saved = [layer.processor for layer in self.layers]
-        for layer, inner in zip(self.layers, self.saved):
-            layer.processor = _Recorder(inner, self.maps.maps, self.rows)
-        return self.maps
-
-    def __exit__(self, *exc) -> None:
-        for layer, inner in zip(self.layers, self.saved):
-            layer.processor = inner
+        layers = [m for name, m in unet.named_modules() if name.endswith("attn2")]
+        saved = [layer.processor for layer in layers]
+        self.maps = []
+        for layer, inner in zip(layers, saved):
+            layer.processor = _Recorder(inner, self.maps, rows)
+        try:
+            yield self
+        finally:
+            for layer, inner in zip(layers, saved):
+                layer.processor = inner
 
 
 class _Recorder:
