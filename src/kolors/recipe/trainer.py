@@ -15,6 +15,8 @@ weighting. ``binding_contrast`` adds a hinge on two-object scenes: the same nois
 whose two colours are exchanged (its "twin", ``kolors.recipe.pool``) must miss the target by at least
 ``binding_margin`` (relative) more than under the true caption. It trains exactly what ``word_probe``'s binding row
 measures: that the prediction depends on which colour goes with which shape, not only on which colours are named.
+``attention_grounding`` adds the share of cross-attention that the words naming an object put outside it
+(``kolors.recipe.grounding``): it trains where each word is read, which ``word_probe``'s attention table measures.
 """
 
 from __future__ import annotations
