@@ -107,7 +107,7 @@ def test_recorded_maps_are_the_layers_attention_and_the_processors_come_back():
     x, t = torch.randn(3, 4, 4, 4), torch.tensor([10, 500, 900])
     text = torch.randn(3, 12, 32)
     ids = torch.zeros(3, 6)
-    kwargs = dict(encoder_hidden_states=text, added_cond_kwargs={"text_embeds": torch.randn(3, 32), "time_ids": ids})
+    kwargs = {"encoder_hidden_states": text, "added_cond_kwargs": {"text_embeds": torch.randn(3, 32), "time_ids": ids}}
     before = {n: type(m.processor) for n, m in unet.named_modules() if n.endswith("attn2")}
     plain = unet(x, t, **kwargs).sample
     maps = CrossAttentionMaps()
@@ -143,8 +143,8 @@ def test_a_run_with_attention_grounding_logs_it_and_its_pool_is_kept_apart(tiny_
     from kolors.errors import KolorsError
     from kolors.recipe.options import config_from_args
 
-    kw = dict(tokenizer_dir=tiny_run.out / "tokenizer", size=32, seed=5, workers=1, captions_per_language=2,
-              kind_weights={"single": 1, "count": 1, "pair": 2})
+    kw = {"tokenizer_dir": tiny_run.out / "tokenizer", "size": 32, "seed": 5, "workers": 1, "captions_per_language": 2,
+          "kind_weights": {"single": 1, "count": 1, "pair": 2}}
     plain, grounded = render_pool(24, **kw), render_pool(24, **kw, grounding_factor=8)
     assert plain.token_objects is None and np.array_equal(plain.input_ids, grounded.input_ids)
     assert grounded.token_objects.shape == grounded.input_ids.shape and grounded.object_masks.shape == (24, 3, 4, 4)
