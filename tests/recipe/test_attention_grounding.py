@@ -139,7 +139,22 @@ def test_the_loss_is_zero_inside_the_object_one_outside_and_ignores_unnamed_toke
     assert float(grounding_loss([half, inside], objects, masks)) == pytest.approx(0.125)  # (0.5² + 0) / 2
 
 
-def test_a_run_with_attention_grounding_logs_it_and_its_pool_is_kept_apart(tiny_run, tmp_path):
+def test_row_weights_move_the_mean_between_rows_and_keep_its_scale():
+    masks = torch.zeros(2, 3, 4, 4)
+    masks[:, 0, :, :2] = 1  # object 0 of both rows: the left half
+    objects = torch.zeros(2, 3, dtype=torch.uint8)
+    objects[:, 1] = 1
+    maps = torch.zeros(2, 16, 3)
+    maps.view(2, 4, 4, 3)[0, :, :2, 1] = 1  # row 0 reads its object word on the object: loss 0
+    maps.view(2, 4, 4, 3)[1, :, 2:, 1] = 1  # row 1 reads it beside the object: loss 1
+    maps[..., 0] = 1
+    assert float(grounding_loss([maps], objects, masks)) == pytest.approx(0.5)
+    assert float(grounding_loss([maps], objects, masks, torch.ones(2))) == pytest.approx(0.5)
+    assert float(grounding_loss([maps], objects, masks, torch.tensor([3.0, 1.0]))) == pytest.approx(0.25)
+    assert float(grounding_loss([maps], objects, masks, torch.tensor([0.0, 5.0]))) == pytest.approx(1.0)
+
+
+def test_a_run_with_attention_grounding_logs_it_and_its_pool_is_kept_apart(tiny_run, tmp_path, capsys):
     from kolors.errors import KolorsError
     from kolors.recipe.options import config_from_args
 
@@ -150,7 +165,8 @@ def test_a_run_with_attention_grounding_logs_it_and_its_pool_is_kept_apart(tiny_
     assert grounded.token_objects.shape == grounded.input_ids.shape and grounded.object_masks.shape == (24, 3, 4, 4)
     assert (grounded.token_objects.reshape(24, -1) != 0).any(axis=1).all()  # every caption names its objects
     out = tmp_path / "m"
-    result = run(_short_run(tiny_run, out, steps_diffusion=3, scene_mix="pair=1", attention_grounding=1.0))
+    result = run(_short_run(tiny_run, out, steps_diffusion=3, scene_mix="pair=1", attention_grounding=1.0,
+                            grounding_noise_power=2.0))
     values = [h["attention_grounding"] for h in result.history if "attention_grounding" in h]
     assert values and all(0 <= v <= 1 for v in values)
     with pytest.raises(KolorsError, match="made with --attention-grounding; this run asks for no "
@@ -166,6 +182,8 @@ def test_a_run_with_attention_grounding_logs_it_and_its_pool_is_kept_apart(tiny_
     with pytest.raises(KolorsError, match="--attention-grounding needs the token objects and object masks"):
         run(_short_run(tiny_run, plain_out, steps_diffusion=4, resume=True, scene_mix="pair=1",
                        attention_grounding=1.0))
-    for bad in (["--attention-grounding", "-1"], ["--attention-grounding", "nan"]):
+    for bad in (["--attention-grounding", "-1"], ["--attention-grounding", "nan"], ["--grounding-noise-power", "2"],
+                ["--attention-grounding", "0.2", "--grounding-noise-power", "-1"]):
         with pytest.raises(SystemExit):
             config_from_args(["--out", "x", *bad])
+    assert "--grounding-noise-power 2 weighs the term --attention-grounding W adds: give that too" in capsys.readouterr().err

@@ -108,11 +108,17 @@ def _on_objects(maps: list[torch.Tensor], token_objects: torch.Tensor, masks: to
         yield (attention * region).sum(1) / attention.sum(1).clamp_min(1e-8), region.mean(1)
 
 
-def grounding_loss(maps: list[torch.Tensor], token_objects: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+def grounding_loss(maps: list[torch.Tensor], token_objects: torch.Tensor, masks: torch.Tensor,
+                   row_weights: torch.Tensor | None = None) -> torch.Tensor:
     """Mean over the maps (each R×cells×tokens) and the tokens that name objects of (1 − inside / total)², where
     inside is the token's attention on the cells of its objects (``token_objects`` R×tokens bit masks, ``masks``
-    R×MAX_COUNT×h×w, pooled to each map's grid by area) and total all of it."""
-    return torch.stack([(1 - inside).pow(2).mean() for inside, _ in _on_objects(maps, token_objects, masks)]).mean()
+    R×MAX_COUNT×h×w, pooled to each map's grid by area) and total all of it. ``row_weights`` (R, ≥ 0): a weighted
+    mean instead, each token weighing what its row does (the loss's scale is kept; only the rows' shares move)."""
+    terms = [(1 - inside).pow(2) for inside, _ in _on_objects(maps, token_objects, masks)]
+    if row_weights is None:
+        return torch.stack([t.mean() for t in terms]).mean()
+    w = row_weights[torch.nonzero(token_objects)[:, 0]].to(terms[0].dtype)
+    return torch.stack([(w * t).sum() / w.sum().clamp_min(1e-8) for t in terms]).mean()
 
 
 def attention_on_objects(maps: list[torch.Tensor], token_objects: torch.Tensor, masks: torch.Tensor

@@ -99,6 +99,7 @@ class RecipeConfig:
     binding_margin: float = 0.2
     binding_twin: tuple[str, ...] = ("exchange",)
     attention_grounding: float = 0.0
+    grounding_noise_power: float = 0.0
     warmup_steps: int = 200
     ema_decay: float | None = None
     caption_dropout: float = 0.1
@@ -272,6 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="add W × the share of cross-attention that the words naming an object put outside it, so "
                         "that a colour or shape word is read where its object is (0: off; the pool then also holds "
                         "which token names which object, and each object's cells)")
+    p.add_argument("--grounding-noise-power", type=non_negative_number, default=0.0, metavar="P",
+                   help="weigh each row of --attention-grounding by (t / T)^P within its batch, moving the term "
+                        "toward the noisy timesteps where the layout and the kinds of shape are decided (0: all "
+                        "timesteps alike)")
     p.add_argument("--warmup-steps", type=non_negative_int, default=200)
     p.add_argument("--ema-decay", type=share, help="0 disables EMA")
     p.add_argument("--caption-dropout", type=share, default=0.1)
@@ -335,6 +340,9 @@ def config_from_args(argv: list[str] | None = None) -> RecipeConfig:
     if args.binding_twin != ["exchange"] and not args.binding_contrast:
         parser.error(f"--binding-twin {' '.join(args.binding_twin)} chooses the captions --binding-contrast W "
                      "contrasts: give that too")
+    if args.grounding_noise_power and not args.attention_grounding:
+        parser.error(f"--grounding-noise-power {args.grounding_noise_power:g} weighs the term --attention-grounding W "
+                     "adds: give that too")
     for parse, text in ((parse_scene_mix, args.scene_mix), (parse_language_weights, args.language_weights),
                         (parse_grid, args.eval_grid)):
         try:  # checked now, long before they are used

@@ -358,7 +358,7 @@ class RecipeRun:
             min_snr_gamma=cfg.min_snr_gamma, timestep_shift=cfg.timestep_shift, noise_offset=cfg.noise_offset,
             pyramid_noise=cfg.pyramid_noise, scheduler_config=self.scheduler_config,
             binding_contrast=cfg.binding_contrast, binding_margin=cfg.binding_margin,
-            attention_grounding=cfg.attention_grounding,
+            attention_grounding=cfg.attention_grounding, grounding_noise_power=cfg.grounding_noise_power,
         )
         if resuming:
             state = torch.load(checkpoint, map_location=self.device, weights_only=False)

@@ -170,6 +170,7 @@ class DiffusionTrainer:
         binding_contrast: float = 0.0,
         binding_margin: float = 0.2,
         attention_grounding: float = 0.0,
+        grounding_noise_power: float = 0.0,
     ):
         self.unet = unet.to(device).train()
         self.text_encoder = text_encoder.to(device).train()
@@ -210,6 +211,7 @@ class DiffusionTrainer:
         self.binding_margin = binding_margin
         self.last_contrast: torch.Tensor | None = None  # the hinge of the last loss with twins (for the log)
         self.attention_grounding = attention_grounding
+        self.grounding_noise_power = grounding_noise_power
         self.last_grounding: torch.Tensor | None = None  # the grounding loss of the last loss with it (the log)
         self.ema = EMA(self.trained, ema_decay) if ema_decay else None
         self.step_count = 0
@@ -248,7 +250,7 @@ class DiffusionTrainer:
 
         ``grounding`` (``token_objects`` B×tokens, ``masks`` B×objects×h×w): plus ``attention_grounding`` × the
         :func:`~kolors.recipe.grounding.grounding_loss` of the cross-attention maps of the rows whose caption names
-        objects."""
+        objects, each row weighing (t / T)^``grounding_noise_power`` in its mean (0: all alike)."""
         b = latents.shape[0]
         if timesteps is None:
             timesteps = sample_timesteps(b, self.num_train_timesteps, shift=self.timestep_shift, device=latents.device,
@@ -285,8 +287,12 @@ class DiffusionTrainer:
             self.last_contrast = F.relu(self.binding_margin - gap).mean()
             loss = loss + self.binding_contrast * self.last_contrast
         if len(grounded):
+            row_weights = None
+            if self.grounding_noise_power:  # toward the noisy end, where the layout is decided
+                share = timesteps[grounded].float() / (self.num_train_timesteps - 1)
+                row_weights = share ** self.grounding_noise_power
             self.last_grounding = grounding_loss(maps.maps, grounding["token_objects"][grounded],
-                                                 grounding["masks"][grounded])
+                                                 grounding["masks"][grounded], row_weights)
             loss = loss + self.attention_grounding * self.last_grounding
         return loss
 
