@@ -11,7 +11,7 @@ from test_recipe import _short_run
 from kolors.data.captions import EN_WORDS, ZH_WORDS, caption
 from kolors.data.object_words import object_spans
 from kolors.data.shapes import Scene, Shape, sample_scene
-from kolors.recipe.grounding import CrossAttentionMaps, caption_token_objects, grounding_loss
+from kolors.recipe.grounding import CrossAttentionMaps, caption_token_objects, grounding_loss, noise_weights
 from kolors.recipe.pool import object_masks, render_pool
 from kolors.recipe.run import run
 
@@ -152,6 +152,10 @@ def test_row_weights_move_the_mean_between_rows_and_keep_its_scale():
     assert float(grounding_loss([maps], objects, masks, torch.ones(2))) == pytest.approx(0.5)
     assert float(grounding_loss([maps], objects, masks, torch.tensor([3.0, 1.0]))) == pytest.approx(0.25)
     assert float(grounding_loss([maps], objects, masks, torch.tensor([0.0, 5.0]))) == pytest.approx(1.0)
+    t = torch.tensor([300, 900])
+    assert noise_weights(t, 0).tolist() == [1.0, 1.0]
+    assert noise_weights(t, 2).tolist() == pytest.approx([1 / 9, 1.0])  # (300 / 900)², the ratio of (t / T)²
+    assert noise_weights(t, 1e6).tolist() == [0.0, 1.0]  # a large power leaves the noisiest row, not nothing
 
 
 def test_a_run_with_attention_grounding_logs_it_and_its_pool_is_kept_apart(tiny_run, tmp_path, capsys):
@@ -186,4 +190,5 @@ def test_a_run_with_attention_grounding_logs_it_and_its_pool_is_kept_apart(tiny_
                 ["--attention-grounding", "0.2", "--grounding-noise-power", "-1"]):
         with pytest.raises(SystemExit):
             config_from_args(["--out", "x", *bad])
-    assert "--grounding-noise-power 2 weighs the term --attention-grounding W adds: give that too" in capsys.readouterr().err
+    assert ("--grounding-noise-power 2 weighs the term --attention-grounding W adds: give that too"
+            in capsys.readouterr().err)

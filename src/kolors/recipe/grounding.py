@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from ..data.object_words import object_spans
 from ..data.shapes import Scene
 
-__all__ = ["CrossAttentionMaps", "attention_on_objects", "caption_token_objects", "grounding_loss"]
+__all__ = ["CrossAttentionMaps", "attention_on_objects", "caption_token_objects", "grounding_loss", "noise_weights"]
 
 
 def caption_token_objects(tokenizer, scene: Scene, text: str, lang: str, length: int) -> np.ndarray:
@@ -116,9 +116,16 @@ def grounding_loss(maps: list[torch.Tensor], token_objects: torch.Tensor, masks:
     mean instead, each token weighing what its row does (the loss's scale is kept; only the rows' shares move)."""
     terms = [(1 - inside).pow(2) for inside, _ in _on_objects(maps, token_objects, masks)]
     if row_weights is None:
-        return torch.stack([t.mean() for t in terms]).mean()
+        row_weights = torch.ones(token_objects.shape[0], device=token_objects.device)
     w = row_weights[torch.nonzero(token_objects)[:, 0]].to(terms[0].dtype)
     return torch.stack([(w * t).sum() / w.sum().clamp_min(1e-8) for t in terms]).mean()
+
+
+def noise_weights(timesteps: torch.Tensor, power: float) -> torch.Tensor:
+    """Row weights for :func:`grounding_loss` in proportion to t^``power`` (1 each at 0), scaled so that the noisiest
+    row weighs 1: a weighted mean does not see the scale, and a large power cannot underflow every row to 0."""
+    share = timesteps.float() / timesteps.max().clamp_min(1).float()
+    return share.pow(power)
 
 
 def attention_on_objects(maps: list[torch.Tensor], token_objects: torch.Tensor, masks: torch.Tensor

@@ -33,7 +33,7 @@ from ..models.chatglm import ChatGLMModel, ChatGLMTokenizer
 from ..diffusion.prompt import encode_tokens, tokenize_prompts
 from ..training.loss import diffusion_loss, predicted_sample, prediction_target
 from .architecture import KOLORS_SCHEDULER_CONFIG, MAX_TOKENS
-from .grounding import CrossAttentionMaps, grounding_loss
+from .grounding import CrossAttentionMaps, grounding_loss, noise_weights
 
 __all__ = [
     "tokenize",
@@ -287,12 +287,9 @@ class DiffusionTrainer:
             self.last_contrast = F.relu(self.binding_margin - gap).mean()
             loss = loss + self.binding_contrast * self.last_contrast
         if len(grounded):
-            row_weights = None
-            if self.grounding_noise_power:  # toward the noisy end, where the layout is decided
-                share = timesteps[grounded].float() / (self.num_train_timesteps - 1)
-                row_weights = share ** self.grounding_noise_power
             self.last_grounding = grounding_loss(maps.maps, grounding["token_objects"][grounded],
-                                                 grounding["masks"][grounded], row_weights)
+                                                 grounding["masks"][grounded],
+                                                 noise_weights(timesteps[grounded], self.grounding_noise_power))
             loss = loss + self.attention_grounding * self.last_grounding
         return loss
 
