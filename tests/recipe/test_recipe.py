@@ -293,6 +293,35 @@ def test_scene_mix_changes_only_which_kind_each_scene_is(tiny_run):
             config_from_args(["--out", "x", "--scene-mix", bad])
 
 
+def test_count_mix_changes_only_how_many_shapes_a_count_scene_has(tiny_run):
+    """--count-mix: the default weights given explicitly render the very same pool; "3=1" gives three shapes in
+    every count scene and leaves the other kinds alone; bad mixes are refused when the options are read."""
+    from collections import Counter
+
+    import numpy as np
+
+    from kolors.data.examples import batch
+    from kolors.data.shapes import COUNT_WEIGHTS
+    from kolors.recipe.options import config_from_args, parse_count_mix, parse_scene_mix
+    from kolors.recipe.pool import render_pool
+
+    kw = {"tokenizer_dir": tiny_run.out / "tokenizer", "size": 32, "seed": 5, "workers": 1, "captions_per_language": 1}
+    plain, explicit = render_pool(60, **kw), render_pool(60, **kw, count_weights=dict(COUNT_WEIGHTS))
+    assert np.array_equal(plain.images, explicit.images) and np.array_equal(plain.input_ids, explicit.input_ids)
+    _, _, scenes = batch(np.random.default_rng(3), 200, count_weights=parse_count_mix("3=1"))
+    counts = Counter(len(s.shapes) for s in scenes if s.kind == "count")
+    assert set(counts) == {3} and counts[3] > 20
+    assert {len(s.shapes) for s in scenes if s.kind == "pair"} == {2}
+    _, _, scenes = batch(np.random.default_rng(3), 600, kind_weights=parse_scene_mix("count=1"),
+                         count_weights=parse_count_mix("1=1,3=3"))
+    counts = Counter(len(s.shapes) for s in scenes)
+    assert 2 not in counts and 0.68 < counts[3] / len(scenes) < 0.82
+    assert config_from_args(["--out", "x", "--count-mix", "3=2,1=1"]).count_mix == "3=2,1=1"
+    for bad in ("3=-1", "4=1", "three=1", "1=0", "2=inf", "3", "3=1,3=2"):
+        with pytest.raises(SystemExit):
+            config_from_args(["--out", "x", "--count-mix", bad])
+
+
 def test_foreground_masks_mark_the_latent_cells_a_shape_covers():
     import numpy as np
 
@@ -469,25 +498,30 @@ def test_resume_refuses_pool_options_other_than_its_pool_was_made_with(tiny_run,
     (before, the new options were silently ignored); the same options resume."""
     from kolors.errors import KolorsError
 
-    run(_short_run(tiny_run, tmp_path / "m", steps_diffusion=2, layout_share=0.25))
+    made = {"layout_share": 0.25, "count_mix": "2=1,3=1"}
+    run(_short_run(tiny_run, tmp_path / "m", steps_diffusion=2, **made))
     assert json.loads((tmp_path / "m.work" / "pool.json").read_text())["layout_share"] == 0.25
     before = {p: p.stat().st_mtime_ns for p in (tmp_path / "m.work").rglob("*")}
-    asks = [({"layout_share": 0.5}, "made with --layout-share 0.25; this run asks for --layout-share 0.5"),
-            ({"layout_share": 0.25, "layout_background": ("black", "white"), "pool_size": 40},
+    asks = [({**made, "layout_share": 0.5}, "made with --layout-share 0.25; this run asks for --layout-share 0.5"),
+            ({**made, "layout_background": ("black", "white"), "pool_size": 40},
              "made with --pool-size 32, --layout-background white; this run asks for --pool-size 40, "
              "--layout-background black white"),
-            ({"layout_share": 0.25, "scene_mix": "pair=1"},
-             "made with no --scene-mix; this run asks for --scene-mix single=0,count=0,pair=1")]
+            ({**made, "scene_mix": "pair=1"},
+             "made with no --scene-mix; this run asks for --scene-mix single=0,count=0,pair=1"),
+            ({**made, "count_mix": "3=1"},
+             "made with --count-mix 1=0,2=1,3=1; this run asks for --count-mix 1=0,2=0,3=1"),
+            ({"layout_share": 0.25}, "made with --count-mix 1=0,2=1,3=1; this run asks for no --count-mix")]
     for options, message in asks:
         with pytest.raises(KolorsError, match=re.escape(message) + ": resume with the options it was made with, "
                            "or give a new --work-dir"):
             run(_short_run(tiny_run, tmp_path / "m", steps_diffusion=4, resume=True, **options))
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "m.work").rglob("*")} == before
-    run(_short_run(tiny_run, tmp_path / "m", steps_diffusion=4, resume=True, layout_share=0.25))
+    # the same mix, written another way, is the same pool (the recorded weights are read back from JSON)
+    run(_short_run(tiny_run, tmp_path / "m", steps_diffusion=4, resume=True, **{**made, "count_mix": "3=1,2=1.0"}))
     assert torch.load(tmp_path / "m.work" / "diffusion.pt", weights_only=False)["trainer"]["step"] == 4
     (tmp_path / "m.work" / "pool.json").write_text("{half")
     with pytest.raises(KolorsError, match="pool.json is not the JSON this recipe writes"):
-        run(_short_run(tiny_run, tmp_path / "m", steps_diffusion=5, resume=True, layout_share=0.25))
+        run(_short_run(tiny_run, tmp_path / "m", steps_diffusion=5, resume=True, **made))
 
 
 def test_sigterm_saves_a_checkpoint_and_ends_with_one_line(tiny_run, tmp_path):

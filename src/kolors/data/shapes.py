@@ -367,11 +367,13 @@ def _pair(rng: np.random.Generator, split: str) -> tuple[list[Shape], str]:
 
 def sample_scene(rng: np.random.Generator, split: str = "train", kind: str | None = None,
                  count: int | None = None, background: str | None = None,
-                 kind_weights: Mapping[str, float] | None = None) -> Scene:
+                 kind_weights: Mapping[str, float] | None = None,
+                 count_weights: Mapping[int, float] | None = None) -> Scene:
     """A random scene of ``split`` and ``kind`` (default: drawn by ``kind_weights``, default ``KIND_WEIGHTS``;
     held-out scenes: single). Other weights draw as many numbers from ``rng``: only which kind each scene is changes.
 
-    ``count`` fixes the number of shapes of a count scene (default: drawn by ``COUNT_WEIGHTS``); ``background``
+    ``count`` fixes the number of shapes of a count scene (default: drawn by ``count_weights``, default
+    ``COUNT_WEIGHTS``; other weights again change only which number is drawn); ``background``
     fixes the background (shapes are drawn again until their colours show on it).
     """
     if split not in SPLITS:
@@ -387,7 +389,7 @@ def sample_scene(rng: np.random.Generator, split: str = "train", kind: str | Non
         if kind == "single":
             shapes = _single(rng, split)
         elif kind == "count":
-            shapes = _count(rng, split, count or _weighted(rng, COUNT_WEIGHTS))
+            shapes = _count(rng, split, count or _weighted(rng, count_weights or COUNT_WEIGHTS))
         else:
             shapes, relation = _pair(rng, split)
         allowed = allowed_backgrounds({s.colour for s in shapes})

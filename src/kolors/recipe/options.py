@@ -16,12 +16,13 @@ from ..arguments import (
     positive_number,
     share,
 )
-from ..data.shapes import BACKGROUNDS, KIND_WEIGHTS, KINDS, SPLITS
+from ..data.shapes import BACKGROUNDS, COUNT_WEIGHTS, KIND_WEIGHTS, KINDS, SPLITS
 from ..devices import DEVICES, is_device_name
 from .architecture import ARCHITECTURES, size_multiple
 from .pool import LANGUAGES, TWIN_KINDS
 
-__all__ = ["DEVICE_DEFAULTS", "RecipeConfig", "parse_language_weights", "parse_scene_mix", "parse_grid",
+__all__ = ["DEVICE_DEFAULTS", "RecipeConfig", "parse_language_weights", "parse_scene_mix", "parse_count_mix",
+           "parse_grid",
            "build_parser", "config_from_args"]
 
 # Step counts and sizes by device; every one can be overridden on the command line.
@@ -77,6 +78,7 @@ class RecipeConfig:
     layout_background: tuple[str, ...] = ("white",)
     layout_warmup: int = 0
     scene_mix: str | None = None
+    count_mix: str | None = None
     tokenizer_scenes: int = 20000
     vocab_size: int | None = None
     merge_han_characters: bool = False
@@ -178,6 +180,15 @@ def parse_scene_mix(text: str | None) -> dict[str, float] | None:
     return {kind: given.get(kind, 0.0) for kind in KINDS}
 
 
+def parse_count_mix(text: str | None) -> dict[int, float] | None:
+    """``"1=0.1,2=0.3,3=0.6"`` → weights of one, two and three shapes in a count scene (missing numbers 0); None →
+    None (the dataset's own)."""
+    if not text:
+        return None
+    given = _parse_weights(text, tuple(str(n) for n in COUNT_WEIGHTS), "--count-mix", "1=0.1,2=0.3,3=0.6")
+    return {n: given.get(str(n), 0.0) for n in COUNT_WEIGHTS}
+
+
 def parse_grid(text: str) -> list[tuple[int, float, float]]:
     """``"20x5,25x3x0.3"`` → [(20, 5.0, 1.0), (25, 3.0, 0.3)]: (steps, guidance, guidance stop) points; a point
     without a stop guides every step. A malformed grid is a ValueError naming the point."""
@@ -226,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how often the pool's other scenes are each kind: one shape, several identical shapes, two "
                         "objects with a relation (default: "
                         + ",".join(f"{kind}={weight:g}" for kind, weight in KIND_WEIGHTS.items()) + ")")
+    p.add_argument("--count-mix", metavar="N=W,...",
+                   help="how often a scene of several identical shapes has one, two or three of them (default: "
+                        + ",".join(f"{n}={weight:g}" for n, weight in COUNT_WEIGHTS.items()) + ")")
     p.add_argument("--tokenizer-scenes", type=positive_int, default=20000,
                    help="scenes captioned to train the tokenizer")
     p.add_argument("--vocab-size", type=positive_int)
@@ -343,7 +357,8 @@ def config_from_args(argv: list[str] | None = None) -> RecipeConfig:
     if args.grounding_noise_power and not args.attention_grounding:
         parser.error(f"--grounding-noise-power {args.grounding_noise_power:g} weighs the term --attention-grounding W "
                      "adds: give that too")
-    for parse, text in ((parse_scene_mix, args.scene_mix), (parse_language_weights, args.language_weights),
+    for parse, text in ((parse_scene_mix, args.scene_mix), (parse_count_mix, args.count_mix),
+                        (parse_language_weights, args.language_weights),
                         (parse_grid, args.eval_grid)):
         try:  # checked now, long before they are used
             if text:

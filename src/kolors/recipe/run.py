@@ -48,7 +48,8 @@ from .initialise import initialise_from, weights_variant
 from .pool import (CONTRAST_KEYS, LANGUAGES, TOKEN_KEYS, CaptionTokens, Pool, caption_corpus, latent_foreground,
                    render_pool)
 from .weighting import cell_weight, fit_threshold
-from .options import RecipeConfig, config_from_args, parse_grid, parse_language_weights, parse_scene_mix
+from .options import (RecipeConfig, config_from_args, parse_count_mix, parse_grid, parse_language_weights,
+                      parse_scene_mix)
 from .tokenizer import load_tokenizer, padded_vocab_size, train_tokenizer
 from .trainer import DiffusionTrainer
 from .vocabulary import VOCABULARY_FILE, write_vocabulary
@@ -57,7 +58,12 @@ __all__ = ["RecipeResult", "RecipeRun", "run", "main"]
 
 POOL_OPTIONS_FILE = "pool.json"
 # Pool options added after pool.json was: what a pool.json without them was made with.
-POOL_OPTIONS_BEFORE = {"scene_mix": None, "contrast_captions": False, "object_grounding": False}
+POOL_OPTIONS_BEFORE = {"scene_mix": None, "count_mix": None, "contrast_captions": False, "object_grounding": False}
+
+
+def _json_keys(weights: dict | None) -> dict | None:
+    """``weights`` as JSON reads it back (keys are strings), so that a recorded pool compares equal."""
+    return None if weights is None else {str(k): v for k, v in weights.items()}
 
 
 class Log:
@@ -171,6 +177,7 @@ class RecipeRun:
                            seed=cfg.seed, captions_per_language=cfg.captions_per_language, workers=cfg.workers,
                            stated_position=cfg.stated_position, layout_share=cfg.layout_share,
                            layout_backgrounds=cfg.layout_background, kind_weights=parse_scene_mix(cfg.scene_mix),
+                           count_weights=parse_count_mix(cfg.count_mix),
                            twins=cfg.binding_twin if cfg.binding_contrast > 0 else (),
                            grounding_factor=self._vae_factor() if cfg.attention_grounding > 0 else None)
         self.log(f"pool: {len(pool)} scenes rendered, {len(LANGUAGES)}×{cfg.captions_per_language} captions each "
@@ -187,6 +194,7 @@ class RecipeRun:
                 "captions_per_language": cfg.captions_per_language, "stated_position": cfg.stated_position,
                 "layout_share": cfg.layout_share, "layout_background": list(cfg.layout_background),
                 "scene_mix": parse_scene_mix(cfg.scene_mix),
+                "count_mix": _json_keys(parse_count_mix(cfg.count_mix)),
                 "contrast_captions": list(cfg.binding_twin) if cfg.binding_contrast > 0 else False,
                 "object_grounding": cfg.attention_grounding > 0}
 
