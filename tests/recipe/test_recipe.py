@@ -493,6 +493,21 @@ def test_a_resumed_run_draws_and_ends_as_the_uninterrupted_one(tiny_run, tmp_pat
             assert torch.equal(value, split[part][key]), (part, key)
 
 
+def test_resume_names_the_training_options_it_changes(tiny_run, tmp_path, capsys):
+    """--resume may change how the steps are trained (a lower --lr to finish), but says which options differ from
+    the checkpoint's, once, in the log; with the same options it says nothing of the kind."""
+    run(_short_run(tiny_run, tmp_path / "m", steps_diffusion=2, lr=1e-3, timestep_shift=3.0))
+    capsys.readouterr()
+    run(_short_run(tiny_run, tmp_path / "m", steps_diffusion=3, resume=True, lr=1e-3, timestep_shift=3.0))
+    resumed = [line for line in capsys.readouterr().out.splitlines() if "resumed at step" in line]
+    assert len(resumed) == 1 and resumed[0].endswith("diffusion: resumed at step 2")
+    run(_short_run(tiny_run, tmp_path / "m", steps_diffusion=4, resume=True, lr=5e-4, timestep_shift=3.0,
+                   ema_decay=0.0))
+    resumed = [line for line in capsys.readouterr().out.splitlines() if "resumed at step" in line]
+    assert len(resumed) == 1 and resumed[0].endswith(
+        "diffusion: resumed at step 3; changed since its checkpoint: --lr 0.001 → 0.0005, --ema-decay 0.9 → 0")
+
+
 def test_resume_refuses_pool_options_other_than_its_pool_was_made_with(tiny_run, tmp_path):
     """--resume reuses the rendered pool: asking for a different one is a one-line error with nothing changed
     (before, the new options were silently ignored); the same options resume."""

@@ -17,6 +17,8 @@ every draw of a step (items, latent samples, captions, timesteps, noise) is seed
 ``--resume`` with the same options continues as if the run had never stopped (when ``--steps-diffusion`` ends it;
 under ``--time-budget-minutes`` the learning-rate schedule follows the clock, and a resumed run's budget is new).
 The options that made the pool are kept beside it (``pool.json``); a resume that asks for another pool is refused.
+The options the steps are trained with are kept in the checkpoint; a resume that changes one (a lower ``--lr`` to
+finish) says which in its log.
 """
 
 from __future__ import annotations
@@ -58,12 +60,28 @@ __all__ = ["RecipeResult", "RecipeRun", "run", "main"]
 
 POOL_OPTIONS_FILE = "pool.json"
 # Pool options added after pool.json was: what a pool.json without them was made with.
+# What the diffusion steps are trained with: kept in the checkpoint, so that a --resume that changes one says so
+# (a change may be meant, e.g. a lower --lr to finish; the pool's own options are refused instead).
+TRAINING_OPTIONS = ("batch_size", "lr", "lr_text_encoder", "warmup_steps", "ema_decay", "caption_dropout",
+                    "min_snr_gamma", "timestep_shift", "noise_offset", "pyramid_noise", "prediction_type",
+                    "zero_terminal_snr", "layout_warmup", "language_weights", "foreground_weight", "foreground_from",
+                    "binding_contrast", "binding_margin", "attention_grounding", "grounding_noise_power")
 POOL_OPTIONS_BEFORE = {"scene_mix": None, "count_mix": None, "contrast_captions": False, "object_grounding": False}
 
 
 def _json_keys(weights: dict | None) -> dict | None:
     """``weights`` as JSON reads it back (keys are strings), so that a recorded pool compares equal."""
     return None if weights is None else {str(k): v for k, v in weights.items()}
+
+
+def _changed_options(before: dict | None, now: dict) -> str:
+    """``--lr 0.0002 → 0.0001, …``: the options of ``now`` that differ from ``before`` (a checkpoint from before
+    the options were kept: none known)."""
+    def shown(value) -> str:
+        return f"{value:g}" if isinstance(value, float) else "none" if value is None else str(value)
+
+    return ", ".join(f"--{key.replace('_', '-')} {shown(before[key])} → {shown(value)}"
+                     for key, value in now.items() if before is not None and key in before and before[key] != value)
 
 
 class Log:
@@ -373,8 +391,13 @@ class RecipeRun:
             trainer.load_state_dict(state["trainer"])
             self.result.history = state.get("history", [])
             self.elapsed_before = state.get("elapsed", 0.0)
-            log(f"diffusion: resumed at step {trainer.step_count}")
+            changed = _changed_options(state.get("options"), self._training_options())
+            log(f"diffusion: resumed at step {trainer.step_count}"
+                + (f"; changed since its checkpoint: {changed}" if changed else ""))
         return trainer
+
+    def _training_options(self) -> dict:
+        return {key: getattr(self.cfg, key) for key in TRAINING_OPTIONS}
 
     def _train_diffusion(self, trainer: DiffusionTrainer, tokenizer, vae, latents: Latents) -> None:
         """Steps until ``steps_diffusion`` or the time budget; logs, checkpoints and partial exports on the way."""
@@ -545,6 +568,7 @@ class RecipeRun:
         with deferred():
             with atomic_file(self.work / "diffusion.pt") as tmp:
                 torch.save({"trainer": trainer.state_dict(), "history": self.result.history,
+                            "options": self._training_options(),
                             "elapsed": self.elapsed_before + time.monotonic() - self.start}, tmp)
             if not final:
                 unet, te = trainer.ema_copies()
