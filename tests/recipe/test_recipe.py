@@ -322,6 +322,18 @@ def test_count_mix_changes_only_how_many_shapes_a_count_scene_has(tiny_run):
             config_from_args(["--out", "x", "--count-mix", bad])
 
 
+@pytest.mark.parametrize("flag", ["--scene-mix", "--count-mix", "--language-weights", "--eval-grid"])
+def test_an_empty_weights_option_is_refused_not_taken_as_the_default(flag, capsys):
+    """``--count-mix "$MIX"`` with MIX unset would otherwise start a run of hours with the default mix."""
+    from kolors.recipe.options import config_from_args
+
+    for empty in ("", "  "):
+        with pytest.raises(SystemExit) as e:
+            config_from_args(["--out", "x", flag, empty])
+        assert e.value.code == 2
+        assert f"error: {flag} is empty: give its value or leave the option out" in capsys.readouterr().err
+
+
 def test_foreground_masks_mark_the_latent_cells_a_shape_covers():
     import numpy as np
 

@@ -357,9 +357,12 @@ def config_from_args(argv: list[str] | None = None) -> RecipeConfig:
     if args.grounding_noise_power and not args.attention_grounding:
         parser.error(f"--grounding-noise-power {args.grounding_noise_power:g} weighs the term --attention-grounding W "
                      "adds: give that too")
-    for parse, text in ((parse_scene_mix, args.scene_mix), (parse_count_mix, args.count_mix),
-                        (parse_language_weights, args.language_weights),
-                        (parse_grid, args.eval_grid)):
+    for flag, parse, text in (("--scene-mix", parse_scene_mix, args.scene_mix),
+                              ("--count-mix", parse_count_mix, args.count_mix),
+                              ("--language-weights", parse_language_weights, args.language_weights),
+                              ("--eval-grid", parse_grid, args.eval_grid)):
+        if text is not None and not text.strip():  # e.g. an unset shell variable: not the default by accident
+            parser.error(f"{flag} is empty: give its value or leave the option out")
         try:  # checked now, long before they are used
             if text:
                 parse(text)
