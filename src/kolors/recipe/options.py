@@ -22,8 +22,7 @@ from .architecture import ARCHITECTURES, size_multiple
 from .pool import LANGUAGES, TWIN_KINDS
 
 __all__ = ["DEVICE_DEFAULTS", "RecipeConfig", "parse_language_weights", "parse_scene_mix", "parse_count_mix",
-           "parse_grid",
-           "build_parser", "config_from_args"]
+           "parse_grid", "build_parser", "config_from_args"]
 
 # Step counts and sizes by device; every one can be overridden on the command line.
 DEVICE_DEFAULTS = {

@@ -59,19 +59,14 @@ from .vocabulary import VOCABULARY_FILE, write_vocabulary
 __all__ = ["RecipeResult", "RecipeRun", "run", "main"]
 
 POOL_OPTIONS_FILE = "pool.json"
-# Pool options added after pool.json was: what a pool.json without them was made with.
 # What the diffusion steps are trained with: kept in the checkpoint, so that a --resume that changes one says so
 # (a change may be meant, e.g. a lower --lr to finish; the pool's own options are refused instead).
 TRAINING_OPTIONS = ("batch_size", "lr", "lr_text_encoder", "warmup_steps", "ema_decay", "caption_dropout",
                     "min_snr_gamma", "timestep_shift", "noise_offset", "pyramid_noise", "prediction_type",
                     "zero_terminal_snr", "layout_warmup", "language_weights", "foreground_weight", "foreground_from",
                     "binding_contrast", "binding_margin", "attention_grounding", "grounding_noise_power")
+# Pool options added after pool.json was: what a pool.json without them was made with.
 POOL_OPTIONS_BEFORE = {"scene_mix": None, "count_mix": None, "contrast_captions": False, "object_grounding": False}
-
-
-def _json_keys(weights: dict | None) -> dict | None:
-    """``weights`` as JSON reads it back (keys are strings), so that a recorded pool compares equal."""
-    return None if weights is None else {str(k): v for k, v in weights.items()}
 
 
 def _changed_options(before: dict | None, now: dict) -> str:
@@ -212,7 +207,7 @@ class RecipeRun:
                 "captions_per_language": cfg.captions_per_language, "stated_position": cfg.stated_position,
                 "layout_share": cfg.layout_share, "layout_background": list(cfg.layout_background),
                 "scene_mix": parse_scene_mix(cfg.scene_mix),
-                "count_mix": _json_keys(parse_count_mix(cfg.count_mix)),
+                "count_mix": parse_count_mix(cfg.count_mix),
                 "contrast_captions": list(cfg.binding_twin) if cfg.binding_contrast > 0 else False,
                 "object_grounding": cfg.attention_grounding > 0}
 
@@ -228,7 +223,7 @@ class RecipeRun:
         except (ValueError, UnicodeDecodeError):
             raise KolorsError(f"{recorded_file} is not the JSON this recipe writes: remove it to resume without "
                               "checking the pool's options, or give a new --work-dir") from None
-        asked = self._pool_options()
+        asked = json.loads(json.dumps(self._pool_options()))  # as pool.json holds them (e.g. keys as strings)
         recorded = {**POOL_OPTIONS_BEFORE, **recorded}
         if recorded["contrast_captions"] is True:  # before --binding-twin, every twin was an exchange
             recorded["contrast_captions"] = ["exchange"]
