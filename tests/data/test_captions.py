@@ -122,6 +122,13 @@ def test_captions_are_varied_and_some_leave_attributes_unstated(train_captions):
     assert any(t.startswith("两个") for t in texts) and any(t.startswith("three ") for t in texts)
 
 
+def test_and_is_not_only_between_two_objects(train_captions):
+    """A conjunction alone must not mean "two objects": captions of one shape (and of counts) use it too."""
+    for lang, word in (("en", " and "), ("zh", "和")):
+        kinds = {scene.kind for (text, tid), scene in train_captions if tid.startswith(lang) and word in text}
+        assert kinds == set(S.KINDS), (lang, kinds)
+
+
 def test_captions_of_a_scene_follow_its_split():
     rng = np.random.default_rng(7)
     scene = S.sample_scene(rng, "heldout")

@@ -1,6 +1,6 @@
 """The composition checker validated on rendered ground truth before it is trusted with generated images.
 
-Every metric (background, position, count, binding, relation, and colour/shape with ten colours) must be right on
+Every metric (background, position, single, count, binding, relation, and colour/shape with ten colours) must be right on
 ≥ 98% of the generator's own renders, clean and degraded, and score at chance when prompts are shuffled against
 images: as often as the shuffled prompts' true attributes happen to agree with the images'.
 """
@@ -47,6 +47,7 @@ def truth(scene: S.Scene, expects: dict) -> dict[str, bool]:
         out["background"] = scene.background == expects["background"]
     if "position" in expects:
         out["position"] = top.position == expects["position"]
+    out["single"] = scene.count == 1
     return out
 
 
@@ -117,6 +118,16 @@ def test_count_ignores_specks_and_relations_need_a_margin():
     assert C.relation_holds(a, b, "left") and not C.relation_holds(b, a, "left")
     assert not C.relation_holds(a, C.Detection(centre=(0.45, 0.9)), "left") and C.relation_holds(a, b, "left")
     assert C.find_objects([a], [(None, "circle"), (None, "circle")]) is None
+
+
+def test_a_prompt_for_one_object_fails_single_when_two_are_drawn():
+    expects = {"colour": "red", "shape": "circle", "background": "white"}
+    one = S.Scene(shapes=(S.Shape("circle", "red", "medium", "center"),), background="white")
+    two = S.Scene(shapes=(S.Shape("circle", "red", "medium", "left"), S.Shape("circle", "red", "medium", "right")),
+                  background="white", kind="count")
+    assert score(S.render(one), expects) == {"colour": True, "shape": True, "background": True, "single": True}
+    # the largest shape is still a red circle on white: only `single` tells that the prompt's "one" was not kept
+    assert score(S.render(two), expects) == {"colour": True, "shape": True, "background": True, "single": False}
 
 
 def test_wilson_interval():

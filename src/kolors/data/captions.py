@@ -10,6 +10,10 @@ that attribute unstated (the image may show anything for it). Slots:
 * pair scenes: ``{a}``/``{b}`` noun phrases of the first and second object, ``{rel}`` the first's relation to the
   second ("to the left of", 左边), ``{p1}``/``{p2}`` their positions, ``{bg}``.
 
+"and" / 和 also join a shape to its background or its attributes in captions of one shape, not only two objects:
+a model trained with "and" only between objects drew two shapes for "the square is small and red" (docs/evaluation.md,
+"One object, one shape").
+
 Each language has held-out templates per kind that training captions never use; they only recombine words
 (English) / characters (Chinese) of training captions, so a tokenizer trained on training captions covers them.
 """
@@ -106,6 +110,9 @@ TEMPLATES: dict[str, dict[str, dict[str, list[str]]]] = {
                 "the background is {bg}, with a {col} {shp} {pos}",
                 "a {shp} {pos}",
                 "a {sz} {shp} on a {bg} background",
+                "a {col} {shp}, and the background is {bg}",
+                "a {shp} {pos}, {col} and {sz}",
+                "a {sz} {col} {shp} and nothing else",
             ],
             "count": [
                 "{num} {col} {shps}",
@@ -117,6 +124,7 @@ TEMPLATES: dict[str, dict[str, dict[str, list[str]]]] = {
                 "exactly {num} {col} {shps}",
                 "{num} {col} {shps}, {bg} background",
                 "{num} {shps}",
+                "{num} {col} {shps} and a {bg} background",
             ],
             "pair": [
                 "{a} {rel} {b}",
@@ -184,6 +192,7 @@ TEMPLATES: dict[str, dict[str, dict[str, list[str]]]] = {
                 "背景为{bg}，画着一个{col}{shp}",
                 "{pos}有一个{shp}",
                 "{bg}背景上有一个{sz}{shp}",
+                "{bg}背景和一个{colL}的{shp}",
             ],
             "count": [
                 "{num}{colL}的{shp}",
@@ -195,6 +204,7 @@ TEMPLATES: dict[str, dict[str, dict[str, list[str]]]] = {
                 "{bg}背景，{num}{col}{shp}",
                 "只有{num}{colL}的{shp}",
                 "{num}{shp}",
+                "{num}{col}{shp}和{bg}背景",
             ],
             "pair": [
                 "{a}在{b}的{rel}",

@@ -5,6 +5,7 @@ Metrics (each a yes/no per image; a row is scored on the metrics its ``expects``
 * ``colour`` / ``shape`` — the dominant (largest) shape has the asked colour / shape (single-shape prompts);
 * ``background`` — the image's background is the asked one;
 * ``position`` — the dominant shape sits in the asked cell of the 3×3 grid;
+* ``single`` — a prompt for one object (these three categories) draws one shape, not two or more;
 * ``count`` — exactly the asked number of shapes (:func:`shapes_checker.count_shapes`);
 * ``binding`` — both asked objects are there, each with its own colour and shape, in different shapes;
 * ``relation`` — binding, and the first object is left of / right of / above / below the second.
@@ -22,7 +23,7 @@ from . import shapes_checker as C
 
 __all__ = ["METRICS", "score", "wilson", "summarise"]
 
-METRICS = ("colour", "shape", "background", "position", "count", "binding", "relation")
+METRICS = ("colour", "shape", "background", "position", "single", "count", "binding", "relation")
 
 
 def score(image: C.ImageLike, expects: Mapping) -> dict[str, bool]:
@@ -46,6 +47,7 @@ def score(image: C.ImageLike, expects: Mapping) -> dict[str, bool]:
         out["background"] = C.read_background(image) == expects["background"]
     if "position" in expects:
         out["position"] = top.position == expects["position"]
+    out["single"] = C.count_shapes(image, detections) == 1
     return out
 
 
