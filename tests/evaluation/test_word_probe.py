@@ -61,7 +61,7 @@ def test_the_probe_tells_the_words_the_builtin_model_uses_from_those_it_ignores(
     scenes = W.probe_scenes(8)
     report = W.word_probe(pipe, scenes, timesteps=(600,))
     for lang in ("en", "zh"):
-        # The built-in model (v2) draws colour, shape, background and position as asked: the loss rises by tens of
+        # The built-in model draws colour, shape, background and position as asked: the loss rises by tens of
         # percent with any of those words swapped (v1, which ignored position, gave |position| < 0.1%).
         for word in ("colour", "shape", "position", "background"):
             assert report[word][lang][600] > 10, (word, report)
@@ -91,7 +91,7 @@ def test_the_attention_table_reads_where_the_words_are_read(monkeypatch):
     for lang in ("en", "zh"):
         for t in (300, 900):
             share, chance = report["attention"][lang][t]
-            assert 3 < chance < 30 and share > chance + 1, report["attention"]  # v2 reads its words a little locally
+            assert 3 < chance < 30 and share > chance + 1, report["attention"]  # the built-in model reads its words a little locally
     assert "| attention | zh | " in W.format_probe(report)
     # Queries of zero make every cell attend to the tokens alike: each word is read evenly over the image, the
     # share on its object is exactly the object's area.
