@@ -106,12 +106,13 @@ def test_inpainting_redraws_only_the_masked_region(source):
             after = np.asarray(out, dtype=np.int16)
             assert np.abs(after[outside] - before[outside]).max() <= 1, prompt
             assert np.abs(after[:64, :64] - before[:64, :64]).mean() > 3, prompt  # the quarter was redrawn
-            found = check_image(out).colour
-            assert found != "red", prompt  # the red square is gone
-            blue += found == "blue"
-        # a small model: most seeds, not every one (the others leave the quarter empty); seeds 0-7 gave 6/8 (en)
-        # and 7/8 (zh) with v1's weights
-        assert blue >= 4, (prompt, blue)
+            # what the quarter now holds, read on its own: the model picks the quarter's background when the prompt
+            # does not say (beige in some seeds), and a beige patch on white would be the whole image's "shape"
+            quarter = check_image(Image.fromarray(np.asarray(out)[:64, :64]).resize((128, 128), Image.NEAREST))
+            assert quarter.colour != "red", prompt  # the red square is gone
+            blue += (quarter.colour, quarter.shape) == ("blue", "square")
+        # a small model: most seeds, not every one; seeds 0-7 gave 8/8 in both languages with v3's weights
+        assert blue >= 5, (prompt, blue)
 
 
 def test_inpainting_puts_the_asked_shape_where_the_prompt_says(source):
