@@ -185,6 +185,16 @@ def test_average_matches_embedding_rows_by_token_and_averages_the_rest(tiny_run,
         average_models([tiny_run.out], tmp_path / "x")
     with pytest.raises(KolorsError, match="--weights needs 2 numbers"):
         average_models([tiny_run.out, b], tmp_path / "x", weights=[1])
+    # --out replaces only a model folder that is not one of the inputs: never someone's files, never an input
+    mine = tmp_path / "photos"
+    mine.mkdir()
+    (mine / "holiday.jpg").write_bytes(b"someone's photo")
+    with pytest.raises(KolorsError, match="is not a model this recipe exported"):
+        average_models([tiny_run.out, b], mine)
+    with pytest.raises(KolorsError, match="would replace the model it reads"):
+        average_models([tiny_run.out, b], b)
+    assert (mine / "holiday.jpg").read_bytes() == b"someone's photo" and (b / "unet").is_dir()
+    assert average_models([tiny_run.out, b], out) == out and (out / "model_index.json").is_file()  # a soup again
 
 
 def test_stated_position_makes_captions_say_where_the_objects_are():
@@ -457,8 +467,8 @@ def test_the_export_never_replaces_what_the_recipe_did_not_write(tiny_run, tmp_p
     (beside / "notes.txt").write_text("mine")
     for out, init, message in ((mine, None, "is not a model this recipe exported"),
                                (tmp_path / "model", None, "model.old exists and is not a model"),
-                               (tiny_run.out, tiny_run.out, "would replace the --init-from model"),
-                               (tiny_run.out.parent, tiny_run.out, "would replace the --init-from model")):
+                               (tiny_run.out, tiny_run.out, "would replace the model it reads"),
+                               (tiny_run.out.parent, tiny_run.out, "would replace the model it reads")):
         with pytest.raises(KolorsError, match=message):
             run(RecipeConfig(out=out, init_from=init, **base))
     assert (mine / "holiday.jpg").read_bytes() == b"someone's photo" and (beside / "notes.txt").read_text() == "mine"

@@ -14,7 +14,6 @@ import argparse
 import math
 import shutil
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -23,6 +22,8 @@ from safetensors.torch import load_file, save_file
 
 from ..arguments import Parser, finite_number
 from ..errors import KolorsError
+from ..files import staging_folder
+from .export import check_destination
 
 __all__ = ["average_models", "row_order", "main"]
 
@@ -65,11 +66,16 @@ def average_models(folders: Sequence[str | Path], out: str | Path, weights: Sequ
         if missing:
             raise KolorsError(f"{f} is not a model folder the recipe exported (no {', '.join(missing)}/): give "
                               "the --out folders of recipe runs")
+    out = Path(out)
+    for f in folders:
+        check_destination(out, f)
     vocabs = [load_tokenizer(f / "tokenizer").get_vocab() for f in folders]
 
-    out = Path(out)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
-    try:
+    def may_replace(existing: Path) -> None:  # checked again at the swap: the folder may have changed since
+        for f in folders:
+            check_destination(existing, f)
+
+    with staging_folder(out, replace=may_replace) as staging:
         shutil.copytree(folders[0], staging, dirs_exist_ok=True)
         for part in AVERAGED:
             files = [_weights_file(f, part) for f in folders]
@@ -91,11 +97,6 @@ def average_models(folders: Sequence[str | Path], out: str | Path, weights: Sequ
                     total += w * tensor
                 averaged[name] = total.to(first.dtype)
             save_file(averaged, staging / part / files[0].name, metadata={"format": "pt"})
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return out
 
 

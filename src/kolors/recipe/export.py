@@ -91,7 +91,7 @@ def check_destination(out: Path, init_from: Path | None) -> None:
     if init_from is not None:
         source = Path(init_from).resolve()
         if out == source or source.is_relative_to(out) or out.is_relative_to(source):
-            raise KolorsError(f"--out {out} would replace the --init-from model it reads: choose another folder")
+            raise KolorsError(f"--out {out} would replace the model it reads ({source}): choose another folder")
     for folder in (out, out.with_name(out.name + ".tmp"), out.with_name(out.name + ".old")):
         if not _replaceable(folder):
             raise KolorsError(f"{folder} exists and is not a model this recipe exported: choose a new --out "
