@@ -483,6 +483,59 @@ def _short_run(tiny_run, out: Path, **overrides) -> RecipeConfig:
         skip_eval=True, init_from=tiny_run.out, command="pytest"), **overrides})
 
 
+def test_a_decoder_only_finetune_keeps_the_latents_the_unet_learned(tiny_run, tmp_path):
+    """--vae-finetune-part decoder trains the decoder alone: the encoder's weights, and so the pool's latents, are
+    exactly the --init-from model's; the decoder's moved. The part needs the steps and the model to continue."""
+    from diffusers import AutoencoderKL
+
+    from kolors.recipe.options import config_from_args
+
+    run(_short_run(tiny_run, tmp_path / "model", vae_finetune_steps=3, vae_finetune_part="decoder",
+                   batch_size_vae=4, lr_vae=1e-3))
+    old, new = (AutoencoderKL.from_pretrained(str(folder / "vae"), variant="fp16").state_dict()
+                for folder in (tiny_run.out, tmp_path / "model"))
+    moved = {key for key in old if not torch.equal(old[key], new[key])}
+    assert moved and all(key.startswith(("decoder.", "post_quant_conv.")) for key in moved), sorted(moved)[:5]
+    info = json.loads((tmp_path / "model.work" / "vae_info.json").read_text())
+    assert info["steps_continued"] == 3
+    for argv in (["--vae-finetune-part", "decoder"], ["--vae-finetune-part", "decoder", "--vae-finetune-steps", "5"],
+                 ["--vae-finetune-part", "encoder", "--vae-finetune-steps", "5", "--init-from", "m"]):
+        with pytest.raises(SystemExit):
+            config_from_args(["--out", "x", *argv])
+
+
+def test_the_decoder_tool_writes_a_copy_whose_encoder_unet_and_text_encoder_are_unchanged(tiny_run, tmp_path,
+                                                                                           capsys):
+    from diffusers import AutoencoderKL
+    from safetensors.torch import load_file
+
+    from kolors.recipe.decoder import finetune_decoder, main
+
+    out = tmp_path / "decoded"
+    result = finetune_decoder(tiny_run.out, out, steps=2, scenes=16, test_scenes=6, lr=1e-3, device="cpu",
+                              log=lambda line: None)
+    assert result["steps"] == 2 and set(result["roundtrip_before"]) == set(result["roundtrip_after"])
+    old, new = (AutoencoderKL.from_pretrained(str(f / "vae"), variant="fp16").state_dict() for f in (tiny_run.out, out))
+    moved = {key for key in old if not torch.equal(old[key], new[key])}
+    assert moved and all(key.startswith(("decoder.", "post_quant_conv.")) for key in moved)
+    for part in ("unet", "text_encoder"):
+        a, b = (load_file(next((f / part).glob("*.safetensors"))) for f in (tiny_run.out, out))
+        assert all(torch.equal(a[k], b[k]) for k in a), part
+    assert "## Decoder fine-tuned" in (out / "README.md").read_text()
+    assert "_name_or_path" not in json.loads((out / "vae" / "config.json").read_text())
+    # one line, nothing written, for what it must not replace or cannot read
+    mine = tmp_path / "photos"
+    mine.mkdir()
+    (mine / "holiday.jpg").write_bytes(b"someone's photo")
+    for argv, message in (([str(tiny_run.out), "--out", str(mine)], "is not a model this recipe exported"),
+                          ([str(tiny_run.out), "--out", str(tiny_run.out)], "would replace the model it reads"),
+                          ([str(tmp_path / "nothing"), "--out", str(tmp_path / "x")], "is not a model folder")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+    assert (mine / "holiday.jpg").read_bytes() == b"someone's photo" and not (tmp_path / "x").exists()
+
+
 def test_a_resumed_run_draws_and_ends_as_the_uninterrupted_one(tiny_run, tmp_path, monkeypatch):
     """Interrupted after 3 of 6 steps, a checkpoint is saved; --resume then ends with the weights of a run that was
     never stopped (every draw of a step comes from the run's seed and the step)."""

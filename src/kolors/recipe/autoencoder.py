@@ -92,6 +92,7 @@ def train_vae(
     crop: int | None = None,
     anchor: AutoencoderKL | None = None,
     anchor_weight: float = 1.0,
+    decoder_only: bool = False,
 ) -> dict:
     """Train ``vae`` in place on random batches of ``pool`` (uint8 N×H×W×3, on any device); returns last metrics.
 
@@ -102,12 +103,21 @@ def train_vae(
     fraction of the cost). ``anchor``: a frozen autoencoder whose latents (posterior means, scaled by its
     ``scaling_factor``) the trained one is held near with ``anchor_weight`` — continuing an autoencoder on new data
     (new colours) without moving the latents a diffusion model has learned more than the new data needs.
+    ``decoder_only``: train the decoder (and its ``post_quant_conv``) alone on the frozen encoder's latents, which
+    then do not move at all: a better drawing of the latents a diffusion model already makes.
     """
     import time
 
     t_start = time.monotonic()
     vae.to(device).train()
-    trained = list(vae.parameters())
+    if decoder_only:
+        vae.requires_grad_(False)
+        vae.encoder.eval()
+        trained = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+        for param in trained:
+            param.requires_grad_(True)
+    else:
+        trained = list(vae.parameters())
     if anchor is not None:
         anchor = anchor.to(device).eval().requires_grad_(False)
         scale = float(anchor.config.scaling_factor)
@@ -136,7 +146,8 @@ def train_vae(
             oy, ox = (int(v) for v in torch.randint(0, x.shape[-1] - crop + 1, (2,), generator=generator))
             x, weight = x[..., oy : oy + crop, ox : ox + crop], weight[..., oy : oy + crop, ox : ox + crop]
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            posterior = vae.encode(x).latent_dist
+            with torch.set_grad_enabled(not decoder_only):
+                posterior = vae.encode(x).latent_dist
             rec = vae.decode(posterior.sample()).sample
         rec = rec.float()
         err = rec - x
@@ -171,7 +182,7 @@ def train_vae(
         if last:
             metrics["steps"] = step + 1
             break
-    vae.eval()
+    vae.requires_grad_(True).eval()
     return metrics
 
 

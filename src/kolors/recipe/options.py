@@ -88,6 +88,7 @@ class RecipeConfig:
     vae_foreground_weight: float = 4.0
     vae_finetune_steps: int = 0
     vae_anchor: float = 1.0
+    vae_finetune_part: str = "all"
     vae_crop: int | None = None
     steps_diffusion: int | None = None
     batch_size: int | None = None
@@ -255,6 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "its latents held near the old ones (--vae-anchor)")
     p.add_argument("--vae-anchor", type=non_negative_number, default=1.0,
                    help="weight holding a continued VAE's (scaled) latents near its starting point's")
+    p.add_argument("--vae-finetune-part", choices=("all", "decoder"), default="all",
+                   help="what --vae-finetune-steps trains: all of the VAE (latents held by --vae-anchor), or only "
+                        "its decoder (the encoder frozen: the latents a diffusion model learned stay exactly as they "
+                        "are, so a kept UNet needs no retraining)")
     p.add_argument("--vae-crop", type=positive_int, metavar="PX",
                    help="train the VAE on random PX×PX crops (cheaper; the VAE is convolutional)")
     p.add_argument("--steps-diffusion", type=positive_int)
@@ -347,6 +352,9 @@ def config_from_args(argv: list[str] | None = None) -> RecipeConfig:
     if args.layout_warmup and not (args.layout_share > 0 and args.zero_terminal_snr):
         parser.error("--layout-warmup needs --layout-share P > 0 (its scenes) and --zero-terminal-snr (a schedule "
                      "whose last steps hold none of the image)")
+    if args.vae_finetune_part != "all" and not (args.vae_finetune_steps and args.init_from):
+        parser.error(f"--vae-finetune-part {args.vae_finetune_part} chooses what --vae-finetune-steps N trains on "
+                     "the VAE of --init-from FOLDER: give both")
     if args.foreground_from != "target" and not args.foreground_weight:
         parser.error(f"--foreground-from {args.foreground_from} chooses the cells --foreground-weight W weighs: "
                      "give that too")

@@ -267,10 +267,14 @@ class RecipeRun:
             if cfg.vae_finetune_steps:
                 import copy
 
-                self._train_autoencoder(vae, images, steps=cfg.vae_finetune_steps, anchor=copy.deepcopy(vae))
+                decoder_only = cfg.vae_finetune_part == "decoder"
+                self._train_autoencoder(vae, images, steps=cfg.vae_finetune_steps, decoder_only=decoder_only,
+                                        anchor=None if decoder_only else copy.deepcopy(vae))
             means, stds = self._encode_pool(vae, images)
             self.log(f"vae: kept from {cfg.init_from} (scaling_factor {vae.config.scaling_factor}"
-                     + (f", continued {cfg.vae_finetune_steps} steps" if cfg.vae_finetune_steps else "")
+                     + (f", continued {cfg.vae_finetune_steps} steps"
+                        + (" (decoder only)" if cfg.vae_finetune_part == "decoder" else "")
+                        if cfg.vae_finetune_steps else "")
                      + "); pool encoded")
             self._save_autoencoder_stage(vae, means, stds, pool)
         else:
@@ -286,7 +290,8 @@ class RecipeRun:
         return vae, Latents(cache["means"], cache["stds"], tokens, float(vae.config.scaling_factor),
                             cache.get("layout"), cache.get("foreground"), cache.get("object_masks"))
 
-    def _train_autoencoder(self, vae, images: torch.Tensor, *, steps: int | None = None, anchor=None) -> None:
+    def _train_autoencoder(self, vae, images: torch.Tensor, *, steps: int | None = None, anchor=None,
+                           decoder_only: bool = False) -> None:
         cfg, log = self.cfg, self.log
         steps = steps or cfg.steps_vae
         if self.device.type == "cuda":
@@ -310,10 +315,12 @@ class RecipeRun:
             generator=torch.Generator().manual_seed(cfg.seed + 1),
             deadline=self.start + 0.25 * self.budget if self.budget else None, log=vae_log,
             log_every=max(1, min(50, steps // 10)), crop=cfg.vae_crop, anchor=anchor, anchor_weight=cfg.vae_anchor,
+            decoder_only=decoder_only,
         )
         if bar is not None:
             bar.close()
-        self.vae_info.update({"steps_continued" if anchor is not None else "steps": metrics["steps"],
+        continued = anchor is not None or decoder_only
+        self.vae_info.update({"steps_continued" if continued else "steps": metrics["steps"],
                               "seconds": time.monotonic() - t0, "l1": metrics["l1"], "psnr": metrics["psnr"]})
         log(f"vae: {metrics['steps']} steps in {self.vae_info['seconds']:.0f}s, l1 {metrics['l1']:.4f}, "
             f"psnr {metrics['psnr']:.2f} dB")
