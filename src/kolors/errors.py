@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+
 
 class KolorsError(Exception):
     """An error caused by the user's input or environment (bad option, missing file, out of memory).
@@ -21,3 +24,15 @@ class InvalidParameterError(KolorsError, ValueError):
 
 class GenerationCancelled(KolorsError):
     """A generation was stopped before it finished (a cancelled job, an interrupt); raise it from ``on_step``."""
+
+
+def run_tool(work: Callable[[], str]) -> int:
+    """The body of a ``python -m`` tool's ``main``: ``work()``'s message on stdout and 0, or a user's error (bad
+    input, a file it cannot read or write) as one line ``kolors: error: …`` on stderr and 2."""
+    try:
+        message = work()
+    except (KolorsError, ValueError, OSError) as exc:
+        print(f"kolors: error: {exc}", file=sys.stderr)
+        return 2
+    print(message)
+    return 0

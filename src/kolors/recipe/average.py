@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import math
 import shutil
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..arguments import Parser, finite_number
-from ..errors import KolorsError
+from ..errors import KolorsError, run_tool
 from ..files import staging_folder
 from .export import check_destination
 
@@ -114,13 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--weights", type=_weight_list, metavar="W,W,...",
                    help="comma-separated weights ≥ 0, one per folder (default: equal)")
     args = p.parse_args(argv)
-    try:
-        out = average_models(args.folders, args.out, args.weights)
-    except (KolorsError, ValueError, OSError) as exc:
-        print(f"kolors: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"averaged {len(args.folders)} models → {out}")
-    return 0
+    return run_tool(lambda: f"averaged {len(args.folders)} models → "
+                            f"{average_models(args.folders, args.out, args.weights)}")
 
 
 if __name__ == "__main__":

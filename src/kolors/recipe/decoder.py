@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -24,7 +23,7 @@ import torch
 
 from ..arguments import Parser, non_negative_int, positive_int, positive_number
 from ..devices import is_device_name
-from ..errors import KolorsError
+from ..errors import KolorsError, run_tool
 from ..files import staging_folder
 from .autoencoder import check_fp16_decode, to_model_range, train_vae
 from .export import check_destination
@@ -138,14 +137,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not is_device_name(args.device):
         p.error(f"argument --device: one of auto, cpu, cuda, mps (cuda:N for one GPU of several), got {args.device!r}")
-    try:
+
+    def work() -> str:
         result = finetune_decoder(args.model, args.out, steps=args.steps, lr=args.lr, scenes=args.scenes,
                                   seed=args.seed, device=args.device)
-    except (KolorsError, ValueError, OSError) as exc:
-        print(f"kolors: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"decoder fine-tuned {result['steps']} steps in {result['seconds']:.0f} s → {args.out}")
-    return 0
+        return f"decoder fine-tuned {result['steps']} steps in {result['seconds']:.0f} s → {args.out}"
+
+    return run_tool(work)
 
 
 if __name__ == "__main__":
