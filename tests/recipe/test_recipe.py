@@ -332,7 +332,32 @@ def test_count_mix_changes_only_how_many_shapes_a_count_scene_has(tiny_run):
             config_from_args(["--out", "x", "--count-mix", bad])
 
 
-@pytest.mark.parametrize("flag", ["--scene-mix", "--count-mix", "--language-weights", "--eval-grid"])
+def test_pair_mix_sets_how_often_two_objects_share_their_shape():
+    """--pair-mix: "same=1" gives two objects of one shape (in two colours) in every pair scene, "different=1" none,
+    a mix about its share; the held-out pairs stay out of training; bad mixes are refused when read."""
+    import numpy as np
+
+    from kolors.data.examples import batch
+    from kolors.data.shapes import is_heldout_pair
+    from kolors.recipe.options import config_from_args, parse_pair_mix, parse_scene_mix
+
+    def pairs(mix, n=300):
+        _, _, scenes = batch(np.random.default_rng(4), n, size=16, kind_weights=parse_scene_mix("pair=1"),
+                             pair_weights=parse_pair_mix(mix))
+        assert {s.kind for s in scenes} == {"pair"}
+        assert not any(is_heldout_pair(*((o.colour, o.shape) for o in s.shapes)) for s in scenes)
+        return [s.shapes[0].shape == s.shapes[1].shape for s in scenes]
+
+    assert all(pairs("same=1")) and not any(pairs("different=1"))
+    assert 0.05 < np.mean(pairs("same=1,different=9")) < 0.16
+    assert 0.22 < np.mean(pairs(None)) < 0.40  # shapes drawn independently: about 31% the same
+    assert config_from_args(["--out", "x", "--pair-mix", "different=1"]).pair_mix == "different=1"
+    for bad in ("same=-1", "circle=1", "same", "same=0", "different=nan", "same=1,same=2"):
+        with pytest.raises(SystemExit):
+            config_from_args(["--out", "x", "--pair-mix", bad])
+
+
+@pytest.mark.parametrize("flag", ["--scene-mix", "--count-mix", "--pair-mix", "--language-weights", "--eval-grid"])
 def test_an_empty_weights_option_is_refused_not_taken_as_the_default(flag, capsys):
     """``--count-mix "$MIX"`` with MIX unset would otherwise start a run of hours with the default mix."""
     from kolors.recipe.options import config_from_args

@@ -40,6 +40,7 @@ __all__ = [
     "BACKGROUNDS",
     "RELATIONS",
     "KINDS",
+    "PAIR_SHAPES",
     "COLOUR_RGB",
     "BACKGROUND_RGB",
     "SPLITS",
@@ -114,6 +115,8 @@ _GAP = 0.03  # minimum gap between the boxes of two shapes of a scene (fraction 
 # How often each kind of training scene is drawn, and the counts of ``count`` scenes.
 KIND_WEIGHTS = {"single": 0.4, "count": 0.25, "pair": 0.35}
 COUNT_WEIGHTS = {1: 0.2, 2: 0.4, 3: 0.4}
+# Whether a pair scene's two objects share their shape (the keys of ``pair_weights``).
+PAIR_SHAPES = ("same", "different")
 
 
 def _heldout_combos() -> frozenset[tuple[str, str, str, str]]:
@@ -350,11 +353,14 @@ def _count(rng: np.random.Generator, split: str, count: int) -> list[Shape]:
                         return placed
 
 
-def _pair(rng: np.random.Generator, split: str) -> tuple[list[Shape], str]:
+def _pair(rng: np.random.Generator, split: str, same_shape: bool | None = None) -> tuple[list[Shape], str]:
+    """Two objects in a relation; ``same_shape``: whether they share their shape (None: as drawn, about 31%)."""
     while True:
         a = (_choice(rng, COLOURS), _choice(rng, SHAPES))
         b = (_choice(rng, COLOURS), _choice(rng, SHAPES))
         if a == b or is_heldout_pair(a, b) != (split == "heldout"):
+            continue
+        if same_shape is not None and (a[1] == b[1]) != same_shape:
             continue
         relation = _choice(rng, RELATIONS)
         for _ in range(40):
@@ -368,13 +374,16 @@ def _pair(rng: np.random.Generator, split: str) -> tuple[list[Shape], str]:
 def sample_scene(rng: np.random.Generator, split: str = "train", kind: str | None = None,
                  count: int | None = None, background: str | None = None,
                  kind_weights: Mapping[str, float] | None = None,
-                 count_weights: Mapping[int, float] | None = None) -> Scene:
+                 count_weights: Mapping[int, float] | None = None,
+                 pair_weights: Mapping[str, float] | None = None) -> Scene:
     """A random scene of ``split`` and ``kind`` (default: drawn by ``kind_weights``, default ``KIND_WEIGHTS``;
     held-out scenes: single). Other weights draw as many numbers from ``rng``: only which kind each scene is changes.
 
     ``count`` fixes the number of shapes of a count scene (default: drawn by ``count_weights``, default
     ``COUNT_WEIGHTS``; other weights again change only which number is drawn); ``background``
-    fixes the background (shapes are drawn again until their colours show on it).
+    fixes the background (shapes are drawn again until their colours show on it). ``pair_weights``
+    ({"same": W, "different": W}): how often a pair's two objects share their shape (default: drawn like the rest,
+    about 31% the same); given, it adds a draw to each pair scene, so the scenes after it differ too.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
@@ -391,7 +400,8 @@ def sample_scene(rng: np.random.Generator, split: str = "train", kind: str | Non
         elif kind == "count":
             shapes = _count(rng, split, count or _weighted(rng, count_weights or COUNT_WEIGHTS))
         else:
-            shapes, relation = _pair(rng, split)
+            same = None if pair_weights is None else _weighted(rng, pair_weights) == "same"
+            shapes, relation = _pair(rng, split, same)
         allowed = allowed_backgrounds({s.colour for s in shapes})
         if background is None or background in allowed:
             break

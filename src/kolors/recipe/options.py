@@ -16,13 +16,20 @@ from ..arguments import (
     positive_number,
     share,
 )
-from ..data.shapes import BACKGROUNDS, COUNT_WEIGHTS, KIND_WEIGHTS, KINDS, SPLITS
+from ..data.shapes import (
+    BACKGROUNDS,
+    COUNT_WEIGHTS,
+    KIND_WEIGHTS,
+    KINDS,
+    PAIR_SHAPES,
+    SPLITS,
+)
 from ..devices import DEVICES, is_device_name
 from .architecture import ARCHITECTURES, size_multiple
 from .pool import LANGUAGES, TWIN_KINDS
 
 __all__ = ["DEVICE_DEFAULTS", "RecipeConfig", "parse_language_weights", "parse_scene_mix", "parse_count_mix",
-           "parse_grid", "build_parser", "config_from_args"]
+           "parse_pair_mix", "parse_grid", "build_parser", "config_from_args"]
 
 # Step counts and sizes by device; every one can be overridden on the command line.
 DEVICE_DEFAULTS = {
@@ -78,6 +85,7 @@ class RecipeConfig:
     layout_warmup: int = 0
     scene_mix: str | None = None
     count_mix: str | None = None
+    pair_mix: str | None = None
     tokenizer_scenes: int = 20000
     vocab_size: int | None = None
     merge_han_characters: bool = False
@@ -189,6 +197,15 @@ def parse_count_mix(text: str | None) -> dict[int, float] | None:
     return {n: given.get(str(n), 0.0) for n in COUNT_WEIGHTS}
 
 
+def parse_pair_mix(text: str | None) -> dict[str, float] | None:
+    """``"same=0.1,different=0.9"`` → how often a pair scene's two objects share their shape (missing 0); None →
+    None (the dataset's own: shapes drawn independently)."""
+    if not text:
+        return None
+    given = _parse_weights(text, PAIR_SHAPES, "--pair-mix", "same=0.1,different=0.9")
+    return {key: given.get(key, 0.0) for key in PAIR_SHAPES}
+
+
 def parse_grid(text: str) -> list[tuple[int, float, float]]:
     """``"20x5,25x3x0.3"`` → [(20, 5.0, 1.0), (25, 3.0, 0.3)]: (steps, guidance, guidance stop) points; a point
     without a stop guides every step. A malformed grid is a ValueError naming the point."""
@@ -240,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count-mix", metavar="N=W,...",
                    help="how often a scene of several identical shapes has one, two or three of them (default: "
                         + ",".join(f"{n}={weight:g}" for n, weight in COUNT_WEIGHTS.items()) + ")")
+    p.add_argument("--pair-mix", metavar="same=W,different=W",
+                   help="how often the two objects of a two-object scene share their shape (a red and a blue circle) "
+                        "or not (default: shapes drawn independently, about 31%% the same)")
     p.add_argument("--tokenizer-scenes", type=positive_int, default=20000,
                    help="scenes captioned to train the tokenizer")
     p.add_argument("--vocab-size", type=positive_int)
@@ -366,6 +386,7 @@ def config_from_args(argv: list[str] | None = None) -> RecipeConfig:
                      "adds: give that too")
     for flag, parse, text in (("--scene-mix", parse_scene_mix, args.scene_mix),
                               ("--count-mix", parse_count_mix, args.count_mix),
+                              ("--pair-mix", parse_pair_mix, args.pair_mix),
                               ("--language-weights", parse_language_weights, args.language_weights),
                               ("--eval-grid", parse_grid, args.eval_grid)):
         if text is not None and not text.strip():  # e.g. an unset shell variable: not the default by accident

@@ -51,7 +51,7 @@ from .pool import (CONTRAST_KEYS, LANGUAGES, TOKEN_KEYS, CaptionTokens, Pool, ca
                    render_pool)
 from .weighting import cell_weight, fit_threshold
 from .options import (RecipeConfig, config_from_args, parse_count_mix, parse_grid, parse_language_weights,
-                      parse_scene_mix)
+                      parse_pair_mix, parse_scene_mix)
 from .tokenizer import load_tokenizer, padded_vocab_size, train_tokenizer
 from .trainer import DiffusionTrainer
 from .vocabulary import VOCABULARY_FILE, write_vocabulary
@@ -66,7 +66,8 @@ TRAINING_OPTIONS = ("batch_size", "lr", "lr_text_encoder", "warmup_steps", "ema_
                     "zero_terminal_snr", "layout_warmup", "language_weights", "foreground_weight", "foreground_from",
                     "binding_contrast", "binding_margin", "attention_grounding", "grounding_noise_power")
 # Pool options added after pool.json was: what a pool.json without them was made with.
-POOL_OPTIONS_BEFORE = {"scene_mix": None, "count_mix": None, "contrast_captions": False, "object_grounding": False}
+POOL_OPTIONS_BEFORE = {"scene_mix": None, "count_mix": None, "pair_mix": None, "contrast_captions": False,
+                       "object_grounding": False}
 
 
 def _changed_options(before: dict | None, now: dict) -> str:
@@ -190,7 +191,7 @@ class RecipeRun:
                            seed=cfg.seed, captions_per_language=cfg.captions_per_language, workers=cfg.workers,
                            stated_position=cfg.stated_position, layout_share=cfg.layout_share,
                            layout_backgrounds=cfg.layout_background, kind_weights=parse_scene_mix(cfg.scene_mix),
-                           count_weights=parse_count_mix(cfg.count_mix),
+                           count_weights=parse_count_mix(cfg.count_mix), pair_weights=parse_pair_mix(cfg.pair_mix),
                            twins=cfg.binding_twin if cfg.binding_contrast > 0 else (),
                            grounding_factor=self._vae_factor() if cfg.attention_grounding > 0 else None)
         self.log(f"pool: {len(pool)} scenes rendered, {len(LANGUAGES)}×{cfg.captions_per_language} captions each "
@@ -208,6 +209,7 @@ class RecipeRun:
                 "layout_share": cfg.layout_share, "layout_background": list(cfg.layout_background),
                 "scene_mix": parse_scene_mix(cfg.scene_mix),
                 "count_mix": parse_count_mix(cfg.count_mix),
+                "pair_mix": parse_pair_mix(cfg.pair_mix),
                 "contrast_captions": list(cfg.binding_twin) if cfg.binding_contrast > 0 else False,
                 "object_grounding": cfg.attention_grounding > 0}
 
