@@ -18,6 +18,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -70,10 +72,10 @@ class Server:
         return self.wait(job["id"])
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory):
-    pytest.importorskip("fastapi", reason="the server extra is not installed (pip install -e '.[test]')")
-    folder = tmp_path_factory.mktemp("webui-server")
+@contextmanager
+def running_server(folder: Path) -> Iterator[Server]:
+    """``kolors serve`` with the built-in model on the CPU and a free port, its data and log in ``folder``; ends it
+    when the block does (the browser tests' server, and tests/webui/screenshot.py's)."""
     port = _free_port()
     log = folder / "serve.log"
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"),
@@ -105,6 +107,13 @@ def server(tmp_path_factory):
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    pytest.importorskip("fastapi", reason="the server extra is not installed (pip install -e '.[test]')")
+    with running_server(tmp_path_factory.mktemp("webui-server")) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")
