@@ -18,8 +18,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE.parents[1] / "src")]
 
-from webui.conftest import CHROMIUM, CHROMIUM_ARGS, running_server  # noqa: E402
-from webui.webui_page import generate  # noqa: E402
+from webui.conftest import CHROMIUM, CHROMIUM_ARGS, running_server
+from webui.webui_page import generate
 
 PROMPT = "一个红色的圆形，白色背景"  # the README's first command
 VIEW = {"width": 1280, "height": 900}
