@@ -354,7 +354,7 @@ def _count(rng: np.random.Generator, split: str, count: int) -> list[Shape]:
 
 
 def _pair(rng: np.random.Generator, split: str, same_shape: bool | None = None) -> tuple[list[Shape], str]:
-    """Two objects in a relation; ``same_shape``: whether they share their shape (None: as drawn, about 31%)."""
+    """Two objects in a relation; ``same_shape``: whether they share their shape (None: as drawn, about 30%)."""
     while True:
         a = (_choice(rng, COLOURS), _choice(rng, SHAPES))
         b = (_choice(rng, COLOURS), _choice(rng, SHAPES))
@@ -383,7 +383,7 @@ def sample_scene(rng: np.random.Generator, split: str = "train", kind: str | Non
     ``COUNT_WEIGHTS``; other weights again change only which number is drawn); ``background``
     fixes the background (shapes are drawn again until their colours show on it). ``pair_weights``
     ({"same": W, "different": W}): how often a pair's two objects share their shape (default: drawn like the rest,
-    about 31% the same); given, it adds a draw to each pair scene, so the scenes after it differ too.
+    about 30% the same); given, it adds a draw to each pair scene, so the scenes after it differ too.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")

@@ -259,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
                         + ",".join(f"{n}={weight:g}" for n, weight in COUNT_WEIGHTS.items()) + ")")
     p.add_argument("--pair-mix", metavar="same=W,different=W",
                    help="how often the two objects of a two-object scene share their shape (a red and a blue circle) "
-                        "or not (default: shapes drawn independently, about 31%% the same)")
+                        "or not (default: shapes drawn independently, about 30%% the same)")
     p.add_argument("--tokenizer-scenes", type=positive_int, default=20000,
                    help="scenes captioned to train the tokenizer")
     p.add_argument("--vocab-size", type=positive_int)

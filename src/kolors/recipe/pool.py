@@ -249,7 +249,7 @@ def render_pool(
     :func:`layout_scene` on ``layout_backgrounds``, every caption of which says where the shape is.
     ``kind_weights``: how often the other scenes are each kind (default: the dataset's ``KIND_WEIGHTS``);
     ``count_weights``: how often a count scene has one, two or three shapes (default: ``COUNT_WEIGHTS``);
-    ``pair_weights``: how often a pair scene's two objects share their shape (default: as drawn, about 31%).
+    ``pair_weights``: how often a pair scene's two objects share their shape (default: as drawn, about 30%).
     ``twins``: also tokenize a twin of each caption, of these kinds of :data:`TWIN_KINDS` in turn (the module's
     docstring; none: no twins); the rest is unchanged. ``grounding_factor``: also each token's objects and each
     object's cells at 1/``grounding_factor`` of ``size`` (the VAE's downsampling), unchanged the rest."""
