@@ -10,7 +10,7 @@ from test_recipe import _short_run
 
 from kolors.data.captions import EN_WORDS, ZH_WORDS, caption
 from kolors.data.object_words import object_spans
-from kolors.data.shapes import Scene, Shape, sample_scene
+from kolors.data.shapes import Scene, SceneMix, Shape, sample_scene
 from kolors.recipe.grounding import CrossAttentionMaps, caption_token_objects, grounding_loss, noise_weights
 from kolors.recipe.pool import object_masks, render_pool
 from kolors.recipe.run import run
@@ -163,7 +163,7 @@ def test_a_run_with_attention_grounding_logs_it_and_its_pool_is_kept_apart(tiny_
     from kolors.recipe.options import config_from_args
 
     kw = {"tokenizer_dir": tiny_run.out / "tokenizer", "size": 32, "seed": 5, "workers": 1, "captions_per_language": 2,
-          "kind_weights": {"single": 1, "count": 1, "pair": 2}}
+          "mix": SceneMix(kinds={"single": 1, "count": 1, "pair": 2})}
     plain, grounded = render_pool(24, **kw), render_pool(24, **kw, grounding_factor=8)
     assert plain.token_objects is None and np.array_equal(plain.input_ids, grounded.input_ids)
     assert grounded.token_objects.shape == grounded.input_ids.shape and grounded.object_masks.shape == (24, 3, 4, 4)

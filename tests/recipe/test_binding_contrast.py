@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from kolors.data.captions import EN_WORDS, ZH_WORDS
-from kolors.data.shapes import COLOURS, SHAPES, Scene, Shape, exchange_colours, one_shape, sample_scene
+from kolors.data.shapes import COLOURS, SHAPES, Scene, SceneMix, Shape, exchange_colours, one_shape, sample_scene
 from kolors.recipe.pool import caption_and_twin, placed_caption, render_pool
 from kolors.recipe.run import run
 
@@ -124,7 +124,7 @@ def test_a_one_shape_twin_names_one_of_the_two_shapes_for_both_objects_and_draws
 
 def test_a_pool_with_twins_is_the_same_pool_plus_their_tokens(tiny_run):
     kw = dict(tokenizer_dir=tiny_run.out / "tokenizer", size=32, seed=5, workers=1, captions_per_language=2,
-              kind_weights={"single": 1, "count": 1, "pair": 2})
+              mix=SceneMix(kinds={"single": 1, "count": 1, "pair": 2}))
     plain, contrast = render_pool(40, **kw), render_pool(40, **kw, twins=("exchange",))
     assert plain.contrast_input_ids is None
     assert np.array_equal(plain.images, contrast.images) and np.array_equal(plain.input_ids, contrast.input_ids)

@@ -285,16 +285,16 @@ def test_scene_mix_changes_only_which_kind_each_scene_is(tiny_run):
     import numpy as np
 
     from kolors.data.examples import batch
-    from kolors.data.shapes import KIND_WEIGHTS
+    from kolors.data.shapes import KIND_WEIGHTS, SceneMix
     from kolors.recipe.options import config_from_args, parse_scene_mix
     from kolors.recipe.pool import render_pool
 
     kw = dict(tokenizer_dir=tiny_run.out / "tokenizer", size=32, seed=5, workers=1, captions_per_language=1)
-    plain, explicit = render_pool(60, **kw), render_pool(60, **kw, kind_weights=dict(KIND_WEIGHTS))
+    plain, explicit = render_pool(60, **kw), render_pool(60, **kw, mix=SceneMix(kinds=dict(KIND_WEIGHTS)))
     assert np.array_equal(plain.images, explicit.images) and np.array_equal(plain.input_ids, explicit.input_ids)
-    _, _, scenes = batch(np.random.default_rng(3), 60, kind_weights=parse_scene_mix("pair=1"))
+    _, _, scenes = batch(np.random.default_rng(3), 60, mix=SceneMix(kinds=parse_scene_mix("pair=1")))
     assert {s.kind for s in scenes} == {"pair"} and all(len(s.shapes) == 2 for s in scenes)
-    _, _, scenes = batch(np.random.default_rng(3), 400, kind_weights=parse_scene_mix("single=1,count=3"))
+    _, _, scenes = batch(np.random.default_rng(3), 400, mix=SceneMix(kinds=parse_scene_mix("single=1,count=3")))
     kinds = [s.kind for s in scenes]
     assert "pair" not in kinds and 0.65 < kinds.count("count") / len(kinds) < 0.85
     assert config_from_args(["--out", "x", "--scene-mix", "pair=2,single=1"]).scene_mix == "pair=2,single=1"
@@ -311,19 +311,19 @@ def test_count_mix_changes_only_how_many_shapes_a_count_scene_has(tiny_run):
     import numpy as np
 
     from kolors.data.examples import batch
-    from kolors.data.shapes import COUNT_WEIGHTS
+    from kolors.data.shapes import COUNT_WEIGHTS, SceneMix
     from kolors.recipe.options import config_from_args, parse_count_mix, parse_scene_mix
     from kolors.recipe.pool import render_pool
 
     kw = {"tokenizer_dir": tiny_run.out / "tokenizer", "size": 32, "seed": 5, "workers": 1, "captions_per_language": 1}
-    plain, explicit = render_pool(60, **kw), render_pool(60, **kw, count_weights=dict(COUNT_WEIGHTS))
+    plain, explicit = render_pool(60, **kw), render_pool(60, **kw, mix=SceneMix(counts=dict(COUNT_WEIGHTS)))
     assert np.array_equal(plain.images, explicit.images) and np.array_equal(plain.input_ids, explicit.input_ids)
-    _, _, scenes = batch(np.random.default_rng(3), 200, count_weights=parse_count_mix("3=1"))
+    _, _, scenes = batch(np.random.default_rng(3), 200, mix=SceneMix(counts=parse_count_mix("3=1")))
     counts = Counter(len(s.shapes) for s in scenes if s.kind == "count")
     assert set(counts) == {3} and counts[3] > 20
     assert {len(s.shapes) for s in scenes if s.kind == "pair"} == {2}
-    _, _, scenes = batch(np.random.default_rng(3), 600, kind_weights=parse_scene_mix("count=1"),
-                         count_weights=parse_count_mix("1=1,3=3"))
+    _, _, scenes = batch(np.random.default_rng(3), 600,
+                         mix=SceneMix(kinds=parse_scene_mix("count=1"), counts=parse_count_mix("1=1,3=3")))
     counts = Counter(len(s.shapes) for s in scenes)
     assert 2 not in counts and 0.68 < counts[3] / len(scenes) < 0.82
     assert config_from_args(["--out", "x", "--count-mix", "3=2,1=1"]).count_mix == "3=2,1=1"
@@ -338,12 +338,12 @@ def test_pair_mix_sets_how_often_two_objects_share_their_shape():
     import numpy as np
 
     from kolors.data.examples import batch
-    from kolors.data.shapes import is_heldout_pair
+    from kolors.data.shapes import SceneMix, is_heldout_pair
     from kolors.recipe.options import config_from_args, parse_pair_mix, parse_scene_mix
 
     def pairs(mix, n=300):
-        _, _, scenes = batch(np.random.default_rng(4), n, size=16, kind_weights=parse_scene_mix("pair=1"),
-                             pair_weights=parse_pair_mix(mix))
+        _, _, scenes = batch(np.random.default_rng(4), n, size=16,
+                             mix=SceneMix(kinds=parse_scene_mix("pair=1"), pairs=parse_pair_mix(mix)))
         assert {s.kind for s in scenes} == {"pair"}
         assert not any(is_heldout_pair(*((o.colour, o.shape) for o in s.shapes)) for s in scenes)
         return [s.shapes[0].shape == s.shapes[1].shape for s in scenes]

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from .captions import caption
-from .shapes import CONTROLS, LANGS, Scene, render, render_array, sample_scene
+from .shapes import CONTROLS, LANGS, Scene, SceneMix, render, render_array, sample_scene
 
 __all__ = ["sample_example", "batch", "write_imagefolder"]
 
@@ -25,20 +24,16 @@ def sample_example(
 
 def batch(
     rng: np.random.Generator, n: int, split: str = "train", size: int = 128, lang: str = "both",
-    kind_weights: Mapping[str, float] | None = None, count_weights: Mapping[int, float] | None = None,
-    pair_weights: Mapping[str, float] | None = None,
+    mix: SceneMix | None = None,
 ) -> tuple[np.ndarray, list[str], list[Scene]]:
-    """(uint8 n×size×size×3 images, one caption each — random language when ``lang="both"`` —, scenes).
-    ``kind_weights``: how often each scene kind is drawn (default ``KIND_WEIGHTS``); ``count_weights``: how often a
-    count scene has each number of shapes (default ``COUNT_WEIGHTS``); ``pair_weights``: how often a pair's objects
-    share their shape (:func:`sample_scene`)."""
+    """(uint8 n×size×size×3 images, one caption each — random language when ``lang="both"`` —, scenes), the scenes
+    drawn by ``mix`` (:class:`SceneMix`; default: the dataset's own)."""
     if lang not in (*LANGS, "both"):
         raise ValueError(f"lang must be en, zh or both, not {lang!r}")
     images = np.empty((n, size, size, 3), dtype=np.uint8)
     captions, scenes = [], []
     for i in range(n):
-        scene = sample_scene(rng, split, kind_weights=kind_weights, count_weights=count_weights,
-                             pair_weights=pair_weights)
+        scene = sample_scene(rng, split, mix=mix)
         images[i] = render_array(scene, size)
         lg = lang if lang != "both" else LANGS[int(rng.integers(len(LANGS)))]
         captions.append(caption(scene, lg, rng))

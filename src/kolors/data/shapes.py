@@ -49,6 +49,7 @@ __all__ = [
     "HELDOUT_COMBO_LIST",
     "Shape",
     "Scene",
+    "SceneMix",
     "is_heldout_combo",
     "is_heldout_count",
     "is_heldout_pair",
@@ -115,7 +116,7 @@ _GAP = 0.03  # minimum gap between the boxes of two shapes of a scene (fraction 
 # How often each kind of training scene is drawn, and the counts of ``count`` scenes.
 KIND_WEIGHTS = {"single": 0.4, "count": 0.25, "pair": 0.35}
 COUNT_WEIGHTS = {1: 0.2, 2: 0.4, 3: 0.4}
-# Whether a pair scene's two objects share their shape (the keys of ``pair_weights``).
+# Whether a pair scene's two objects share their shape (the keys of ``SceneMix.pairs``).
 PAIR_SHAPES = ("same", "different")
 
 
@@ -371,26 +372,32 @@ def _pair(rng: np.random.Generator, split: str, same_shape: bool | None = None) 
                 return [first, second], relation
 
 
-def sample_scene(rng: np.random.Generator, split: str = "train", kind: str | None = None,
-                 count: int | None = None, background: str | None = None,
-                 kind_weights: Mapping[str, float] | None = None,
-                 count_weights: Mapping[int, float] | None = None,
-                 pair_weights: Mapping[str, float] | None = None) -> Scene:
-    """A random scene of ``split`` and ``kind`` (default: drawn by ``kind_weights``, default ``KIND_WEIGHTS``;
-    held-out scenes: single). Other weights draw as many numbers from ``rng``: only which kind each scene is changes.
+@dataclass(frozen=True)
+class SceneMix:
+    """How often training scenes of each kind are drawn: ``kinds`` ({"single": W, "count": W, "pair": W}, default
+    ``KIND_WEIGHTS``), a count scene's number of shapes (``counts``, {1: W, 2: W, 3: W}, default ``COUNT_WEIGHTS``)
+    and whether a pair scene's two objects share their shape (``pairs``, {"same": W, "different": W}; default: drawn
+    like the rest, about 30% the same). Other ``kinds`` or ``counts`` draw as many numbers from the generator, so
+    only which kind or number each scene gets changes; ``pairs`` given adds a draw to each pair scene, so the scenes
+    after it differ too."""
 
-    ``count`` fixes the number of shapes of a count scene (default: drawn by ``count_weights``, default
-    ``COUNT_WEIGHTS``; other weights again change only which number is drawn); ``background``
-    fixes the background (shapes are drawn again until their colours show on it). ``pair_weights``
-    ({"same": W, "different": W}): how often a pair's two objects share their shape (default: drawn like the rest,
-    about 30% the same); given, it adds a draw to each pair scene, so the scenes after it differ too.
-    """
+    kinds: Mapping[str, float] | None = None
+    counts: Mapping[int, float] | None = None
+    pairs: Mapping[str, float] | None = None
+
+
+def sample_scene(rng: np.random.Generator, split: str = "train", kind: str | None = None,
+                 count: int | None = None, background: str | None = None, mix: SceneMix | None = None) -> Scene:
+    """A random scene of ``split`` and ``kind`` (default: drawn by ``mix``, a :class:`SceneMix`; held-out scenes:
+    single). ``count`` fixes the number of shapes of a count scene (default: drawn by ``mix``); ``background``
+    fixes the background (shapes are drawn again until their colours show on it)."""
+    mix = mix or SceneMix()
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
     if background is not None and background not in BACKGROUNDS:
         raise ValueError(f"background must be one of {', '.join(BACKGROUNDS)}, not {background!r}")
     if kind is None:
-        kind = "single" if split == "heldout" else _weighted(rng, kind_weights or KIND_WEIGHTS)
+        kind = "single" if split == "heldout" else _weighted(rng, mix.kinds or KIND_WEIGHTS)
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
     while True:
@@ -398,9 +405,9 @@ def sample_scene(rng: np.random.Generator, split: str = "train", kind: str | Non
         if kind == "single":
             shapes = _single(rng, split)
         elif kind == "count":
-            shapes = _count(rng, split, count or _weighted(rng, count_weights or COUNT_WEIGHTS))
+            shapes = _count(rng, split, count or _weighted(rng, mix.counts or COUNT_WEIGHTS))
         else:
-            same = None if pair_weights is None else _weighted(rng, pair_weights) == "same"
+            same = None if mix.pairs is None else _weighted(rng, mix.pairs) == "same"
             shapes, relation = _pair(rng, split, same)
         allowed = allowed_backgrounds({s.colour for s in shapes})
         if background is None or background in allowed:

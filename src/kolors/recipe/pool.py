@@ -23,7 +23,7 @@ import copy
 import multiprocessing as mp
 import os
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -32,7 +32,7 @@ import torch
 
 from ..data.captions import TEMPLATES, caption, caption_with_template, template_slots
 from ..data.examples import batch
-from ..data.shapes import LANGS, MAX_COUNT, Scene, exchange_colours, one_shape, render_array, sample_scene
+from ..data.shapes import LANGS, MAX_COUNT, Scene, SceneMix, exchange_colours, one_shape, render_array, sample_scene
 from .architecture import MAX_TOKENS
 from .grounding import caption_token_objects
 
@@ -160,16 +160,14 @@ _worker_tokenizer = None
 def _render_chunk(args: tuple):
     global _worker_tokenizer
     (seed, n, split, size, k_caps, chunk_index, tokenizer_dir, stated_position, layout_share, layout_backgrounds,
-     kind_weights, count_weights, pair_weights, twins, grounding_factor) = args
+     mix, twins, grounding_factor) = args
     from .tokenizer import load_tokenizer
 
     if _worker_tokenizer is None or _worker_tokenizer[0] != tokenizer_dir:
         _worker_tokenizer = (tokenizer_dir, load_tokenizer(Path(tokenizer_dir)))
     tokenizer = _worker_tokenizer[1]
     rng = np.random.default_rng([seed, chunk_index])
-    images, _captions, scenes = batch(rng, n, split, size, kind_weights=dict(kind_weights) if kind_weights else None,
-                                      count_weights=dict(count_weights) if count_weights else None,
-                                      pair_weights=dict(pair_weights) if pair_weights else None)
+    images, _captions, scenes = batch(rng, n, split, size, mix=mix)
     # Layout scenes replace a share of the batch; their own stream keeps a pool without them unchanged.
     layout = np.zeros(n, dtype=bool)
     if layout_share > 0:
@@ -238,18 +236,14 @@ def render_pool(
     stated_position: float = 0.0,
     layout_share: float = 0.0,
     layout_backgrounds: Sequence[str] = LAYOUT_BACKGROUNDS,
-    kind_weights: Mapping[str, float] | None = None,
-    count_weights: Mapping[int, float] | None = None,
-    pair_weights: Mapping[str, float] | None = None,
+    mix: SceneMix | None = None,
     twins: Sequence[str] = (),
     grounding_factor: int | None = None,
 ) -> Pool:
     """``n`` scenes of ``split`` at ``size`` px with tokenized captions; deterministic for a seed, any ``workers``.
     ``stated_position``: see :func:`placed_caption`. ``layout_share``: the share of scenes drawn by
     :func:`layout_scene` on ``layout_backgrounds``, every caption of which says where the shape is.
-    ``kind_weights``: how often the other scenes are each kind (default: the dataset's ``KIND_WEIGHTS``);
-    ``count_weights``: how often a count scene has one, two or three shapes (default: ``COUNT_WEIGHTS``);
-    ``pair_weights``: how often a pair scene's two objects share their shape (default: as drawn, about 30%).
+    ``mix``: how the other scenes are drawn (:class:`SceneMix`: kinds, counts, pairs; default: the dataset's own).
     ``twins``: also tokenize a twin of each caption, of these kinds of :data:`TWIN_KINDS` in turn (the module's
     docstring; none: no twins); the rest is unchanged. ``grounding_factor``: also each token's objects and each
     object's cells at 1/``grounding_factor`` of ``size`` (the VAE's downsampling), unchanged the rest."""
@@ -258,9 +252,7 @@ def render_pool(
         raise ValueError(f"twins must be some of {TWIN_KINDS}, not {twins}")
     jobs = [
         (seed, min(CHUNK, n - i), split, size, captions_per_language, k, str(tokenizer_dir), stated_position,
-         layout_share, tuple(layout_backgrounds), tuple(kind_weights.items()) if kind_weights else None,
-         tuple(count_weights.items()) if count_weights else None,
-         tuple(pair_weights.items()) if pair_weights else None, twins, grounding_factor)
+         layout_share, tuple(layout_backgrounds), mix, twins, grounding_factor)
         for k, i in enumerate(range(0, n, CHUNK))
     ]
     workers = max(1, min(workers or (os.cpu_count() or 1), len(jobs)))
