@@ -119,7 +119,8 @@ def test_inpainting_with_a_canny_control_puts_the_shape_where_the_edges_are_insi
 
 def test_outpainting_with_a_canvas_sized_canny_control_draws_the_shape_in_the_new_area():
     """``InpaintPipeline.outpaint(controls=…)`` with the built-in model: a control drawn for the grown canvas puts
-    the circle into the new right half, where the control's circle is; the original left half is kept."""
+    the circle into the new right half, where the control's circle is; the original left half is kept. The control's
+    circle is in the top-right corner, not at the new half's centre, where the model alone tends to draw it."""
     from kolors import InpaintPipeline
 
     with pytest.MonkeyPatch.context() as mp:
@@ -127,7 +128,7 @@ def test_outpainting_with_a_canvas_sized_canny_control_draws_the_shape_in_the_ne
         pipe = InpaintPipeline.from_pretrained(device="cpu")
     pipe.add_controlnet("canny", embedded_controlnet("canny"))
     source = Image.new("RGB", (64, 128), (255, 255, 255))
-    scene = render(Scene(shapes=(Shape(shape="circle", colour="blue", size="large", position="right"),)), 128)
+    scene = render(Scene(shapes=(Shape(shape="circle", colour="blue", size="large", position="top-right"),)), 128)
     steered = pipe.outpaint("a blue circle", source, (0, 0, 64, 0), steps=6, seed=0, feather=0,
                             controls=[Control("canny", scene)], progress=False)
     out = np.asarray(steered.images[0], dtype=np.int16)
@@ -139,5 +140,5 @@ def test_outpainting_with_a_canvas_sized_canny_control_draws_the_shape_in_the_ne
     plain = np.asarray(pipe.outpaint("a blue circle", source, (0, 0, 64, 0), steps=6, seed=0, guidance=6.0,
                                      feather=0, progress=False).images[0], dtype=np.int16)
     alone = np.argwhere(_blue(plain))
-    assert len(alone) < 500 or np.abs(alone.mean(axis=0) - circle).max() >= 8  # the control placed it (seed 0: a
-    # small circle at the top right without it)
+    assert len(alone) < 500 or np.abs(alone.mean(axis=0) - circle).max() >= 8  # the control placed it (v5, seeds
+    # 0-2: 0.6-1.2 px from the control's circle with it, 28-64 px without; a right-centre control was 4 px without)
