@@ -43,17 +43,26 @@ def test_a_tools_usage_error_is_one_line(module, argv, problem, capsys):
     assert err.startswith(f"{tool}: error: ") and problem in err and f"(see '{tool} --help')" in err, err
 
 
-def test_in_a_fresh_process_the_recipes_error_is_the_only_line(tmp_path):
-    """The recipe imports torch and diffusers before it reads its options; what libraries log while they import
+@pytest.mark.parametrize("module, argv, error", [
+    ("kolors.recipe", ["--out", "m", "--binding-margin", "0"],
+     "python -m kolors.recipe: error: argument --binding-margin: must be a positive number, got 0 "
+     "(see 'python -m kolors.recipe --help')"),
+    ("kolors.recipe.average", ["a", "b", "--out", "m"],  # its checks import diffusers (through the export)
+     "kolors: error: a is not a model folder the recipe exported (no tokenizer, unet, "
+     "text_encoder/): give the --out folders of recipe runs"),
+    ("kolors.recipe.decoder", ["a", "--out", "m"],
+     "kolors: error: a is not a model folder (no model_index.json and vae/): give a model "
+     "folder such as the --out of a recipe run"),
+])
+def test_in_a_fresh_process_a_recipe_tools_error_is_the_only_line(module, argv, error, tmp_path):
+    """The recipe's tools import torch and diffusers before they report; what libraries log while they import
     (torchao's and bitsandbytes' optional parts, torch's pytree notes) came before the error, three lines of it."""
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-m", "kolors.recipe", "--out", str(tmp_path / "m"), "--binding-margin",
-                           "0"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert done.returncode == 2 and done.stderr.splitlines() == [
-        "python -m kolors.recipe: error: argument --binding-margin: must be a positive number, got 0 "
-        "(see 'python -m kolors.recipe --help')"], done.stderr
+    done = subprocess.run([sys.executable, "-m", module, *argv], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.splitlines() == [error], done.stderr
 
 
 def test_the_kolors_commands_errors_keep_their_prefix(capsys):

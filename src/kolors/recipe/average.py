@@ -22,7 +22,6 @@ from safetensors.torch import load_file, save_file
 from ..arguments import Parser, finite_number
 from ..errors import KolorsError, run_tool
 from ..files import staging_folder
-from .export import check_destination
 
 __all__ = ["average_models", "row_order", "main"]
 
@@ -51,6 +50,7 @@ def _weights_file(folder: Path, part: str) -> Path:
 def average_models(folders: Sequence[str | Path], out: str | Path, weights: Sequence[float] | None = None) -> Path:
     """Write to ``out`` the first folder with its UNet and text encoder replaced by the weighted average of all
     ``folders``' (``weights`` default to equal and are normalised to sum to 1). Returns ``out``."""
+    from .export import check_destination
     from .tokenizer import load_tokenizer
 
     folders = [Path(f) for f in folders]
@@ -118,6 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from ..libraries import quiet_import_notes
     from ..signals import run_command
+
+    quiet_import_notes("diffusers", "transformers")  # this process is the tool's: the libraries' notes stay off
 
     raise SystemExit(run_command(main))

@@ -25,8 +25,6 @@ from ..arguments import Parser, non_negative_int, positive_int, positive_number
 from ..devices import is_device_name
 from ..errors import KolorsError, run_tool
 from ..files import staging_folder
-from .autoencoder import check_fp16_decode, to_model_range, train_vae
-from .export import check_destination
 
 __all__ = ["roundtrip_accuracy", "finetune_decoder", "main"]
 
@@ -49,6 +47,7 @@ def roundtrip_accuracy(vae, scenes: list, images: np.ndarray, *, batch_size: int
     """Share of ``scenes`` whose round trip through ``vae`` (posterior mean, decode) the checker reads as the
     scene's colours and shapes, by kind: ``{"pair colour": 0.92, ...}``."""
     from ..evaluation import shapes_checker
+    from .autoencoder import to_model_range
 
     right, total = Counter(), Counter()
     vae.eval()
@@ -73,6 +72,8 @@ def finetune_decoder(model: str | Path, out: str | Path, *, steps: int = 300, lr
     from diffusers import AutoencoderKL
 
     from ..devices import resolve_device
+    from .autoencoder import check_fp16_decode, train_vae
+    from .export import check_destination
     from .initialise import weights_variant
 
     model, out = Path(model), Path(out)
@@ -147,6 +148,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from ..libraries import quiet_import_notes
     from ..signals import run_command
+
+    quiet_import_notes("diffusers", "transformers")  # this process is the tool's: the libraries' notes stay off
 
     raise SystemExit(run_command(main))
