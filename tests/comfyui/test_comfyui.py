@@ -246,19 +246,18 @@ def test_face_id_and_pag_apply_to_the_model(comfy):
     steps) and PAG's default layer (mid) the two together changed v5's picture by a mean of 0.001, too little to tell
     a node that applies from one that does not (the mid block's attention barely matters to this small UNet)."""
     _, api = load("text_to_image")
-    every_step = {"4": {"guidance_stop": 1.0}}
-    plain = run_example(comfy, "text_to_image", **every_step)
+    plain = run_example(comfy, "text_to_image", **{"4": {"guidance_stop": 1.0}})
 
     def run(*nodes: str) -> np.ndarray:
         graph = copy.deepcopy(api)
-        graph["4"]["inputs"].update(every_step["4"])
+        graph["4"]["inputs"]["guidance_stop"] = 1.0
         if "7" in nodes:
             graph["6"] = {"class_type": "LoadImage", "inputs": {"image": "kolors_shapes.png"}}
             graph["7"] = {"class_type": "KolorsFaceID", "inputs": {
                 "model": ["1", 0], "ipadapter": FACE_ID_ADAPTER, "face": ["6", 0], "scale": 0.8,
                 "embedding": str(comfy.base / "input" / FACE_EMBEDDING)}}
         if "8" in nodes:
-            graph["8"] = {"class_type": "KolorsPAG", "inputs": {"model": [nodes[0] if nodes[0] != "8" else "1", 0],
+            graph["8"] = {"class_type": "KolorsPAG", "inputs": {"model": ["7" if "7" in nodes else "1", 0],
                                                                "scale": 3.0, "layers": "down"}}
         graph["4"]["inputs"]["model"] = [nodes[-1], 0]
         (path,) = comfy.images(comfy.run(graph), "5")

@@ -23,13 +23,14 @@ from ..data.shapes import (
     KINDS,
     PAIR_SHAPES,
     SPLITS,
+    SceneMix,
 )
 from ..devices import DEVICES, is_device_name
 from .architecture import ARCHITECTURES, size_multiple
 from .pool import LANGUAGES, TWIN_KINDS
 
 __all__ = ["DEVICE_DEFAULTS", "RecipeConfig", "parse_language_weights", "parse_scene_mix", "parse_count_mix",
-           "parse_pair_mix", "parse_grid", "build_parser", "config_from_args"]
+           "parse_pair_mix", "scene_mix", "parse_grid", "build_parser", "config_from_args"]
 
 # Step counts and sizes by device; every one can be overridden on the command line.
 DEVICE_DEFAULTS = {
@@ -204,6 +205,12 @@ def parse_pair_mix(text: str | None) -> dict[str, float] | None:
         return None
     given = _parse_weights(text, PAIR_SHAPES, "--pair-mix", "same=0.1,different=0.9")
     return {key: given.get(key, 0.0) for key in PAIR_SHAPES}
+
+
+def scene_mix(cfg: RecipeConfig) -> SceneMix:
+    """The pool's scene mix that ``--scene-mix``, ``--count-mix`` and ``--pair-mix`` ask for."""
+    return SceneMix(kinds=parse_scene_mix(cfg.scene_mix), counts=parse_count_mix(cfg.count_mix),
+                    pairs=parse_pair_mix(cfg.pair_mix))
 
 
 def parse_grid(text: str) -> list[tuple[int, float, float]]:

@@ -31,7 +31,6 @@ from pathlib import Path
 
 import torch
 
-from ..data.shapes import SceneMix
 from ..errors import KolorsError
 from ..files import atomic_file, write_text
 from ..signals import deferred
@@ -51,8 +50,7 @@ from .initialise import initialise_from, weights_variant
 from .pool import (CONTRAST_KEYS, LANGUAGES, TOKEN_KEYS, CaptionTokens, Pool, caption_corpus, latent_foreground,
                    render_pool)
 from .weighting import cell_weight, fit_threshold
-from .options import (RecipeConfig, config_from_args, parse_count_mix, parse_grid, parse_language_weights,
-                      parse_pair_mix, parse_scene_mix)
+from .options import RecipeConfig, config_from_args, parse_grid, parse_language_weights, scene_mix
 from .tokenizer import load_tokenizer, padded_vocab_size, train_tokenizer
 from .trainer import DiffusionTrainer
 from .vocabulary import VOCABULARY_FILE, write_vocabulary
@@ -191,24 +189,19 @@ class RecipeRun:
         pool = render_pool(cfg.pool_size, tokenizer_dir=self.work / "tokenizer", split="train", size=cfg.image_size,
                            seed=cfg.seed, captions_per_language=cfg.captions_per_language, workers=cfg.workers,
                            stated_position=cfg.stated_position, layout_share=cfg.layout_share,
-                           layout_backgrounds=cfg.layout_background, mix=self._scene_mix(),
+                           layout_backgrounds=cfg.layout_background, mix=scene_mix(cfg),
                            twins=cfg.binding_twin if cfg.binding_contrast > 0 else (),
                            grounding_factor=self._vae_factor() if cfg.attention_grounding > 0 else None)
         self.log(f"pool: {len(pool)} scenes rendered, {len(LANGUAGES)}×{cfg.captions_per_language} captions each "
                  f"tokenized, in {time.monotonic() - t0:.1f}s")
         return pool
 
-    def _scene_mix(self) -> SceneMix:
-        cfg = self.cfg
-        return SceneMix(kinds=parse_scene_mix(cfg.scene_mix), counts=parse_count_mix(cfg.count_mix),
-                        pairs=parse_pair_mix(cfg.pair_mix))
-
     def _vae_factor(self) -> int:
         return 2 ** (len(self.arch["vae"].block_out_channels) - 1)
 
     def _pool_options(self) -> dict:
         """The options that make the pool (and, with the seed, every draw from it): kept beside its latents."""
-        cfg, mix = self.cfg, self._scene_mix()
+        cfg, mix = self.cfg, scene_mix(self.cfg)
         return {"seed": cfg.seed, "pool_size": cfg.pool_size, "image_size": cfg.image_size,
                 "captions_per_language": cfg.captions_per_language, "stated_position": cfg.stated_position,
                 "layout_share": cfg.layout_share, "layout_background": list(cfg.layout_background),
