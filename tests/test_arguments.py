@@ -16,6 +16,9 @@ import pytest
     ("kolors.recipe.average", ["a", "b", "--out", "c", "--weights", "1,x"], "argument --weights: expected a number"),
     ("kolors.recipe.average", ["a", "b", "--out", "c", "--weights", "nan,1"],  # used to average into NaN weights
      "argument --weights: expected a finite number, got 'nan'"),
+    # a value that begins with a minus used to be read as an unknown option: "expected one argument"
+    ("kolors.recipe.average", ["a", "b", "--out", "c", "--weights", "-1,2"], "argument --weights: must be 0 or more, got -1"),
+    ("kolors.recipe.run", ["--out", "x", "--lr", "-1e-4"], "argument --lr: must be a positive number, got -1e-4"),
     ("kolors.evaluation.shapes_eval", ["--seeds", "two"], "argument --seeds: expected a whole number, got 'two'"),
     # a count or a category that selects nothing is refused before the model loads (it used to report 0 prompts)
     ("kolors.evaluation.shapes_eval", ["--category", "colour"],
@@ -71,6 +74,16 @@ def test_the_kolors_commands_errors_keep_their_prefix(capsys):
     assert main(["generate", "a cat", "--steps", "zero"]) == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and err.startswith("kolors: error: ") and "(see 'kolors generate --help')" in err
+
+
+def test_a_value_that_begins_with_a_minus_is_told_how_to_write_it(capsys):
+    """"-blurry" after --negative-prompt looks like an option to argparse; the error says how to pass it."""
+    from kolors.cli.main import main
+
+    assert main(["generate", "a cat", "--negative-prompt", "-blurry"]) == 2
+    err = capsys.readouterr().err
+    assert "argument --negative-prompt: expected one argument (a value that begins with '-' is written " \
+           "--negative-prompt=-…)" in err and len(err.splitlines()) == 1, err
 
 
 def test_averaging_folders_that_are_not_models_is_one_line_before_anything_loads(tmp_path, capsys):

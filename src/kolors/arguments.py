@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from typing import NoReturn
 
 EXIT_USAGE = 2
@@ -18,8 +19,18 @@ class Parser(argparse.ArgumentParser):
     """argparse with one-line errors: ``kolors: error: …`` for the command and its subcommands, ``python -m
     kolors.recipe: error: …`` for a tool."""
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # A value that begins with a minus and a digit ("-1,2", "-.5", "-3e-4") is a value, as Python 3.13 reads
+        # it; 3.11 and 3.12 take all but "-1" and "-1.5" for an unknown option ("expected one argument"), which
+        # hides the value's real problem. No option of ours begins with a digit.
+        self._negative_number_matcher = re.compile(r"^-\.?\d")
+
     def error(self, message: str) -> NoReturn:
         name = "kolors" if self.prog.split()[0] == "kolors" else self.prog
+        if message.endswith(": expected one argument"):  # or its value begins with "-", as "-blurry" may
+            option = message.removeprefix("argument ").split(":")[0].split("/")[0]
+            message += f" (a value that begins with '-' is written {option}=-…)"
         self.exit(EXIT_USAGE, f"{name}: error: {message} (see '{self.prog} --help')\n")
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..arguments import Parser, finite_number
+from ..arguments import Parser, non_negative_number
 from ..errors import KolorsError, run_tool
 from ..files import staging_folder
 
@@ -101,9 +101,9 @@ def average_models(folders: Sequence[str | Path], out: str | Path, weights: Sequ
 
 def _weight_list(text: str) -> list[float]:
     try:
-        return [finite_number(w) for w in text.split(",")]
+        return [non_negative_number(w) for w in text.split(",")]
     except argparse.ArgumentTypeError as exc:
-        raise argparse.ArgumentTypeError(f"{exc} (comma-separated numbers such as 0.5,0.5)") from None
+        raise argparse.ArgumentTypeError(f"{exc} (comma-separated numbers ≥ 0 such as 0.5,0.5)") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
