@@ -128,6 +128,47 @@ def test_init_from_carries_weights_across_tokenizers(tiny_run, tmp_path):
     assert torch.equal(te.state_dict()[layer], old_te.state_dict()[layer].float())
 
 
+def test_a_deeper_unet_grown_from_a_saved_one_starts_from_its_exact_outputs(tiny_run):
+    """--transformer-layers 2 with --init-from a model of 1: the added blocks are identities until trained."""
+    from dataclasses import replace
+
+    from diffusers import UNet2DConditionModel
+
+    from kolors.errors import KolorsError
+    from kolors.recipe.architecture import ARCHITECTURES, build_unet
+    from kolors.recipe.initialise import load_grown
+
+    arch = ARCHITECTURES["tiny"]
+    old = UNet2DConditionModel.from_pretrained(str(tiny_run.out / "unet"), variant="fp16").float()
+    state = old.state_dict()
+    deep = build_unet(replace(arch["unet"], transformer_layers_per_block=(2, 2, 2)),
+                      text_hidden_size=arch["text_encoder"].hidden_size, image_size=64, seed=5)
+    added = load_grown(deep, state)
+    # every attention block of the UNet (two down, the mid, two up) got one more
+    assert len(added) == sum(1 for n, _ in old.named_modules() if n.endswith("transformer_blocks.0")) > 4
+    assert all(n.endswith("transformer_blocks.1") for n in added)
+    g = torch.Generator().manual_seed(0)
+    x, words = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 7, arch["text_encoder"].hidden_size, generator=g)
+    added_cond = {"text_embeds": torch.randn(2, arch["text_encoder"].hidden_size, generator=g),
+                  "time_ids": torch.tensor([[64.0, 64, 0, 0, 64, 64]] * 2)}
+    with torch.no_grad():
+        before = old(x, 500, encoder_hidden_states=words, added_cond_kwargs=added_cond).sample
+        after = deep(x, 500, encoder_hidden_states=words, added_cond_kwargs=added_cond).sample
+    assert torch.equal(before, after)
+    # the added blocks are not inert: their zeroed outputs get gradients, so training moves them
+    deep(x, 500, encoder_hidden_states=words, added_cond_kwargs=added_cond).sample.square().mean().backward()
+    assert deep.get_submodule(added[0]).attn1.to_out[0].weight.grad.abs().sum() > 0
+    # a shallower UNet, or another width, cannot take the saved weights: one line that says what to give
+    shallow_state = build_unet(arch["unet"], text_hidden_size=arch["text_encoder"].hidden_size, image_size=64).state_dict()
+    with pytest.raises(KolorsError, match="does not fit this architecture: .* have no place here .*--architecture"):
+        load_grown(build_unet(arch["unet"], text_hidden_size=arch["text_encoder"].hidden_size, image_size=64),
+                   deep.state_dict())
+    wide = build_unet(replace(arch["unet"], block_out_channels=(16, 16, 48)),
+                      text_hidden_size=arch["text_encoder"].hidden_size, image_size=64)
+    with pytest.raises(KolorsError, match="has another shape"):
+        load_grown(wide, shallow_state)
+
+
 def test_timestep_shift_draws_the_noisier_half_more_often():
     g = torch.Generator().manual_seed(0)
     uniform = sample_timesteps(20000, 1100, generator=g)

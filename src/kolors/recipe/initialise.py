@@ -1,7 +1,10 @@
-"""``--init-from``: start a run from a model the recipe exported before, across tokenizers.
+"""``--init-from``: start a run from a model the recipe exported before, across tokenizers and UNet depths.
 
 Each run trains its own tokenizer, which may number the same token differently or add tokens; the text encoder's
 embedding rows are therefore carried over by token text, and rows of new tokens keep their fresh initialisation.
+A UNet with more transformer blocks per attention block than the saved one (``--transformer-layers``) gets the saved
+weights and its added blocks start as identities (their attention and feed-forward outputs zero, as a ControlNet's
+zero convolutions start): the grown UNet computes exactly what the saved one did, and training adds from there.
 """
 
 from __future__ import annotations
@@ -10,7 +13,9 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["initialise_from", "weights_variant"]
+from ..errors import KolorsError
+
+__all__ = ["initialise_from", "load_grown", "weights_variant"]
 
 
 def weights_variant(component_dir: Path) -> dict:
@@ -18,6 +23,34 @@ def weights_variant(component_dir: Path) -> dict:
     names = [p.name for p in Path(component_dir).iterdir()]
     plain = any(n in ("diffusion_pytorch_model.safetensors", "model.safetensors") for n in names)
     return {} if plain or not any(".fp16." in n for n in names) else {"variant": "fp16"}
+
+
+@torch.no_grad()
+def load_grown(unet, state: dict[str, torch.Tensor]) -> list[str]:
+    """Load a saved UNet's ``state`` into ``unet``, which may have more transformer blocks in each attention block;
+    those start as identities. Returns the added blocks' names. Any other difference is a KolorsError."""
+    own = unet.state_dict()
+    added = sorted(own.keys() - state.keys())
+    unknown = sorted(state.keys() - own.keys())
+    reshaped = [k for k in state.keys() & own.keys() if state[k].shape != own[k].shape]
+    if unknown or reshaped or any(".transformer_blocks." not in k for k in added):
+        problem = (f"{len(unknown)} of its weights have no place here (e.g. {unknown[0]})" if unknown else
+                   f"{reshaped[0]} has another shape" if reshaped else
+                   f"this UNet has weights it lacks beyond added transformer blocks (e.g. "
+                   f"{next(k for k in added if '.transformer_blocks.' not in k)})")
+        raise KolorsError(f"the --init-from UNet does not fit this architecture: {problem}; give the "
+                          "--architecture it was trained with (--transformer-layers may only add blocks)")
+    unet.load_state_dict({**own, **state})
+    blocks = sorted({key.split(".transformer_blocks.")[0] + ".transformer_blocks." +
+                     key.split(".transformer_blocks.")[1].split(".")[0] for key in added})
+    for name in blocks:
+        block = unet.get_submodule(name)
+        feed_forward_out = [m for m in block.ff.net if isinstance(m, torch.nn.Linear)][-1]
+        for layer in (block.attn1.to_out[0], block.attn2.to_out[0], feed_forward_out):
+            layer.weight.zero_()
+            if layer.bias is not None:
+                layer.bias.zero_()
+    return blocks
 
 
 @torch.no_grad()
@@ -34,7 +67,7 @@ def initialise_from(folder: Path, tokenizer, text_encoder, unet) -> dict:
 
     folder = Path(folder)
     old_unet = UNet2DConditionModel.from_pretrained(str(folder / "unet"), **weights_variant(folder / "unet"))
-    unet.load_state_dict({k: v.float() for k, v in old_unet.state_dict().items()})
+    added = load_grown(unet, {k: v.float() for k, v in old_unet.state_dict().items()})
     old_te = ChatGLMModel.from_pretrained(str(folder / "text_encoder"), **weights_variant(folder / "text_encoder"))
     old_state = {k: v.float() for k, v in old_te.state_dict().items()}
     emb_key = "embedding.word_embeddings.weight"
@@ -50,4 +83,4 @@ def initialise_from(folder: Path, tokenizer, text_encoder, unet) -> dict:
     # The LM head is unused by Kolors; it keeps the new vocabulary's shape.
     old_state["output_layer.weight"] = text_encoder.state_dict()["output_layer.weight"]
     text_encoder.load_state_dict(old_state)
-    return {"rows": len(tokenizer.get_vocab()), "rows_carried": carried}
+    return {"rows": len(tokenizer.get_vocab()), "rows_carried": carried, "blocks_added": len(added)}

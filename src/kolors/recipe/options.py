@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..arguments import (
@@ -75,6 +75,7 @@ class RecipeConfig:
     work_dir: Path | None = None
     device: str = "auto"
     architecture: str = "full"
+    transformer_layers: int | None = None
     seed: int = 0
     image_size: int = 128
     workers: int | None = None
@@ -207,6 +208,16 @@ def parse_pair_mix(text: str | None) -> dict[str, float] | None:
     return {key: given.get(key, 0.0) for key in PAIR_SHAPES}
 
 
+def architecture(cfg: RecipeConfig) -> dict:
+    """The component specs of ``--architecture``, the UNet's depth changed by ``--transformer-layers``."""
+    arch = ARCHITECTURES[cfg.architecture]
+    if cfg.transformer_layers is None:
+        return arch
+    unet = arch["unet"]
+    depth = (cfg.transformer_layers,) * len(unet.transformer_layers_per_block)
+    return dict(arch, unet=replace(unet, transformer_layers_per_block=depth))
+
+
 def scene_mix(cfg: RecipeConfig) -> SceneMix:
     """The pool's scene mix that ``--scene-mix``, ``--count-mix`` and ``--pair-mix`` ask for."""
     return SceneMix(kinds=parse_scene_mix(cfg.scene_mix), counts=parse_count_mix(cfg.count_mix),
@@ -240,6 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work-dir", type=Path, help="checkpoints and caches (default: OUT.work)")
     p.add_argument("--device", default="auto", help=f"{', '.join(DEVICES)} (cuda:N for one GPU of several)")
     p.add_argument("--architecture", default="full", choices=sorted(ARCHITECTURES))
+    p.add_argument("--transformer-layers", type=positive_int, metavar="N",
+                   help="transformer blocks in each of the UNet's attention blocks (default: the architecture's, 1); "
+                        "with --init-from a shallower model, the added blocks start as identities, so the run "
+                        "begins from that model's exact outputs")
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--image-size", type=positive_int, default=128)
     p.add_argument("--workers", type=positive_int, help="processes rendering the pool (default: all cores)")

@@ -34,7 +34,7 @@ import torch
 from ..errors import KolorsError
 from ..files import atomic_file, write_text
 from ..signals import deferred
-from .architecture import ARCHITECTURES, build_text_encoder, build_unet, scheduler_config
+from .architecture import build_text_encoder, build_unet, scheduler_config
 from .autoencoder import (
     build_vae,
     check_fp16_decode,
@@ -50,7 +50,7 @@ from .initialise import initialise_from, weights_variant
 from .pool import (CONTRAST_KEYS, LANGUAGES, TOKEN_KEYS, CaptionTokens, Pool, caption_corpus, latent_foreground,
                    render_pool)
 from .weighting import cell_weight, fit_threshold
-from .options import RecipeConfig, config_from_args, parse_grid, parse_language_weights, scene_mix
+from .options import RecipeConfig, architecture, config_from_args, parse_grid, parse_language_weights, scene_mix
 from .tokenizer import load_tokenizer, padded_vocab_size, train_tokenizer
 from .trainer import DiffusionTrainer
 from .vocabulary import VOCABULARY_FILE, write_vocabulary
@@ -128,7 +128,7 @@ class RecipeRun:
         self.cfg = config.resolved()
         self.log = Log(self.start)
         self.device = torch.device(self.cfg.device)
-        self.arch = ARCHITECTURES[self.cfg.architecture]
+        self.arch = architecture(self.cfg)
         self.scheduler_config = scheduler_config(self.cfg.prediction_type, self.cfg.zero_terminal_snr)
         self.work = self.cfg.work_dir
         budget = self.cfg.time_budget_minutes
@@ -374,7 +374,9 @@ class RecipeRun:
         if cfg.init_from is not None and not resuming:
             carried = initialise_from(Path(cfg.init_from), tokenizer, te, unet)
             log(f"diffusion: UNet and text encoder initialised from {cfg.init_from} ({carried['rows_carried']}/"
-                f"{carried['rows']} embedding rows carried over by token text)")
+                f"{carried['rows']} embedding rows carried over by token text"
+                + (f"; {carried['blocks_added']} transformer blocks added as identities" if carried["blocks_added"]
+                   else "") + ")")
         self.params = {"text_encoder": count_params(te), "unet": count_params(unet), "vae": count_params(vae)}
         log("parameters: " + ", ".join(f"{k} {v / 1e6:.2f} M ({2 * v / 1e6:.1f} MB fp16)"
                                        for k, v in self.params.items()))
