@@ -169,6 +169,18 @@ def test_a_deeper_unet_grown_from_a_saved_one_starts_from_its_exact_outputs(tiny
         load_grown(wide, shallow_state)
 
 
+def test_a_grown_run_exports_the_deeper_unet_and_resumes_only_as_itself(tiny_run, tmp_path):
+    from kolors.errors import KolorsError
+
+    out = tmp_path / "deep"
+    run(_short_run(tiny_run, out, steps_diffusion=3, transformer_layers=2))
+    config = json.loads((out / "unet" / "config.json").read_text())
+    assert config["transformer_layers_per_block"] == [2, 2, 2]
+    with pytest.raises(KolorsError, match="holds another architecture than this command builds: resume with the "
+                                          "--architecture and --transformer-layers the run began with"):
+        run(_short_run(tiny_run, out, steps_diffusion=4, resume=True))
+
+
 def test_timestep_shift_draws_the_noisier_half_more_often():
     g = torch.Generator().manual_seed(0)
     uniform = sample_timesteps(20000, 1100, generator=g)

@@ -9,6 +9,7 @@ zero convolutions start): the grown UNet computes exactly what the saved one did
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -41,8 +42,7 @@ def load_grown(unet, state: dict[str, torch.Tensor]) -> list[str]:
         raise KolorsError(f"the --init-from UNet does not fit this architecture: {problem}; give the "
                           "--architecture it was trained with (--transformer-layers may only add blocks)")
     unet.load_state_dict({**own, **state})
-    blocks = sorted({key.split(".transformer_blocks.")[0] + ".transformer_blocks." +
-                     key.split(".transformer_blocks.")[1].split(".")[0] for key in added})
+    blocks = sorted({re.match(r".*\.transformer_blocks\.\d+", key).group() for key in added})
     for name in blocks:
         block = unet.get_submodule(name)
         feed_forward_out = [m for m in block.ff.net if isinstance(m, torch.nn.Linear)][-1]

@@ -390,7 +390,11 @@ class RecipeRun:
         )
         if resuming:
             state = torch.load(checkpoint, map_location=self.device, weights_only=False)
-            trainer.load_state_dict(state["trainer"])
+            try:
+                trainer.load_state_dict(state["trainer"])
+            except RuntimeError as exc:  # missing, unexpected or reshaped tensors
+                raise KolorsError(f"{checkpoint} holds another architecture than this command builds: resume with "
+                                  "the --architecture and --transformer-layers the run began with") from exc
             self.result.history = state.get("history", [])
             self.elapsed_before = state.get("elapsed", 0.0)
             changed = _changed_options(state.get("options"), self._training_options())
