@@ -21,9 +21,9 @@ class Parser(argparse.ArgumentParser):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        # A value that begins with a minus and a digit ("-1,2", "-.5", "-3e-4") is a value, as Python 3.13 reads
-        # it; 3.11 and 3.12 take all but "-1" and "-1.5" for an unknown option ("expected one argument"), which
-        # hides the value's real problem. No option of ours begins with a digit.
+        # A value that begins with a minus and a digit ("-1,2", "-3e-4") is a value, as Python 3.13 reads it;
+        # 3.11 and 3.12 know only plain numbers ("-1", "-1.5", "-.5") and take the rest for an unknown option
+        # ("expected one argument"), which hides the value's real problem. No option of ours begins with a digit.
         self._negative_number_matcher = re.compile(r"^-\.?\d")
 
     def error(self, message: str) -> NoReturn:

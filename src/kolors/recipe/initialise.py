@@ -55,7 +55,8 @@ def load_grown(unet, state: dict[str, torch.Tensor]) -> list[str]:
 
 @torch.no_grad()
 def initialise_from(folder: Path, tokenizer, text_encoder, unet) -> dict:
-    """Copy a saved model's UNet and text encoder into freshly built ones of the same architecture.
+    """Copy a saved model's UNet and text encoder into freshly built ones of the same architecture (or a UNet with
+    more transformer blocks: ``load_grown``).
 
     The tokenizers may differ: each embedding row is carried over when the new tokenizer has a token of the same
     text; rows of new tokens keep their fresh initialisation.
