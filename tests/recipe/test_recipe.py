@@ -160,7 +160,8 @@ def test_a_deeper_unet_grown_from_a_saved_one_starts_from_its_exact_outputs(tiny
     assert deep.get_submodule(added[0]).attn1.to_out[0].weight.grad.abs().sum() > 0
     # a shallower UNet, or another width, cannot take the saved weights: one line that says what to give
     shallow_state = build_unet(arch["unet"], text_hidden_size=arch["text_encoder"].hidden_size, image_size=64).state_dict()
-    with pytest.raises(KolorsError, match="does not fit this architecture: .* have no place here .*--architecture"):
+    with pytest.raises(KolorsError, match="does not fit this architecture: .* have no place here .*--architecture "
+                                          "it was trained with and --transformer-layers 2 or more"):
         load_grown(build_unet(arch["unet"], text_hidden_size=arch["text_encoder"].hidden_size, image_size=64),
                    deep.state_dict())
     wide = build_unet(replace(arch["unet"], block_out_channels=(16, 16, 48)),

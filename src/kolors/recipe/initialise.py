@@ -39,8 +39,11 @@ def load_grown(unet, state: dict[str, torch.Tensor]) -> list[str]:
                    f"{reshaped[0]} has another shape" if reshaped else
                    f"this UNet has weights it lacks beyond added transformer blocks (e.g. "
                    f"{next(k for k in added if '.transformer_blocks.' not in k)})")
+        depth = 1 + max((int(m.group(1)) for key in state
+                         if (m := re.search(r"\.transformer_blocks\.(\d+)\.", key))), default=0)
         raise KolorsError(f"the --init-from UNet does not fit this architecture: {problem}; give the "
-                          "--architecture it was trained with (--transformer-layers may only add blocks)")
+                          f"--architecture it was trained with and --transformer-layers {depth} or more (it has "
+                          f"{depth} transformer blocks in each attention block)")
     unet.load_state_dict({**own, **state})
     blocks = sorted({re.match(r".*\.transformer_blocks\.\d+", key).group() for key in added})
     for name in blocks:
