@@ -51,11 +51,9 @@ def test_a_tools_usage_error_is_one_line(module, argv, problem, capsys):
      "python -m kolors.recipe: error: argument --binding-margin: must be a positive number, got 0 "
      "(see 'python -m kolors.recipe --help')"),
     ("kolors.recipe.average", ["a", "b", "--out", "m"],  # its checks import diffusers (through the export)
-     "kolors: error: a is not a model folder the recipe exported (no tokenizer, unet, "
-     "text_encoder/): give the --out folders of recipe runs"),
+     "kolors: error: a does not exist: give the --out folder of a recipe run"),
     ("kolors.recipe.decoder", ["a", "--out", "m"],
-     "kolors: error: a is not a model folder (no model_index.json and vae/): give a model "
-     "folder such as the --out of a recipe run"),
+     "kolors: error: a does not exist: give the --out folder of a recipe run"),
 ])
 def test_in_a_fresh_process_a_recipe_tools_error_is_the_only_line(module, argv, error, tmp_path):
     """The recipe's tools import torch and diffusers before they report; what libraries log while they import
@@ -92,7 +90,8 @@ def test_averaging_folders_that_are_not_models_is_one_line_before_anything_loads
     (tmp_path / "notes").mkdir()
     assert main([str(tmp_path / "notes"), str(tmp_path / "absent"), "--out", str(tmp_path / "avg")]) == 2
     err = capsys.readouterr().err
-    assert len(err.splitlines()) == 1 and "is not a model folder the recipe exported (no tokenizer, unet, " in err, err
+    assert len(err.splitlines()) == 1 and "notes is not a model folder the recipe exported (no model_index.json, " \
+        "tokenizer/, unet/, text_encoder/): give the --out folder of a recipe run" in err, err
     assert not (tmp_path / "avg").exists()
 
 

@@ -182,6 +182,45 @@ def test_a_grown_run_exports_the_deeper_unet_and_resumes_only_as_itself(tiny_run
         run(_short_run(tiny_run, out, steps_diffusion=4, resume=True))
 
 
+def test_an_init_from_that_is_not_a_fitting_model_is_one_line_before_the_run_starts(tiny_run, tmp_path):
+    """A wrong --init-from is found from its configs before the tokenizer, the pool or the VAE: nothing is written."""
+    import shutil
+
+    from kolors.errors import KolorsError
+
+    def edited(name: str, part: str, **changes) -> Path:
+        folder = tmp_path / name
+        shutil.copytree(tiny_run.out, folder)
+        config = folder / part / "config.json"
+        config.write_text(json.dumps({**json.loads(config.read_text()), **changes}))
+        return folder
+
+    (tmp_path / "notes").mkdir()
+    cases = [(tmp_path / "absent", "--init-from .*absent does not exist: give the --out folder of a recipe run"),
+             (tiny_run.out / "model_index.json", "model_index.json is not a folder"),
+             (tmp_path / "notes", ("notes is not a model folder the recipe exported \\(no model_index.json, "
+                                   "tokenizer/, text_encoder/, unet/, vae/\\)")),
+             (edited("deep", "unet", transformer_layers_per_block=[3, 3, 3]),
+              ("the --init-from UNet has 3 transformer blocks in each attention block, this command builds 1: "
+               "give --transformer-layers 3 or more")),
+             (edited("wide", "unet", block_out_channels=[16, 16, 48]),
+              ("another architecture than this command builds \\(unet block_out_channels \\[16, 16, 48\\], here "
+               "\\(16, 16, 32\\)\\): give the --architecture it was trained with")),
+             (edited("te", "text_encoder", hidden_size=64), "text_encoder hidden_size 64, here 32")]
+    for init_from, message in cases:
+        out = tmp_path / f"out-{init_from.name}"
+        with pytest.raises(KolorsError, match=message):
+            run(_short_run(tiny_run, out, init_from=init_from))
+        assert not out.exists() and not Path(f"{out}.work").exists()
+    # a shallower model than the command builds fits (its added blocks start as identities)
+    from kolors.recipe.architecture import ARCHITECTURES
+    from kolors.recipe.initialise import check_fits
+    from kolors.recipe.options import architecture
+
+    check_fits(tmp_path / "deep", architecture(_short_run(tiny_run, tmp_path / "o", transformer_layers=3)))
+    check_fits(tiny_run.out, ARCHITECTURES["tiny"])
+
+
 def test_timestep_shift_draws_the_noisier_half_more_often():
     g = torch.Generator().manual_seed(0)
     uniform = sample_timesteps(20000, 1100, generator=g)
@@ -608,7 +647,9 @@ def test_the_decoder_tool_writes_a_copy_whose_encoder_unet_and_text_encoder_are_
     (mine / "holiday.jpg").write_bytes(b"someone's photo")
     for argv, message in (([str(tiny_run.out), "--out", str(mine)], "is not a model this recipe exported"),
                           ([str(tiny_run.out), "--out", str(tiny_run.out)], "would replace the model it reads"),
-                          ([str(tmp_path / "nothing"), "--out", str(tmp_path / "x")], "is not a model folder")):
+                          ([str(tmp_path / "nothing"), "--out", str(tmp_path / "x")], "nothing does not exist"),
+                          ([str(mine), "--out", str(tmp_path / "x")],
+                           "photos is not a model folder the recipe exported (no model_index.json, vae/)")):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err

@@ -50,7 +50,7 @@ def _weights_file(folder: Path, part: str) -> Path:
 def average_models(folders: Sequence[str | Path], out: str | Path, weights: Sequence[float] | None = None) -> Path:
     """Write to ``out`` the first folder with its UNet and text encoder replaced by the weighted average of all
     ``folders``' (``weights`` default to equal and are normalised to sum to 1). Returns ``out``."""
-    from .export import check_destination
+    from .export import check_destination, check_exported_model
     from .tokenizer import load_tokenizer
 
     folders = [Path(f) for f in folders]
@@ -60,11 +60,8 @@ def average_models(folders: Sequence[str | Path], out: str | Path, weights: Sequ
     if len(weights) != len(folders) or not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) <= 0:
         raise KolorsError(f"--weights needs {len(folders)} numbers >= 0, not all 0, got {weights}")
     weights = [w / sum(weights) for w in weights]
-    for f in folders:  # checked before anything loads: a missing folder is not a Hub id to look up
-        missing = [part for part in ("tokenizer", "unet", "text_encoder") if not (f / part).is_dir()]
-        if missing:
-            raise KolorsError(f"{f} is not a model folder the recipe exported (no {', '.join(missing)}/): give "
-                              "the --out folders of recipe runs")
+    for f in folders:
+        check_exported_model(f, ("tokenizer", "unet", "text_encoder"))
     out = Path(out)
     for f in folders:
         check_destination(out, f)

@@ -73,13 +73,11 @@ def finetune_decoder(model: str | Path, out: str | Path, *, steps: int = 300, lr
 
     from ..devices import resolve_device
     from .autoencoder import check_fp16_decode, train_vae
-    from .export import check_destination
+    from .export import check_destination, check_exported_model
     from .initialise import weights_variant
 
     model, out = Path(model), Path(out)
-    if not (model / "vae" / "config.json").is_file() or not (model / "model_index.json").is_file():
-        raise KolorsError(f"{model} is not a model folder (no model_index.json and vae/): give a model folder "
-                          "such as the --out of a recipe run")
+    check_exported_model(model, ("vae",))
     check_destination(out, model)
     device_ = resolve_device(device)
     vae = AutoencoderKL.from_pretrained(str(model / "vae"), **weights_variant(model / "vae")).float()

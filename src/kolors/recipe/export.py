@@ -18,7 +18,7 @@ import torch
 
 from .architecture import KOLORS_SCHEDULER_CONFIG
 
-__all__ = ["check_destination", "export_folder", "render_readme", "init_note", "verify_on_cpu", "hardware_description",
+__all__ = ["check_destination", "check_exported_model", "export_folder", "render_readme", "init_note", "verify_on_cpu", "hardware_description",
            "folder_size", "count_params"]
 
 
@@ -96,6 +96,23 @@ def check_destination(out: Path, init_from: Path | None) -> None:
         if not _replaceable(folder):
             raise KolorsError(f"{folder} exists and is not a model this recipe exported: choose a new --out "
                               "(nothing was changed)")
+
+
+def check_exported_model(folder: Path, parts: tuple[str, ...] = ("tokenizer", "text_encoder", "unet", "vae"),
+                         *, option: str = "") -> Path:
+    """Refuse (KolorsError) a ``folder`` that is not a model this recipe exported with the component folders
+    ``parts``: checked before anything loads, so a wrong path is one line, not a traceback (nor a Hub id looked
+    up). ``option``, when given, names the option that gave it (e.g. "--init-from")."""
+    from ..errors import KolorsError
+
+    folder = Path(folder)
+    missing = ([] if (folder / "model_index.json").is_file() else ["model_index.json"]) + \
+        [f"{part}/" for part in parts if not (folder / part).is_dir()]
+    if not folder.is_dir() or missing:
+        what = "does not exist" if not folder.exists() else "is not a folder" if not folder.is_dir() else \
+            f"is not a model folder the recipe exported (no {', '.join(missing)})"
+        raise KolorsError(f"{option + ' ' if option else ''}{folder} {what}: give the --out folder of a recipe run")
+    return folder
 
 
 def folder_size(path: Path) -> int:

@@ -9,14 +9,16 @@ zero convolutions start): the grown UNet computes exactly what the saved one did
 
 from __future__ import annotations
 
+import json
 import re
+from dataclasses import fields
 from pathlib import Path
 
 import torch
 
 from ..errors import KolorsError
 
-__all__ = ["initialise_from", "load_grown", "weights_variant"]
+__all__ = ["check_fits", "initialise_from", "load_grown", "weights_variant"]
 
 
 def weights_variant(component_dir: Path) -> dict:
@@ -24,6 +26,36 @@ def weights_variant(component_dir: Path) -> dict:
     names = [p.name for p in Path(component_dir).iterdir()]
     plain = any(n in ("diffusion_pytorch_model.safetensors", "model.safetensors") for n in names)
     return {} if plain or not any(".fp16." in n for n in names) else {"variant": "fp16"}
+
+
+def check_fits(folder: Path, arch: dict) -> None:
+    """Refuse (KolorsError) an ``--init-from`` model whose configs do not fit the architecture ``arch`` that the
+    command builds (as ``options.architecture`` gives it): read from its two config files, before anything loads.
+    A shallower UNet fits (``load_grown``)."""
+    from .export import check_exported_model
+
+    folder = check_exported_model(folder, option="--init-from")
+    for part, spec in (("text_encoder", arch["text_encoder"]), ("unet", arch["unet"])):
+        path = folder / part / "config.json"
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            problem = None if isinstance(saved, dict) else "not a JSON object"
+        except (OSError, ValueError) as exc:
+            problem = str(exc)
+        if problem:
+            raise KolorsError(f"--init-from: cannot read {path} ({problem}): give the --out folder of a recipe run")
+        for f in fields(spec):
+            if f.name not in saved:
+                continue
+            ours, theirs = getattr(spec, f.name), saved[f.name]
+            if f.name == "transformer_layers_per_block":
+                depth = max(theirs) if isinstance(theirs, list) else theirs
+                if depth > max(ours):
+                    raise KolorsError(f"the --init-from UNet has {depth} transformer blocks in each attention block, "
+                                      f"this command builds {max(ours)}: give --transformer-layers {depth} or more")
+            elif (list(ours) if isinstance(ours, tuple) else ours) != theirs:
+                raise KolorsError(f"the --init-from model is another architecture than this command builds ({part} "
+                                  f"{f.name} {theirs}, here {ours}): give the --architecture it was trained with")
 
 
 @torch.no_grad()

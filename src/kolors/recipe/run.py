@@ -46,7 +46,7 @@ from .autoencoder import (
 from .evaluate import EvalSpec, evaluate_folder, reconstruction_check
 from .export import check_destination, count_params, export_folder, folder_size, hardware_description, init_note, \
     render_readme, verify_on_cpu
-from .initialise import initialise_from, weights_variant
+from .initialise import check_fits, initialise_from, weights_variant
 from .pool import (CONTRAST_KEYS, LANGUAGES, TOKEN_KEYS, CaptionTokens, Pool, caption_corpus, latent_foreground,
                    render_pool)
 from .weighting import cell_weight, fit_threshold
@@ -148,6 +148,8 @@ class RecipeRun:
     def run(self) -> RecipeResult:
         cfg = self.cfg
         check_destination(cfg.out, cfg.init_from)
+        if cfg.init_from is not None and not (cfg.resume and (self.work / "diffusion.pt").is_file()):
+            check_fits(cfg.init_from, self.arch)
         self.work.mkdir(parents=True, exist_ok=True)
         for name in ("diffusion.pt", "latents.pt"):  # a file half-written when a run was killed -9
             for stale in self.work.glob(f".{name}.*.tmp"):
