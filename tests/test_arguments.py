@@ -74,6 +74,19 @@ def test_the_kolors_commands_errors_keep_their_prefix(capsys):
     assert len(err.splitlines()) == 1 and err.startswith("kolors: error: ") and "(see 'kolors generate --help')" in err
 
 
+@pytest.mark.parametrize("argv, extras, help_of", [
+    (["data", "shapes", "out", "--count", "3"], "--count 3", "kolors data shapes"),
+    (["train", "--bogus"], "--bogus", "kolors train"),
+    (["generate", "a cat", "a dog"], "a dog", "kolors generate"),
+])
+def test_an_unknown_argument_names_the_help_of_the_subcommand_it_was_given_to(argv, extras, help_of, capsys):
+    """argparse reports leftovers from the top parser ('kolors --help', which does not list them)."""
+    from kolors.cli.main import main
+
+    assert main(argv) == 2
+    assert capsys.readouterr().err == f"kolors: error: unrecognized arguments: {extras} (see '{help_of} --help')\n"
+
+
 def test_a_value_that_begins_with_a_minus_is_told_how_to_write_it(capsys):
     """"-blurry" after --negative-prompt looks like an option to argparse; the error says how to pass it."""
     from kolors.cli.main import main

@@ -26,6 +26,21 @@ class Parser(argparse.ArgumentParser):
         # ("expected one argument"), which hides the value's real problem. No option of ours begins with a digit.
         self._negative_number_matcher = re.compile(r"^-\.?\d")
 
+    def parse_args(self, args=None, namespace=None) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:  # said by the subcommand that was given them, so its --help is the one named
+            self._chosen(parsed).error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
+
+    def _chosen(self, parsed: argparse.Namespace) -> argparse.ArgumentParser:
+        """The innermost subcommand's parser that ``parsed`` went through (this parser when it has none)."""
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                sub = action.choices.get(getattr(parsed, action.dest, None))
+                if sub is not None:
+                    return sub._chosen(parsed) if isinstance(sub, Parser) else sub
+        return self
+
     def error(self, message: str) -> NoReturn:
         name = "kolors" if self.prog.split()[0] == "kolors" else self.prog
         if message.endswith(": expected one argument"):  # or its value begins with "-", as "-blurry" may
