@@ -51,9 +51,9 @@ def test_a_tools_usage_error_is_one_line(module, argv, problem, capsys):
      "python -m kolors.recipe: error: argument --binding-margin: must be a positive number, got 0 "
      "(see 'python -m kolors.recipe --help')"),
     ("kolors.recipe.average", ["a", "b", "--out", "m"],  # its checks import diffusers (through the export)
-     "kolors: error: a does not exist: give the --out folder of a recipe run"),
+     "python -m kolors.recipe.average: error: a does not exist: give the --out folder of a recipe run"),
     ("kolors.recipe.decoder", ["a", "--out", "m"],
-     "kolors: error: a does not exist: give the --out folder of a recipe run"),
+     "python -m kolors.recipe.decoder: error: a does not exist: give the --out folder of a recipe run"),
 ])
 def test_in_a_fresh_process_a_recipe_tools_error_is_the_only_line(module, argv, error, tmp_path):
     """The recipe's tools import torch and diffusers before they report; what libraries log while they import

@@ -108,5 +108,5 @@ def test_an_evaluation_tool_interrupted_says_so_in_one_line(tmp_path):
         proc.send_signal(signum)
         err = proc.communicate(timeout=60)[1].strip().splitlines()
         assert proc.returncode == status, err[-5:]
-        assert err[-1] == f"kolors: error: {word}" and "Traceback" not in "\n".join(err)
+        assert err[-1] == f"python -m kolors.evaluation.word_probe: error: {word}" and "Traceback" not in "\n".join(err)
         assert not report.exists()

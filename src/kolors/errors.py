@@ -26,13 +26,14 @@ class GenerationCancelled(KolorsError):
     """A generation was stopped before it finished (a cancelled job, an interrupt); raise it from ``on_step``."""
 
 
-def run_tool(work: Callable[[], str]) -> int:
+def run_tool(work: Callable[[], str], prog: str) -> int:
     """The body of a ``python -m`` tool's ``main``: ``work()``'s message on stdout and 0, or a user's error (bad
-    input, a file it cannot read or write) as one line ``kolors: error: …`` on stderr and 2."""
+    input, a file it cannot read or write) as one line ``PROG: error: …`` on stderr and 2 (``prog`` as its usage
+    errors name it, e.g. ``python -m kolors.recipe.average``)."""
     try:
         message = work()
     except (KolorsError, ValueError, OSError) as exc:
-        print(f"kolors: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     print(message)
     return 0

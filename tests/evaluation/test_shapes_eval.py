@@ -46,7 +46,7 @@ def test_perfect_images_score_everywhere_and_read_back_the_same(rows, tmp_path):
 def test_rescore_of_a_folder_without_the_images_is_a_one_line_error(tmp_path, capsys):
     assert E.main(["--rescore", str(tmp_path), "--pairs", "1", "--reference", "none"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("kolors: error: no image ") and "--images folder" in err and err.count("\n") == 1
+    assert err.startswith("python -m kolors.evaluation.shapes_eval: error: no image ") and "--images folder" in err and err.count("\n") == 1
 
 
 def test_the_v1_reference_reports_cover_every_metric():

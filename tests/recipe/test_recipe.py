@@ -755,7 +755,7 @@ def test_sigterm_saves_a_checkpoint_and_ends_with_one_line(tiny_run, tmp_path):
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 143, stderr
-    assert stderr.strip().splitlines()[-1] == "kolors.recipe: error: terminated" and "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == "python -m kolors.recipe: error: terminated" and "Traceback" not in stderr
     step = torch.load(out.with_name("model.work") / "diffusion.pt", weights_only=False)["trainer"]["step"]
     assert step >= 10 and f"interrupted at step {step}; checkpoint saved" in stdout
     done = subprocess.run([*argv, "--resume", "--steps-diffusion", str(step + 2)], capture_output=True, text=True,

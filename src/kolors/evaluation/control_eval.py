@@ -32,6 +32,7 @@ from .heldout_prompts import load_heldout_prompts
 from .reports import check_report_path, write_report
 
 __all__ = ["DEFAULT_PAIRS", "control_cases", "evaluate_control", "format_report", "main"]
+PROG = "python -m kolors.evaluation.control_eval"  # how its errors and usage name it
 
 DEFAULT_PAIRS = 64  # 128 cases: 64 scenes × (English, Chinese)
 
@@ -124,7 +125,7 @@ def _without_images(report: dict) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = Parser(prog="python -m kolors.evaluation.control_eval", description=__doc__.split("\n")[0])
+    p = Parser(prog=PROG, description=__doc__.split("\n")[0])
     p.add_argument("--model", help="model folder (default: $KOLORS_MODEL, else the built-in model)")
     p.add_argument("--controlnet", help="canny ControlNet folder (default with the built-in model: the shipped one)")
     p.add_argument("--pairs", type=positive_int, default=DEFAULT_PAIRS,
@@ -158,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise KolorsError("pass --controlnet DIR (a canny ControlNet for this model)")
         pipe.add_controlnet("canny", folder)
     except KolorsError as exc:
-        print(f"kolors: error: {exc}", file=sys.stderr)
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     t0 = time.monotonic()
     progress = sys.stderr.isatty()
@@ -188,4 +189,4 @@ if __name__ == "__main__":
 
     quiet_import_notes("diffusers", "transformers")  # this process is the tool's: the libraries' notes stay off
 
-    raise SystemExit(run_command(main))
+    raise SystemExit(run_command(main, prog=PROG))

@@ -33,6 +33,7 @@ from .heldout_prompts import load_composition_prompts, load_heldout_prompts
 from .reports import check_report_path, write_report
 
 __all__ = ["PROMPT_SETS", "REFERENCES", "prompt_rows", "evaluate_pipeline", "format_report", "main"]
+PROG = "python -m kolors.evaluation.shapes_eval"  # how its errors and usage name it
 
 PROMPT_SETS = ("composition", "colour-shape")
 DATA = Path(__file__).with_name("data")
@@ -137,7 +138,7 @@ def _cell(v: dict | None) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = Parser(prog="python -m kolors.evaluation.shapes_eval", description=__doc__.split("\n")[0])
+    p = Parser(prog=PROG, description=__doc__.split("\n")[0])
     p.add_argument("--model", help="model folder (default: $KOLORS_MODEL, else the built-in model)")
     p.add_argument("--prompts", choices=PROMPT_SETS, default="composition")
     p.add_argument("--pairs", type=positive_int, help="first pairs of each category (default: all)")
@@ -176,21 +177,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         if path.is_file():
             reference = json.loads(path.read_text(encoding="utf-8"))
         elif args.reference:
-            print(f"kolors: error: no reference report {path}", file=sys.stderr)
+            print(f"{PROG}: error: no reference report {path}", file=sys.stderr)
             return 2
     pipe = None
     if args.rescore is None:
         try:
             pipe = Text2ImagePipeline.from_pretrained(args.model, device=args.device)
         except KolorsError as exc:
-            print(f"kolors: error: {exc}", file=sys.stderr)
+            print(f"{PROG}: error: {exc}", file=sys.stderr)
             return 2
     t0 = time.monotonic()
     try:
         report = evaluate_pipeline(pipe, rows, seeds=args.seeds, steps=args.steps, guidance=args.guidance,
                                    guidance_stop=args.guidance_stop, progress=sys.stderr.isatty(), images=args.rescore or args.images)
     except ValueError as exc:
-        print(f"kolors: error: {exc}", file=sys.stderr)
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     report.update(name=args.name, prompts=args.prompts, seconds=time.monotonic() - t0)
     print(format_report(report, reference))
@@ -206,4 +207,4 @@ if __name__ == "__main__":
 
     quiet_import_notes("diffusers", "transformers")  # this process is the tool's: the libraries' notes stay off
 
-    raise SystemExit(run_command(main))
+    raise SystemExit(run_command(main, prog=PROG))

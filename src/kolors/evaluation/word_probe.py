@@ -44,6 +44,7 @@ from .reports import check_report_path, write_report
 
 __all__ = ["ATTRIBUTES", "PAIR_ATTRIBUTES", "probe_caption", "swapped", "probe_scenes", "probe_pair_scenes",
            "word_probe", "format_probe", "main"]
+PROG = "python -m kolors.evaluation.word_probe"  # how its errors and usage name it
 
 ATTRIBUTES = ("colour", "shape", "position", "background")  # of single-shape scenes
 PAIR_ATTRIBUTES = ("binding", "one-shape")  # of two-object scenes
@@ -222,7 +223,7 @@ def _timesteps(text: str) -> tuple[int, ...]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = Parser(prog="python -m kolors.evaluation.word_probe", description=__doc__.split("\n")[0])
+    p = Parser(prog=PROG, description=__doc__.split("\n")[0])
     p.add_argument("--model", help="model folder (default: $KOLORS_MODEL, else the built-in model)")
     p.add_argument("--scenes", type=int, default=24, help="rendered single-shape scenes (default 24)")
     p.add_argument("--pairs", type=int, default=24,
@@ -250,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             pair_scenes=probe_pair_scenes(args.pairs, seed=args.seed), timesteps=args.timesteps,
                             seed=args.seed)
     except (KolorsError, ValueError) as exc:
-        print(f"kolors: error: {exc}", file=sys.stderr)
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     print(f"{args.scenes} scenes, {args.pairs} two-object scenes; mean relative increase of the denoising loss with "
           "the word swapped, the two objects' colours exchanged (binding), or one shape named for both "
@@ -267,4 +268,4 @@ if __name__ == "__main__":
 
     quiet_import_notes("diffusers", "transformers")  # this process is the tool's: the libraries' notes stay off
 
-    sys.exit(run_command(main))
+    sys.exit(run_command(main, prog=PROG))

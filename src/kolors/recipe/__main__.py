@@ -6,6 +6,7 @@ checkpoint, so ``--resume`` continues from the step it stopped at.
 
 from ..libraries import quiet_import_notes
 from ..signals import import_whole, run_command
+from . import PROG
 
 
 def _main() -> int:
@@ -17,4 +18,4 @@ def _main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_command(_main, prog="kolors.recipe"))
+    raise SystemExit(run_command(_main, prog=PROG))

@@ -24,6 +24,7 @@ from ..errors import KolorsError, run_tool
 from ..files import staging_folder
 
 __all__ = ["average_models", "row_order", "main"]
+PROG = "python -m kolors.recipe.average"  # how its errors and usage name it
 
 AVERAGED = ("unet", "text_encoder")
 VOCABULARY_TENSORS = ("embedding.word_embeddings.weight", "output_layer.weight")
@@ -104,14 +105,14 @@ def _weight_list(text: str) -> list[float]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = Parser(prog="python -m kolors.recipe.average", description=__doc__.split("\n\n")[0])
+    p = Parser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("folders", nargs="+", type=Path, help="model folders exported by the recipe")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--weights", type=_weight_list, metavar="W,W,...",
                    help="comma-separated weights ≥ 0, one per folder (default: equal)")
     args = p.parse_args(argv)
     return run_tool(lambda: f"averaged {len(args.folders)} models → "
-                            f"{average_models(args.folders, args.out, args.weights)}")
+                            f"{average_models(args.folders, args.out, args.weights)}", PROG)
 
 
 if __name__ == "__main__":
@@ -120,4 +121,4 @@ if __name__ == "__main__":
 
     quiet_import_notes("diffusers", "transformers")  # this process is the tool's: the libraries' notes stay off
 
-    raise SystemExit(run_command(main))
+    raise SystemExit(run_command(main, prog=PROG))

@@ -27,6 +27,7 @@ from ..errors import KolorsError, run_tool
 from ..files import staging_folder
 
 __all__ = ["roundtrip_accuracy", "finetune_decoder", "main"]
+PROG = "python -m kolors.recipe.decoder"  # how its errors and usage name it
 
 KINDS = ("single", "count", "pair")
 
@@ -125,7 +126,7 @@ def finetune_decoder(model: str | Path, out: str | Path, *, steps: int = 300, lr
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = Parser(prog="python -m kolors.recipe.decoder", description=__doc__.split("\n\n")[0])
+    p = Parser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("model", type=Path, help="a model folder the recipe exported")
     p.add_argument("--out", type=Path, required=True, help="the new model folder")
     p.add_argument("--steps", type=positive_int, default=300)
@@ -142,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   seed=args.seed, device=args.device)
         return f"decoder fine-tuned {result['steps']} steps in {result['seconds']:.0f} s → {args.out}"
 
-    return run_tool(work)
+    return run_tool(work, PROG)
 
 
 if __name__ == "__main__":
@@ -151,4 +152,4 @@ if __name__ == "__main__":
 
     quiet_import_notes("diffusers", "transformers")  # this process is the tool's: the libraries' notes stay off
 
-    raise SystemExit(run_command(main))
+    raise SystemExit(run_command(main, prog=PROG))

@@ -26,6 +26,7 @@ from ..data.shapes import (
     SceneMix,
 )
 from ..devices import DEVICES, is_device_name
+from . import PROG
 from .architecture import ARCHITECTURES, size_multiple
 from .pool import LANGUAGES, TWIN_KINDS
 
@@ -244,7 +245,7 @@ def parse_grid(text: str) -> list[tuple[int, float, float]]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(
-        prog="python -m kolors.recipe",
+        prog=PROG,
         description="Train the built-in Kolors-shapes model (all stages) and save it in the diffusers Kolors layout.",
     )
     p.add_argument("--out", required=True, type=Path, help="output model folder")

@@ -34,6 +34,7 @@ import torch
 from ..errors import KolorsError
 from ..files import atomic_file, write_text
 from ..signals import deferred
+from . import PROG
 from .architecture import build_text_encoder, build_unet, scheduler_config
 from .autoencoder import (
     build_vae,
@@ -654,6 +655,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run(config_from_args(argv))
     except KolorsError as exc:
-        print(f"kolors.recipe: error: {exc}", file=sys.stderr)
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     return 0
