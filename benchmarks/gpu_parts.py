@@ -9,6 +9,7 @@ levers (torch.compile, fp8, moving weights to a device, page-cache control) are 
 from __future__ import annotations
 
 import copy
+import hashlib
 import importlib.util
 import json
 import os
@@ -16,6 +17,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -427,3 +429,28 @@ def part_recipe(s: Session) -> None:
                       f"{info.get('steps_diffusion')} diffusion steps in {info.get('minutes', 0):.1f} min; "
                       f"held-out scores: {json.dumps(info.get('eval'), ensure_ascii=False)}",
                       info=info, eval=summary.get("eval"))
+    if (out / "model_index.json").is_file():
+        parts, digest = pack_folder(out, a.out / "recipe-model.tar")
+        s.results.add(P, "model", " ".join(p.name for p in parts),
+                      f"sha256 {digest[:16]}…; here: cat recipe-model.tar.* | tar -x (a folder 'model')", sha256=digest)
+    else:
+        s.results.add(P, "model", "not exported", "the recipe ended before writing its model", status="error")
+
+
+CHUNK_BYTES = 15 * 2**20  # the device sends back files of at most 16 MiB
+
+
+def pack_folder(folder: Path, stem: Path, chunk_bytes: int = CHUNK_BYTES) -> tuple[list[Path], str]:
+    """``folder`` as a tar split into ``stem.00``, ``stem.01``, … of at most ``chunk_bytes`` each (the files the
+    device returns have a size limit); the chunks and the whole tar's sha256."""
+    whole = folder.with_name(folder.name + ".tar")  # beside the folder, not among the files that come back
+    with tarfile.open(whole, "w") as tar:
+        tar.add(folder, arcname=folder.name)
+    digest, parts = hashlib.sha256(), []
+    with whole.open("rb") as f:
+        while chunk := f.read(chunk_bytes):
+            digest.update(chunk)
+            parts.append(stem.with_name(f"{stem.name}.{len(parts):02d}"))
+            parts[-1].write_bytes(chunk)
+    whole.unlink()
+    return parts, digest.hexdigest()

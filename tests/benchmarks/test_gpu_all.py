@@ -3,10 +3,13 @@ so that a GPU session is never spent on a crash; failures and the deadline are r
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -65,7 +68,34 @@ def test_smoke_part_6_runs_the_recipe(tmp_path):
     assert value(rows, "6", "exit / wall time").startswith("0 / ")
     assert value(rows, "6", "result") == "complete"
     assert (tmp_path / "out" / "recipe.log").read_text().strip()
+    # The exported model comes back as chunks of a tar, each under the device's 16 MiB per file.
+    chunks = sorted((tmp_path / "out").glob("recipe-model.tar.*"))
+    assert chunks and value(rows, "6", "model") == " ".join(c.name for c in chunks)
+    whole = b"".join(c.read_bytes() for c in chunks)
+    assert hashlib.sha256(whole).hexdigest() == next(r["sha256"] for r in rows if r["what"] == "model")
+    with tarfile.open(fileobj=io.BytesIO(whole)) as tar:
+        tar.extractall(tmp_path / "back", filter="data")
+    assert json.loads((tmp_path / "back" / "model" / "model_index.json").read_text())["_class_name"]
     assert "## Part 6: the built-in model's recipe" in md
+
+
+def test_a_folder_packed_for_the_trip_back_is_split_and_whole_again(tmp_path):
+    import gpu_parts
+
+    model = tmp_path / "model"
+    (model / "unet").mkdir(parents=True)
+    payload = os.urandom(2500)
+    (model / "unet" / "weights.bin").write_bytes(payload)
+    (tmp_path / "out").mkdir()
+    chunks, digest = gpu_parts.pack_folder(model, tmp_path / "out" / "m.tar", chunk_bytes=1000)
+    assert [c.name for c in chunks] == [f"m.tar.{k:02d}" for k in range(len(chunks))] and len(chunks) >= 3
+    assert max(c.stat().st_size for c in chunks) <= 1000
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [c.name for c in chunks]  # no whole tar left
+    whole = b"".join(c.read_bytes() for c in chunks)
+    assert hashlib.sha256(whole).hexdigest() == digest
+    with tarfile.open(fileobj=io.BytesIO(whole)) as tar:
+        tar.extractall(tmp_path / "back", filter="data")
+    assert (tmp_path / "back" / "model" / "unet" / "weights.bin").read_bytes() == payload
 
 
 def test_smoke_part_5_trains_both_ways(tmp_path):
