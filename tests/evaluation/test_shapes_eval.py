@@ -11,6 +11,7 @@ import pytest
 
 from kolors.data import shapes as S
 from kolors.evaluation import shapes_eval as E
+from kolors.evaluation.split_prompts import SPLIT_CATEGORIES, SPLIT_PAIRS, build_split_prompts
 
 
 @dataclass
@@ -78,3 +79,39 @@ def test_a_rescored_folder_writes_a_complete_json_report(rows, tmp_path, capsys)
     assert report["prompts"] == "composition" and "records" not in report
     assert min(v["rate"] for by_lang in report["metrics"].values() for v in by_lang.values()) >= 0.8
     assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "report.json"]  # no temporary left beside it
+
+
+def test_pair_split_prompts_come_from_the_side_of_the_split_they_name():
+    rows = E.prompt_rows("pair-splits")
+    assert rows == build_split_prompts()  # built from a seed: the same every time
+    by_category = {c: [r for r in rows if r["category"] == c] for c in SPLIT_CATEGORIES}
+    for category, (scenes_from, words_from) in SPLIT_CATEGORIES.items():
+        got = by_category[category]
+        assert len(got) == 2 * SPLIT_PAIRS and {r["lang"] for r in got} == {"en", "zh"}
+        for r in got:
+            a, b = (tuple(o) for o in r["expects"]["objects"])
+            assert S.is_heldout_pair(a, b) == (scenes_from == "heldout"), (category, r["prompt"])
+            assert r["template"].split("/")[1] == words_from, (category, r["template"])
+            assert a[0] != b[0] and r["expects"]["relation"]
+    # The wordings differ from train's, the scenes do not: a gap between them is the wording's alone.
+    assert [r["scene"] for r in by_category["wordings"]] == [r["scene"] for r in by_category["train"]]
+    assert [r["scene"] for r in by_category["heldout"]] == [r["scene"] for r in by_category["combos"]]
+    assert all(x["prompt"] != y["prompt"] for x, y in zip(by_category["wordings"], by_category["train"]))
+
+
+def test_perfect_images_bind_in_every_pair_split(tmp_path):
+    rows = E.prompt_rows("pair-splits", pairs=4, categories=["combos"])
+    assert {r["category"] for r in rows} == {"combos"} and len(rows) == 8
+    report = E.evaluate_pipeline(SceneDrawer({r["prompt"]: r["scene"] for r in rows}), rows, seeds=1)
+    assert {lang: v["rate"] for lang, v in report["metrics"]["binding"].items()} == {"en": 1.0, "zh": 1.0}
+
+
+@pytest.mark.parametrize("categories", [[], ["train", "combos"]])
+def test_pair_splits_without_one_category_is_a_usage_error(categories, capsys):
+    argv = ["--prompts", "pair-splits", "--rescore", "nowhere"] + [a for c in categories for a in ("--category", c)]
+    with pytest.raises(SystemExit) as exc:
+        E.main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("python -m kolors.evaluation.shapes_eval: error: argument --category: --prompts pair-splits "
+                          "takes one: train, wordings, combos or heldout")

@@ -39,6 +39,8 @@ __all__ = [
     "DATA_FILE",
     "COMPOSITION_FILE",
     "CATEGORY_PAIRS",
+    "category_scene",
+    "category_expects",
     "load_heldout_prompts",
     "build_composition_prompts",
     "write_composition_prompts",
@@ -70,23 +72,23 @@ def _load(path: str | Path, lang: str | None) -> list[dict]:
     return [r for r in rows if lang is None or r["lang"] == lang]
 
 
-def _scene(rng: np.random.Generator, category: str, k: int) -> Scene:
-    """The ``k``-th held-out scene of ``category``: positions, counts and relations in turn."""
+def category_scene(rng: np.random.Generator, category: str, k: int, split: str = "heldout") -> Scene:
+    """The ``k``-th scene of ``category`` in ``split``: positions, counts and relations in turn."""
     if category == "count":
-        return sample_scene(rng, "heldout", "count", count=1 + k % 3)
+        return sample_scene(rng, split, "count", count=1 + k % 3)
     if category == "pair":
         while True:
-            scene = sample_scene(rng, "heldout", "pair")
+            scene = sample_scene(rng, split, "pair")
             a, b = scene.shapes
             if scene.relation == RELATIONS[k % len(RELATIONS)] and a.colour != b.colour:
                 return scene
     while True:
-        scene = sample_scene(rng, "heldout", "single")
+        scene = sample_scene(rng, split, "single")
         if category != "position" or scene.shapes[0].position == POSITIONS[k % len(POSITIONS)]:
             return scene
 
 
-def _expects(scene: Scene, category: str) -> dict:
+def category_expects(scene: Scene, category: str) -> dict:
     first = scene.shapes[0]
     if category == "count":
         return {"count": scene.count, "colour": first.colour, "shape": first.shape}
@@ -106,11 +108,12 @@ def build_composition_prompts(pairs: dict[str, int] | None = None, seed: int = D
     rows, pair_id = [], 0
     for category, n in (pairs or CATEGORY_PAIRS).items():
         for k in range(n):
-            scene = _scene(rng, category, k)
+            scene = category_scene(rng, category, k)
             for lang in LANGS:
                 text, template = caption_with_template(scene, lang, rng, "heldout", states=_STATES[category])
                 rows.append({"pair_id": pair_id, "lang": lang, "category": category, "prompt": text,
-                             "template": template, "scene": scene.to_dict(), "expects": _expects(scene, category)})
+                             "template": template, "scene": scene.to_dict(),
+                             "expects": category_expects(scene, category)})
             pair_id += 1
     return rows
 

@@ -1,6 +1,6 @@
 """What a shapes model gets right on the committed held-out prompts, per category and language, with intervals.
 
-    python -m kolors.evaluation.shapes_eval [--model DIR] [--prompts composition|colour-shape] [--seeds 2]
+    python -m kolors.evaluation.shapes_eval [--model DIR] [--prompts composition|colour-shape|pair-splits] [--seeds 2]
         [--pairs N] [--category C ...] [--steps N] [--guidance F] [--guidance-stop F] [--reference JSON|none] [--json FILE]
         [--images DIR | --rescore DIR]
 
@@ -11,8 +11,11 @@ per metric and language the rate with its 95% Wilson interval, next to a referen
 
 Prompt sets: ``composition`` (default) — the composition benchmark (plain, background, position, count and pair
 prompts); ``colour-shape`` — the first model's 252-pair colour/shape benchmark, also scored on position and
-background where a prompt states them. ``--images DIR`` keeps every image (``{pair}-{lang}-{seed}.png``) to look
-at the failures; ``--rescore DIR`` scores such a folder again without loading a model (after a checker change).
+background where a prompt states them; ``pair-splits`` — two-object prompts from the training side of the split and
+the held-out one (:mod:`kolors.evaluation.split_prompts`; one ``--category`` at a time: train, wordings, combos,
+heldout), to tell a model that has not fitted its data from one that does not generalise. ``--images DIR`` keeps
+every image (``{pair}-{lang}-{seed}.png``) to look at the failures; ``--rescore DIR`` scores such a folder again
+without loading a model (after a checker change).
 """
 
 from __future__ import annotations
@@ -31,14 +34,15 @@ from ..request import MAX_IMAGES
 from .composition import METRICS, score, summarise
 from .heldout_prompts import load_composition_prompts, load_heldout_prompts
 from .reports import check_report_path, write_report
+from .split_prompts import build_split_prompts
 
 __all__ = ["PROMPT_SETS", "REFERENCES", "prompt_rows", "evaluate_pipeline", "format_report", "main"]
 PROG = "python -m kolors.evaluation.shapes_eval"  # how its errors and usage name it
 
-PROMPT_SETS = ("composition", "colour-shape")
+PROMPT_SETS = ("composition", "colour-shape", "pair-splits")
 DATA = Path(__file__).with_name("data")
-# The first built-in model's reports on each set (25 steps, guidance 5, seeds 0 and 1).
-REFERENCES = {name: DATA / f"reference_v1_{name}.json" for name in PROMPT_SETS}
+# The first built-in model's reports on the committed sets (25 steps, guidance 5, seeds 0 and 1).
+REFERENCES = {name: DATA / f"reference_v1_{name}.json" for name in ("composition", "colour-shape")}
 
 
 def _colour_shape_expects(row: dict) -> dict:
@@ -56,6 +60,8 @@ def prompt_rows(prompts: str = "composition", *, pairs: int | None = None, categ
         rows = load_composition_prompts()
     elif prompts == "colour-shape":
         rows = [{**r, "category": "colour-shape", "expects": _colour_shape_expects(r)} for r in load_heldout_prompts()]
+    elif prompts == "pair-splits":
+        rows = build_split_prompts()
     else:
         raise ValueError(f"prompt set must be one of {', '.join(PROMPT_SETS)}, not {prompts!r}")
     first: dict[str, int] = {}
@@ -160,6 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_report_path(p, args.json)
     if args.seeds > MAX_IMAGES:  # one call of the pipeline per prompt makes them all
         p.error(f"argument --seeds: at most {MAX_IMAGES}, got {args.seeds}")
+    if args.prompts == "pair-splits" and len(set(args.category or ())) != 1:  # their rates mean nothing pooled
+        p.error("argument --category: --prompts pair-splits takes one: train, wordings, combos or heldout")
     try:
         rows = prompt_rows(args.prompts, pairs=args.pairs, categories=args.category)
     except ValueError as exc:
@@ -173,8 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     reference = None
     if args.reference != "none":
-        path = Path(args.reference) if args.reference else REFERENCES[args.prompts]
-        if path.is_file():
+        path = Path(args.reference) if args.reference else REFERENCES.get(args.prompts)
+        if path is not None and path.is_file():
             reference = json.loads(path.read_text(encoding="utf-8"))
         elif args.reference:
             print(f"{PROG}: error: no reference report {path}", file=sys.stderr)
