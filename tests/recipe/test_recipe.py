@@ -762,3 +762,14 @@ def test_sigterm_saves_a_checkpoint_and_ends_with_one_line(tiny_run, tmp_path):
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert f"resumed at step {step}" in done.stdout and (out / "model_index.json").is_file()
+
+
+@pytest.mark.parametrize(("seconds", "stamp"), [(59.96, "[  1:00.0]"), (59.94, "[  0:59.9]"), (4079.97, "[ 68:00.0]"),
+                                                (61.25, "[  1:01.2]")])
+def test_a_log_line_is_stamped_in_minutes_and_seconds_that_never_read_60(seconds, stamp, capsys, monkeypatch):
+    from kolors.recipe import run as run_module
+
+    log = run_module.Log(start=1000.0)
+    monkeypatch.setattr(run_module.time, "monotonic", lambda: 1000.0 + seconds)
+    log("diffusion step 1/2")
+    assert capsys.readouterr().out == f"{stamp} diffusion step 1/2\n"

@@ -88,8 +88,8 @@ class Log:
         self.tty = sys.stdout.isatty()
 
     def __call__(self, msg: str) -> None:
-        t = time.monotonic() - self.start
-        print(f"[{int(t // 60):3d}:{t % 60:04.1f}] {msg}", flush=True)
+        tenths = round((time.monotonic() - self.start) * 10)  # rounded once: 59.96 s is 1:00.0, not 0:60.0
+        print(f"[{tenths // 600:3d}:{tenths % 600 / 10:04.1f}] {msg}", flush=True)
 
     def bar(self, total: int, desc: str):
         if not self.tty:
