@@ -442,7 +442,8 @@ CHUNK_BYTES = 15 * 2**20  # the device sends back files of at most 16 MiB
 
 def pack_folder(folder: Path, stem: Path, chunk_bytes: int = CHUNK_BYTES) -> tuple[list[Path], str]:
     """``folder`` as a tar split into ``stem.00``, ``stem.01``, … of at most ``chunk_bytes`` each (the files the
-    device returns have a size limit); the chunks and the whole tar's sha256."""
+    device returns have a size limit); the chunks and the whole tar's sha256. Pieces of an earlier pack under the
+    same stem beyond this one's are removed, so that ``cat stem.*`` is this tar."""
     whole = folder.with_name(folder.name + ".tar")  # beside the folder, not among the files that come back
     with tarfile.open(whole, "w") as tar:
         tar.add(folder, arcname=folder.name)
@@ -453,4 +454,7 @@ def pack_folder(folder: Path, stem: Path, chunk_bytes: int = CHUNK_BYTES) -> tup
             parts.append(stem.with_name(f"{stem.name}.{len(parts):02d}"))
             parts[-1].write_bytes(chunk)
     whole.unlink()
+    for stale in stem.parent.glob(f"{stem.name}.[0-9][0-9]"):  # a longer pack of an earlier run into this folder
+        if stale not in parts:
+            stale.unlink()
     return parts, digest.hexdigest()

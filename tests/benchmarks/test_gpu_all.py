@@ -87,7 +87,12 @@ def test_a_folder_packed_for_the_trip_back_is_split_and_whole_again(tmp_path):
     payload = os.urandom(2500)
     (model / "unet" / "weights.bin").write_bytes(payload)
     (tmp_path / "out").mkdir()
+    for k in range(6):  # a longer pack from an earlier run into the same folder
+        (tmp_path / "out" / f"m.tar.{k:02d}").write_bytes(b"old")
+    (tmp_path / "out" / "m.tar.notes").write_text("the user's")  # not a piece: kept
     chunks, digest = gpu_parts.pack_folder(model, tmp_path / "out" / "m.tar", chunk_bytes=1000)
+    assert (tmp_path / "out" / "m.tar.notes").read_text() == "the user's"
+    (tmp_path / "out" / "m.tar.notes").unlink()
     assert [c.name for c in chunks] == [f"m.tar.{k:02d}" for k in range(len(chunks))] and len(chunks) >= 3
     assert max(c.stat().st_size for c in chunks) <= 1000
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [c.name for c in chunks]  # no whole tar left
