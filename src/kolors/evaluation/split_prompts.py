@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..data.captions import caption_with_template
-from ..data.shapes import LANGS
+from ..data.shapes import LANGS, SPLITS
 from .heldout_prompts import DEFAULT_SEED, category_expects, category_scene
 
 __all__ = ["SPLIT_CATEGORIES", "SPLIT_PAIRS", "build_split_prompts"]
@@ -37,8 +37,8 @@ def build_split_prompts(pairs: int = SPLIT_PAIRS, seed: int = DEFAULT_SEED) -> l
     """Rows (en then zh per scene) of the four categories; a category's scenes depend only on its scene split."""
     rows, pair_id = [], 0
     for category, (scenes_from, words_from) in SPLIT_CATEGORIES.items():
-        scene_rng = np.random.default_rng([seed, ("train", "heldout").index(scenes_from)])
-        word_rng = np.random.default_rng([seed, 2 + ("train", "heldout").index(words_from)])
+        scene_rng = np.random.default_rng([seed, SPLITS.index(scenes_from)])
+        word_rng = np.random.default_rng([seed, 2 + SPLITS.index(words_from)])
         for k in range(pairs):
             scene = category_scene(scene_rng, "pair", k, split=scenes_from)
             for lang in LANGS:
