@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -444,16 +445,15 @@ def pack_folder(folder: Path, stem: Path, chunk_bytes: int = CHUNK_BYTES) -> tup
     """``folder`` as a tar split into ``stem.00``, ``stem.01``, … of at most ``chunk_bytes`` each (the files the
     device returns have a size limit); the chunks and the whole tar's sha256. Pieces of an earlier pack under the
     same stem beyond this one's are removed, so that ``cat stem.*`` is this tar."""
-    whole = folder.with_name(folder.name + ".tar")  # beside the folder, not among the files that come back
-    with tarfile.open(whole, "w") as tar:
-        tar.add(folder, arcname=folder.name)
     digest, parts = hashlib.sha256(), []
-    with whole.open("rb") as f:
-        while chunk := f.read(chunk_bytes):
+    with tempfile.TemporaryFile() as whole:  # nameless: never among the files that come back, nor over another
+        with tarfile.open(fileobj=whole, mode="w") as tar:
+            tar.add(folder, arcname=folder.name)
+        whole.seek(0)
+        while chunk := whole.read(chunk_bytes):
             digest.update(chunk)
             parts.append(stem.with_name(f"{stem.name}.{len(parts):02d}"))
             parts[-1].write_bytes(chunk)
-    whole.unlink()
     for stale in stem.parent.glob(f"{stem.name}.[0-9][0-9]"):  # a longer pack of an earlier run into this folder
         if stale not in parts:
             stale.unlink()

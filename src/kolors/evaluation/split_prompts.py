@@ -38,7 +38,7 @@ def build_split_prompts(pairs: int = SPLIT_PAIRS, seed: int = DEFAULT_SEED) -> l
     rows, pair_id = [], 0
     for category, (scenes_from, words_from) in SPLIT_CATEGORIES.items():
         scene_rng = np.random.default_rng([seed, SPLITS.index(scenes_from)])
-        word_rng = np.random.default_rng([seed, 2 + SPLITS.index(words_from)])
+        word_rng = np.random.default_rng([seed, len(SPLITS) + SPLITS.index(words_from)])
         for k in range(pairs):
             scene = category_scene(scene_rng, "pair", k, split=scenes_from)
             for lang in LANGS:
