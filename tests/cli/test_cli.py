@@ -130,6 +130,37 @@ def test_batch_image_equals_single_run_and_from_image_reproduces(model, tmp_path
     assert (changed["steps"], changed["seed"], changed["prompt"]) == (3, 9, "a cat")
 
 
+def test_an_interrupted_run_keeps_the_batches_it_finished(model, tmp_path, capsys, monkeypatch):
+    from kolors.pipelines.pipeline import Pipeline
+
+    real, calls = Pipeline.generate, []
+
+    def generate(self, request, **kwargs):
+        calls.append((request.seed, request.num_images))
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # Ctrl-C while the third batch is denoised
+        return real(self, request, **kwargs)
+
+    monkeypatch.setattr(Pipeline, "generate", generate)
+    code, out, err = run(capsys, "generate", "a cat", "--model", model, *FAST, "--num-images", 5, "--batch-size", 2,
+                         "--seed", 11, "-o", tmp_path / "out", "-q")
+    assert code == 130 and err.strip() == "kolors: error: interrupted"
+    assert calls == [(11, 2), (13, 2), (15, 1)]
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert [stored(tmp_path / "out" / n)["seed"] for n in names] == [11, 12, 13, 14]
+    assert out.split() == [str(tmp_path / "out" / n) for n in names]
+
+
+def test_a_random_seed_is_said_and_each_image_records_its_own(model, tmp_path, capsys):
+    code, out, err = run(capsys, "generate", "a cat", "--model", model, *FAST, "--num-images", 3, "--batch-size", 2,
+                         "-o", tmp_path / "out")
+    assert code == 0, err
+    said = re.search(r"seed (\d+) \(images use seeds (\d+)…(\d+)\)", err)
+    assert said and int(said[2]) == int(said[1]) and int(said[3]) == int(said[1]) + 2, err
+    seeds = [stored(Path(p))["seed"] for p in out.split()]
+    assert seeds == [int(said[1]) + i for i in range(3)]
+
+
 def test_from_image_of_an_a1111_text_only_png(model, tmp_path, capsys, monkeypatch):
     from PIL import PngImagePlugin
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import random
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +105,7 @@ def generation_options(common: argparse.ArgumentParser) -> argparse.ArgumentPars
     s.add_argument("--seed", type=seed, metavar="N",
                    help="seed of the first image; image i uses N+i (default or -1: random, printed and stored)")
     s.add_argument("--num-images", "-n", type=positive_int, metavar="K", help="images to make (default 1)")
-    s.add_argument("--batch-size", type=positive_int, metavar="B", help="images denoised together (default: all)")
+    s.add_argument("--batch-size", type=positive_int, metavar="B", help="images denoised together; each batch is saved when it is done (default: all)")
     s.add_argument("--scheduler", choices=SCHEDULER_NAMES, help="sampler (default: the checkpoint's own)")
     s.add_argument("--pag-scale", type=number, metavar="F",
                    help="perturbed-attention guidance scale, e.g. 3.0 (default 0: off)")
@@ -141,13 +142,25 @@ def run(args: argparse.Namespace) -> int:
     pipe = Pipeline.from_pretrained(**load)
     if pipe.is_builtin:
         note(args, BUILTIN_NOTICE.format(size=f"{pipe.defaults.width}x{pipe.defaults.height}"))
-    result = pipe.generate(request, progress=False if args.quiet else None)
-    if request.seed is None:
-        seeds = result.seeds
-        note(args, f"seed {seeds[0]}" + (f" (images use seeds {seeds[0]}…{seeds[-1]})" if len(seeds) > 1 else ""))
-    for image, params in zip(result.images, result.parameters, strict=True):
-        print(output.save(image, params, params["seed"]), flush=True)
+    drawn = request.seed is None
+    if drawn:  # drawn here, so that every batch continues the same seeds
+        request = request.replace(seed=random.randrange(2**32))
+    for i, part in enumerate(_batches(request)):  # each batch's images are saved before the next is denoised
+        result = pipe.generate(part, progress=False if args.quiet else None)
+        if drawn and i == 0:
+            first, n = request.seed, request.num_images
+            note(args, f"seed {first}" + (f" (images use seeds {first}…{first + n - 1})" if n > 1 else ""))
+        for image, params in zip(result.images, result.parameters, strict=True):
+            print(output.save(image, params, params["seed"]), flush=True)
     return 0
+
+
+def _batches(request: Any) -> list[Any]:
+    """``request`` as one request per ``--batch-size`` images (seeds continuing), so that an interrupted run keeps
+    the batches it finished."""
+    size = request.batch_size or request.num_images
+    return [request.replace(seed=request.seed + first, num_images=min(size, request.num_images - first),
+                            batch_size=None) for first in range(0, request.num_images, size)]
 
 
 # --- the request ---------------------------------------------------------------------------------------------------
